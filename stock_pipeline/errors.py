@@ -1,0 +1,46 @@
+"""Exception classes. Names kept from the original design note so that alerts and
+logs read the same as before; every message names what was wrong and never holds a
+secret."""
+
+
+class AllegroSyncError(Exception):
+    """Base for every error raised while syncing stock with Allegro."""
+
+
+class AllegroRateLimitError(AllegroSyncError):
+    """Allegro answered 429 (or the client is blocked) and retries ran out."""
+
+
+class AllegroTokenError(AllegroSyncError):
+    """An account's tokens cannot be used or refreshed."""
+
+
+class AccountNeedsReauthorisationError(AllegroTokenError):
+    """The refresh token was rejected (invalid_grant): the seller must authorise again."""
+
+    def __init__(self, account: str, detail: str = ""):
+        self.account = account
+        super().__init__(
+            f"account {account!r} needs re-authorisation ({detail or 'refresh token rejected'}); "
+            f"run: stock-pipeline accounts add {account}"
+        )
+
+
+class AllegroOfferNotFoundError(AllegroSyncError):
+    """The offer does not exist (404) or does not belong to this account."""
+
+
+class AllegroApiError(AllegroSyncError):
+    """Allegro answered with an error status that retries will not fix."""
+
+    def __init__(self, method: str, path: str, status: int, detail: str = ""):
+        self.method, self.path, self.status, self.detail = method, path, status, detail
+        super().__init__(f"{method} {path} -> HTTP {status}: {detail}"[:2000])
+
+
+class RateLimiterUnavailableError(AllegroSyncError):
+    """The shared rate limiter (Redis) cannot be reached; calls are not made without it."""
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used."""
