@@ -44,3 +44,7 @@ class RateLimiterUnavailableError(AllegroSyncError):
 
 class SettingsError(ValueError):
     """An environment variable holds a value that cannot be used."""
+
+
+class PipelineDatabaseUnavailableError(AllegroSyncError):
+    """The pipeline database (accounts, tokens, audit) cannot be reached."""

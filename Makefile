@@ -1,0 +1,29 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Each creates .venv from constraints.txt on first use (or when dependencies change).
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install check-services lock
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed (found $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/stock-pipeline demo
+
+check-services: $(STAMP)
+	@$(VENV)/bin/python -m stock_pipeline_tests.services
+
+test: check-services
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Regenerate constraints.txt after changing dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(VENV)/bin/pip freeze --exclude-editable > constraints.txt

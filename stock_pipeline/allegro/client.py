@@ -1,0 +1,254 @@
+"""Allegro REST API client for one seller account.
+
+Every call passes the shared rate limiter first, carries the vendor media type and a
+User-Agent, and is retried (tenacity) on 429, 5xx, timeouts and dropped connections
+with exponential backoff. Retried writes are safe: command ids are idempotency keys
+and PATCH sets an absolute value. A 401 gets exactly one fresh token (re-read or
+refreshed by the token source) and one more try.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol
+
+import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from stock_pipeline.allegro.http import (
+    DEFAULT_RATE_LIMIT_BACKOFF,
+    MEDIA_TYPE,
+    api_headers,
+    backoff_seconds,
+    error_detail,
+    retry_after_seconds,
+)
+from stock_pipeline.errors import (
+    AllegroApiError,
+    AllegroOfferNotFoundError,
+    AllegroRateLimitError,
+    AllegroSyncError,
+    AllegroTokenError,
+)
+from stock_pipeline.logs import get_logger
+
+log = get_logger(__name__)
+
+LISTING_PAGE_SIZE = 1000
+COMMAND_MAX_OFFERS = 1000
+TASKS_PAGE_SIZE = 1000
+MAX_QUANTITY = 99_999
+
+
+class AccessTokenSource(Protocol):
+    def current(self) -> str:
+        """A usable access token (refreshing first when it is near expiry)."""
+
+    def after_unauthorised(self, rejected: str) -> str:
+        """A token to try after `rejected` got 401: re-read first, refresh only if still the same."""
+
+
+class RateLimiter(Protocol):
+    def acquire(self, cost: int = 1) -> float: ...
+
+    def penalise(self, seconds: float) -> None: ...
+
+
+class _Retryable(AllegroSyncError):
+    """Internal: a failure that another attempt may fix."""
+
+    def __init__(self, message: str, retry_after: float | None = None, rate_limited: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
+
+
+@dataclass
+class CallStats:
+    """Counts of HTTP requests sent (retries included), by route."""
+
+    by_route: Counter = field(default_factory=Counter)
+    rate_limited: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_route.values())
+
+    def record(self, route: str, seconds: float) -> None:
+        with self._lock:
+            self.by_route[route] += 1
+            self.seconds += seconds
+
+
+@dataclass(frozen=True)
+class PatchOutcome:
+    """200: done. 202: `operation_url` to poll."""
+
+    status: int
+    operation_url: str | None = None
+    retry_after: float | None = None
+
+
+class AllegroClient:
+    def __init__(self, api_url: str, tokens: AccessTokenSource, limiter: RateLimiter, *,
+                 retry_count: int = 3, retry_delay: float = 30.0, timeout: float = 30.0,
+                 rate_limit_pause: float = DEFAULT_RATE_LIMIT_BACKOFF,
+                 http: httpx.Client | None = None, account: str = ""):
+        self.api_url = api_url.rstrip("/")
+        self._tokens = tokens
+        self._limiter = limiter
+        self._retry_count = retry_count
+        self._retry_delay = retry_delay
+        self._rate_limit_pause = rate_limit_pause
+        self._http = http or httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=8))
+        self._account = account
+        self.stats = CallStats()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ---- transport -------------------------------------------------------------------
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = exc.retry_after if isinstance(exc, _Retryable) else None
+        if isinstance(exc, _Retryable) and exc.rate_limited and retry_after is None:
+            retry_after = self._rate_limit_pause
+        return backoff_seconds(state.attempt_number, self._retry_delay, retry_after)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception()
+        self.stats.retries += 1
+        log.warning("allegro_retry", account=self._account, attempt=state.attempt_number,
+                    error=str(exc), sleep=round(state.next_action.sleep, 2))
+
+    def request(self, method: str, path: str, *, route: str, params: Any = None,
+                json: Any = None, allowed: tuple[int, ...] = ()) -> httpx.Response:
+        """Sends with retries; returns 2xx answers and those in `allowed`, raises typed errors otherwise."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self._retry_count + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Retryable),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(self._send_authorised, method, path, route, params, json, allowed)
+        except _Retryable as exc:
+            if exc.rate_limited:
+                raise AllegroRateLimitError(f"{method} {path}: still rate limited after {self._retry_count} retries") from None
+            raise AllegroSyncError(f"{method} {path}: {exc} (after {self._retry_count} retries)") from None
+
+    def _send_authorised(self, method, path, route, params, json, allowed) -> httpx.Response:
+        token = self._tokens.current()
+        response = self._send_once(method, path, route, params, json, token)
+        if response.status_code == 401:
+            token = self._tokens.after_unauthorised(token)
+            response = self._send_once(method, path, route, params, json, token)
+            if response.status_code == 401:
+                raise AllegroTokenError(f"{method} {path}: access token rejected twice ({error_detail(response)})")
+        return self._classify(method, path, response, allowed)
+
+    def _send_once(self, method, path, route, params, json, token) -> httpx.Response:
+        self._limiter.acquire(1)
+        headers = api_headers() | {"Authorization": f"Bearer {token}"}
+        if json is not None:
+            headers["Content-Type"] = MEDIA_TYPE
+        started = time.monotonic()
+        try:
+            return self._http.request(method, self.api_url + path, params=params, json=json, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(f"timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise _Retryable(f"connection failed ({type(exc).__name__})") from None
+        finally:
+            self.stats.record(route, time.monotonic() - started)
+
+    def _classify(self, method: str, path: str, response: httpx.Response, allowed: tuple[int, ...]) -> httpx.Response:
+        status = response.status_code
+        if 200 <= status < 300 or status in allowed:
+            return response
+        if status == 429:
+            self.stats.rate_limited += 1
+            retry_after = retry_after_seconds(response)
+            # Everyone sharing the client_id backs off, not just this caller.
+            self._limiter.penalise(retry_after if retry_after is not None else self._rate_limit_pause)
+            raise _Retryable(f"429 {error_detail(response)}", retry_after=retry_after, rate_limited=True)
+        if status >= 500:
+            raise _Retryable(f"HTTP {status} {error_detail(response)}", retry_after=retry_after_seconds(response))
+        if status == 404:
+            raise AllegroOfferNotFoundError(f"{method} {path}: not found ({error_detail(response)})")
+        raise AllegroApiError(method, path, status, error_detail(response))
+
+    # ---- offers ------------------------------------------------------------------------
+
+    def list_offers_page(self, offset: int, limit: int = LISTING_PAGE_SIZE,
+                         external_ids: list[str] | None = None) -> dict:
+        params: list[tuple[str, Any]] = [("limit", limit), ("offset", offset)]
+        params += [("external.id", sku) for sku in external_ids or []]
+        return self.request("GET", "/sale/offers", route="GET /sale/offers", params=params).json()
+
+    def iter_offer_pages(self) -> Iterator[list[dict]]:
+        """Every offer of the account, 1000 at a time; stops at totalCount without an extra call."""
+        offset = 0
+        while True:
+            page = self.list_offers_page(offset)
+            offers = page.get("offers") or []
+            yield offers
+            offset += len(offers)
+            if not offers or offset >= int(page.get("totalCount", 0)):
+                return
+
+    def get_product_offer(self, offer_id: str) -> dict:
+        return self.request("GET", f"/sale/product-offers/{offer_id}", route="GET /sale/product-offers/{id}").json()
+
+    def patch_stock(self, offer_id: str, available: int) -> PatchOutcome:
+        """202 → poll `operation_url`; 409 (a change of this offer is still processed) is retried."""
+        body = {"stock": {"available": int(available)}}
+        for attempt in range(self._retry_count + 1):
+            response = self.request("PATCH", f"/sale/product-offers/{offer_id}", route="PATCH /sale/product-offers/{id}",
+                                    json=body, allowed=(409,))
+            if response.status_code != 409:
+                location = response.headers.get("Location")
+                return PatchOutcome(response.status_code, location, retry_after_seconds(response))
+            time.sleep(backoff_seconds(attempt + 1, max(self._retry_delay, 0.2), retry_after_seconds(response)))
+        raise AllegroApiError("PATCH", f"/sale/product-offers/{offer_id}", 409, "an earlier change of the offer is still being processed")
+
+    def operation_done(self, operation_url: str) -> bool:
+        """True once the PATCH operation finished (303), False while it runs (202)."""
+        path = operation_url.removeprefix(self.api_url) if operation_url.startswith("http") else operation_url
+        response = self.request("GET", path, route="GET /sale/product-offers/{id}/operations/{op}", allowed=(303,))
+        return response.status_code != 202
+
+    # ---- commands ----------------------------------------------------------------------
+
+    def put_quantity_command(self, command_id: str, value: int, offer_ids: list[str]) -> dict:
+        if not 1 <= value <= MAX_QUANTITY:
+            raise ValueError(f"quantity command value must be 1..{MAX_QUANTITY}, got {value}")
+        return self._put_command("offer-quantity-change-commands", command_id, offer_ids,
+                                 {"modification": {"changeType": "FIXED", "value": int(value)}})
+
+    def put_publication_command(self, command_id: str, action: str, offer_ids: list[str]) -> dict:
+        if action not in ("END", "ACTIVATE"):
+            raise ValueError(f"publication action must be END or ACTIVATE, got {action!r}")
+        return self._put_command("offer-publication-commands", command_id, offer_ids, {"publication": {"action": action}})
+
+    def _put_command(self, resource: str, command_id: str, offer_ids: list[str], body: dict) -> dict:
+        if not 1 <= len(offer_ids) <= COMMAND_MAX_OFFERS:
+            raise ValueError(f"a command takes 1..{COMMAND_MAX_OFFERS} offers, got {len(offer_ids)}")
+        body = body | {"offerCriteria": [{"type": "CONTAINS_OFFERS", "offers": [{"id": str(i)} for i in offer_ids]}]}
+        # A 409 means this id is registered already: a retry of a PUT that did reach Allegro.
+        response = self.request("PUT", f"/sale/{resource}/{command_id}", route=f"PUT /sale/{resource}/{{id}}",
+                                json=body, allowed=(409,))
+        return response.json() if response.status_code != 409 else {"id": command_id}
+
+    def command_tasks(self, resource: str, command_id: str, offset: int = 0) -> list[dict]:
+        response = self.request("GET", f"/sale/{resource}/{command_id}/tasks", route=f"GET /sale/{resource}/{{id}}/tasks",
+                                params={"limit": TASKS_PAGE_SIZE, "offset": offset})
+        return response.json().get("tasks") or []

@@ -1,0 +1,179 @@
+"""`stock-pipeline`: accounts, sync, history, demo. A public contract: flags and exit
+codes stay stable (0 ok, 1 an account failed, 2 bad input or configuration)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+
+from stock_pipeline import __version__, progress
+from stock_pipeline.errors import AllegroSyncError, SettingsError
+from stock_pipeline.logs import configure_logging
+from stock_pipeline.settings import Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _print(*args, **kwargs) -> None:
+    print(*args, **kwargs, flush=True)
+
+
+class ProgressPrinter:
+    """One line per account and stage, at most every `interval` seconds (and the last one)."""
+
+    def __init__(self, stream=sys.stderr, interval: float = 1.0):
+        self._stream = stream
+        self._interval = interval
+        self._last: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, account: str, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            key = (account, stage)
+            if done < total and now - self._last.get(key, 0.0) < self._interval:
+                return
+            self._last[key] = now
+        label = "offers listed" if stage == "listing" else "writes done"
+        shown = f"{done}" if stage == "listing" else f"{done}/{total}"
+        print(f"  [{account}] {label}: {shown}", file=self._stream, flush=True)
+
+
+def print_summary(summaries) -> None:
+    header = f"{'account':<20} {'result':<8} {'offers':>8} {'changed':>8} {'written':>8} {'failed':>7} {'pending':>8} {'api calls':>10} {'seconds':>8}"
+    _print(header)
+    _print("-" * len(header))
+    for s in summaries:
+        _print(f"{s.account:<20} {'ok' if s.success else 'FAILED':<8} {s.offers:>8} {s.changed:>8} {s.written:>8} "
+               f"{s.failed:>7} {s.pending:>8} {s.api_calls:>10} {s.duration_seconds:>8}")
+    for s in summaries:
+        if s.error:
+            _print(f"\n{s.account}: {s.error}  (run {s.run_id})")
+
+
+def cmd_sync(settings: Settings, args) -> int:
+    from stock_pipeline.definitions import build_definitions
+    from stock_pipeline.sync_runner import select_accounts, sync_accounts
+
+    accounts = select_accounts(settings.stock_pipeline_database_url, args.account)
+    if not accounts:
+        _print("no active accounts; add one with: stock-pipeline accounts add NAME", file=sys.stderr)
+        return EXIT_USAGE
+    printer = ProgressPrinter()
+    progress.add_listener(printer)
+    try:
+        _print(f"syncing {len(accounts)} account(s){' (dry run: nothing is written)' if args.dry_run else ''}…", file=sys.stderr)
+        summaries = sync_accounts(build_definitions(settings), settings.stock_pipeline_database_url, accounts,
+                                  dry_run=args.dry_run)
+    finally:
+        progress.remove_listener(printer)
+    print_summary(summaries)
+    return EXIT_OK if all(s.success for s in summaries) else EXIT_FAILED
+
+
+def cmd_accounts_add(settings: Settings, args) -> int:
+    from stock_pipeline.allegro.auth import AllegroAuth
+    from stock_pipeline.store.accounts import AccountStore, validate_account_name
+    from stock_pipeline.store.schema import engine_for
+
+    validate_account_name(args.name)
+    auth = AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret,
+                       timeout=settings.allegro_sync_http_timeout)
+    if args.refresh_token:
+        pair = auth.refresh(args.refresh_token)
+    else:
+        device = auth.start_device_flow()
+        _print(f"Open {device.verification_uri_complete} and confirm the code {device.user_code} "
+               f"(valid {device.expires_in // 60} min). Waiting…")
+        pair = auth.wait_for_device_token(device)
+    AccountStore(engine_for(settings.stock_pipeline_database_url)).save_tokens(args.name, pair)
+    _print(f"account {args.name} authorised; it becomes a partition within a minute (or at the next `sync`)")
+    return EXIT_OK
+
+
+def cmd_accounts_list(settings: Settings, args) -> int:
+    from stock_pipeline.store.accounts import AccountStore
+    from stock_pipeline.store.schema import engine_for
+
+    accounts = AccountStore(engine_for(settings.stock_pipeline_database_url)).list()
+    if not accounts:
+        _print("no accounts; add one with: stock-pipeline accounts add NAME")
+        return EXIT_OK
+    _print(f"{'account':<24} {'status':<14} {'access token expires':<27} last error")
+    for a in accounts:
+        expires = a.access_expires_at.isoformat(timespec="seconds") if a.access_expires_at else "-"
+        _print(f"{a.name:<24} {a.status:<14} {expires:<27} {a.last_error or ''}")
+    return EXIT_OK
+
+
+def cmd_history(settings: Settings, args) -> int:
+    from stock_pipeline.store.schema import engine_for
+    from stock_pipeline.store.writes_log import WritesLog
+
+    rows = WritesLog(engine_for(settings.stock_pipeline_database_url)).history(
+        sku=args.sku, offer_id=args.offer, account=args.account, limit=args.limit)
+    if rows.empty:
+        _print("no writes recorded for that selection")
+        return EXIT_OK
+    columns = ["created_at", "account", "offer_id", "sku", "before", "after", "action", "method", "status", "run_id", "error"]
+    _print(rows[columns].to_string(index=False))
+    return EXIT_OK
+
+
+def cmd_demo(settings: Settings, args) -> int:
+    from stock_pipeline.demo import run_demo
+
+    return run_demo(keep_running=args.keep_running)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stock-pipeline", description="Keep Allegro offer stock equal to your warehouse.")
+    parser.add_argument("--version", action="version", version=f"stock-pipeline {__version__}")
+    parser.add_argument("--json-logs", action="store_true", help="log JSON lines (default when not on a terminal)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    accounts = sub.add_parser("accounts", help="manage seller accounts").add_subparsers(dest="accounts_command", required=True)
+    add = accounts.add_parser("add", help="authorise an account (device flow, or an existing refresh token)")
+    add.add_argument("name")
+    add.add_argument("--refresh-token", help="exchange this refresh token instead of running the device flow")
+    add.set_defaults(handler=cmd_accounts_add)
+    accounts.add_parser("list", help="list accounts and their token state").set_defaults(handler=cmd_accounts_list)
+
+    sync = sub.add_parser("sync", help="sync stock now, through Dagster")
+    sync.add_argument("--account", action="append", help="only this account (repeatable); default: all active")
+    sync.add_argument("--dry-run", action="store_true", help="plan and show the writes, send nothing")
+    sync.set_defaults(handler=cmd_sync)
+
+    history = sub.add_parser("history", help="show recorded writes")
+    history.add_argument("--sku")
+    history.add_argument("--offer")
+    history.add_argument("--account")
+    history.add_argument("--limit", type=int, default=200)
+    history.set_defaults(handler=cmd_history)
+
+    demo = sub.add_parser("demo", help="run a full sync against the bundled Allegro simulator")
+    demo.add_argument("--keep-running", action="store_true", help="keep the simulator up afterwards (for the UI)")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(json=True if args.json_logs else None)
+    try:
+        settings = load_settings()
+        return args.handler(settings, args)
+    except (SettingsError, ValueError) as exc:
+        _print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AllegroSyncError as exc:
+        _print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

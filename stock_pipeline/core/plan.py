@@ -1,0 +1,68 @@
+"""Writes planned as data before they are sent: which offer goes by which call.
+
+For each target value the cheaper of (one PATCH per offer) and (one command + one
+poll per `batch_size` offers) is chosen; offers going to 0 likewise choose between a
+PATCH with 0 (which ends the offer) and an END publication command. Ties go to PATCH:
+it answers synchronously in the common case, a command always needs a poll.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from stock_pipeline.core.diff import ACTION_END, ACTION_SET
+
+METHOD_PATCH = "patch"
+METHOD_QUANTITY_COMMAND = "quantity_command"
+METHOD_PUBLICATION_COMMAND = "publication_command"
+
+PLAN_COLUMNS = ["offer_id", "sku", "before", "after", "action", "method", "batch"]
+CALLS_PER_COMMAND = 2  # the PUT and one read of its tasks
+
+
+def command_calls(offers: np.ndarray | int, batch_size: int) -> np.ndarray:
+    return CALLS_PER_COMMAND * np.ceil(np.asarray(offers) / batch_size).astype("int64")
+
+
+def plan_writes(diff: pd.DataFrame, batch_size: int = 1000) -> pd.DataFrame:
+    """One row per offer to write: `method` and, for commands, `batch` (rows of a batch
+    share one command: one value, at most `batch_size` offers). PATCH rows have batch -1."""
+    if not 1 <= batch_size <= 1000:
+        raise ValueError(f"batch_size must be 1..1000 (Allegro's command maximum), got {batch_size}")
+    if diff.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("before", "after", "batch") else "string")
+                             for c in PLAN_COLUMNS})
+    plan = diff[["offer_id", "sku", "before", "after", "action"]].sort_values(["action", "after", "offer_id"], kind="stable")
+    plan = plan.reset_index(drop=True)
+    # Offers ending share one "value" group whatever their `after` (always 0).
+    group_key = plan["action"] + ":" + plan["after"].astype("string")
+    group_size = group_key.map(group_key.value_counts()).to_numpy()
+    use_command = command_calls(group_size, batch_size) < group_size
+
+    method = np.where(plan["action"].to_numpy() == ACTION_END, METHOD_PUBLICATION_COMMAND, METHOD_QUANTITY_COMMAND)
+    method = np.where(use_command, method, METHOD_PATCH)
+    chunk = plan.groupby(group_key, sort=False).cumcount().to_numpy() // batch_size
+    batch_key = pd.Series(group_key.to_numpy() + "#" + chunk.astype(str))
+    batch = batch_key.factorize()[0]
+    plan["method"] = pd.Series(method, dtype="string")
+    plan["batch"] = np.where(use_command, batch, -1).astype("int64")
+    # Renumber so batches are 0..k-1 over commands only.
+    commands = plan["batch"] >= 0
+    plan.loc[commands, "batch"] = pd.factorize(plan.loc[commands, "batch"])[0]
+    return plan[PLAN_COLUMNS]
+
+
+def minimum_calls(offer_count: int, diff: pd.DataFrame, batch_size: int = 1000) -> int:
+    """The least number of API calls a full sync of this diff can cost (the yardstick
+    for the ≤ 1.2× budget): listing pages plus the cheaper write route per value."""
+    listing = max(1, int(np.ceil(offer_count / 1000)))
+    if diff.empty:
+        return listing
+    key = diff["action"] + ":" + diff["after"].astype("string")
+    sizes = key.value_counts().to_numpy()
+    return listing + int(np.minimum(sizes, command_calls(sizes, batch_size)).sum())
+
+
+__all__ = ["plan_writes", "minimum_calls", "ACTION_SET", "ACTION_END", "METHOD_PATCH",
+           "METHOD_QUANTITY_COMMAND", "METHOD_PUBLICATION_COMMAND"]

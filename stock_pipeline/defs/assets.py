@@ -1,0 +1,147 @@
+"""The four assets. Each calls plain functions from core/ and the adapters; nothing
+here decides stock rules."""
+
+
+import time
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    DynamicPartitionsDefinition,
+    Failure,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from stock_pipeline import progress
+from stock_pipeline.apply_writes import PollPolicy, WriteApplier
+from stock_pipeline.core.diff import compute_diff, offers_frame
+from stock_pipeline.core.plan import minimum_calls, plan_writes
+from stock_pipeline.core.snapshot import clean_snapshot
+from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase
+from stock_pipeline.logs import get_logger
+from stock_pipeline.stock_source import read_stock
+from stock_pipeline.store.writes_log import FAILED, PENDING, SUCCESS
+
+log = get_logger(__name__)
+
+accounts_partitions = DynamicPartitionsDefinition(name="accounts")
+OWNERS = ["team:stock-sync"]
+PREVIEW_ROWS = 20
+
+
+class UpdatesConfig(Config):
+    dry_run: bool = False
+
+
+def _preview(frame: pd.DataFrame) -> MetadataValue:
+    if frame.empty:
+        return MetadataValue.md("_nothing to change_")
+    return MetadataValue.md(frame.head(PREVIEW_ROWS).to_markdown(index=False)
+                            + (f"\n\n… and {len(frame) - PREVIEW_ROWS} more" if len(frame) > PREVIEW_ROWS else ""))
+
+
+@asset(group_name="warehouse", owners=OWNERS, io_manager_key="frames_io_manager",
+       description="Stock per SKU from the seller's warehouse database (STOCK_QUERY), cleaned: SKUs trimmed, "
+                   "duplicate rows summed, bad rows (empty SKU, NULL, negative or non-integer stock) excluded and counted.")
+def stock_snapshot(context: AssetExecutionContext, stock_db: StockDatabase) -> Output[pd.DataFrame]:
+    started = time.monotonic()
+    snapshot = clean_snapshot(read_stock(stock_db.url, stock_db.query))
+    if snapshot.problems:
+        context.log.warning(f"excluded {len(snapshot.bad_rows)} bad stock rows: {snapshot.problems}")
+    return Output(snapshot.stock, metadata={
+        "rows_read": snapshot.rows_read,
+        "skus": len(snapshot.stock),
+        "bad_rows": len(snapshot.bad_rows),
+        "bad_row_problems": MetadataValue.json(snapshot.problems),
+        "duplicate_sku_rows_summed": snapshot.duplicate_skus,
+        "units_total": int(snapshot.stock["stock"].sum()),
+        "duration_seconds": round(time.monotonic() - started, 3),
+    })
+
+
+@asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
+       description="Every offer of the account from GET /sale/offers (1000 per page): offer id, external.id (SKU), "
+                   "stock.available, publication.status. Kept per account for later runs.")
+def allegro_offers(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase) -> Output[pd.DataFrame]:
+    account = context.partition_key
+    started = time.monotonic()
+    client = allegro.client_for(account, pipeline_db)
+    items: list[dict] = []
+    try:
+        for page in client.iter_offer_pages():
+            items.extend(page)
+            progress.report(account, "listing", len(items), len(items))
+    finally:
+        client.close()
+    offers = offers_frame(items)
+    return Output(offers, metadata={
+        "offers": len(offers),
+        "offers_without_sku": int(offers["sku"].isna().sum()),
+        "by_status": MetadataValue.json({str(k): int(v) for k, v in offers["status"].value_counts().items()}),
+        "api_calls": client.stats.total,
+        "duration_seconds": round(time.monotonic() - started, 3),
+    })
+
+
+@asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
+       description="Offers whose stock differs from the warehouse, with the planned write for each "
+                   "(PATCH, quantity command or END command, grouped by target value).")
+def stock_diff(context: AssetExecutionContext, allegro: AllegroApi, stock_snapshot: pd.DataFrame,
+               allegro_offers: pd.DataFrame) -> Output[pd.DataFrame]:
+    diff = compute_diff(allegro_offers, stock_snapshot)
+    plan = plan_writes(diff, allegro.batch_size)
+    commands = plan.loc[plan["batch"] >= 0, "batch"].nunique()
+    return Output(plan, metadata={
+        "offers": len(allegro_offers),
+        "changed": len(plan),
+        "to_end": int((plan["action"] == "end").sum()),
+        "planned_patches": int((plan["method"] == "patch").sum()),
+        "planned_commands": int(commands),
+        "minimum_api_calls": minimum_calls(len(allegro_offers), diff, allegro.batch_size),
+        "preview": _preview(plan[["offer_id", "sku", "before", "after", "action", "method"]]),
+    })
+
+
+@asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
+       description="The writes sent to Allegro and what each did (success / failed / pending). Fails the run "
+                   "when a write failed, so the failure sensor alerts.")
+def stock_updates(context: AssetExecutionContext, config: UpdatesConfig, allegro: AllegroApi,
+                  pipeline_db: PipelineDatabase, stock_diff: pd.DataFrame) -> Output[pd.DataFrame]:
+    account = context.partition_key
+    started = time.monotonic()
+    if config.dry_run:
+        context.log.info(f"dry run: {len(stock_diff)} planned writes not sent")
+        return Output(stock_diff.assign(status="dry_run"), metadata={
+            "dry_run": True, "changed": len(stock_diff), "written": 0, "failed": 0, "pending": 0, "api_calls": 0,
+            "preview": _preview(stock_diff[["offer_id", "sku", "before", "after", "action", "method"]]),
+        })
+    client = allegro.client_for(account, pipeline_db)
+    applier = WriteApplier(client, pipeline_db.writes_log(), run_id=context.run_id, account=account,
+                           poll=PollPolicy(first_poll_after=allegro.poll_first_after, timeout=allegro.poll_timeout),
+                           progress=lambda stage, done, total: progress.report(account, stage, done, total))
+    try:
+        results = applier.apply(stock_diff)
+    finally:
+        client.close()
+    counts = results["status"].value_counts()
+    failed = results[results["status"] == FAILED]
+    metadata = {
+        "dry_run": False,
+        "changed": len(results),
+        "written": int(counts.get(SUCCESS, 0)),
+        "failed": int(counts.get(FAILED, 0)),
+        "pending": int(counts.get(PENDING, 0)),
+        "api_calls": client.stats.total,
+        "rate_limited_answers": client.stats.rate_limited,
+        "retries": client.stats.retries,
+        "duration_seconds": round(time.monotonic() - started, 3),
+        "failures": _preview(failed[["offer_id", "sku", "before", "after", "error"]]),
+    }
+    if not failed.empty:
+        raise Failure(description=f"{len(failed)} of {len(results)} writes failed for account {account}; "
+                                  f"first: offer {failed['offer_id'].iloc[0]}: {failed['error'].iloc[0]}",
+                      metadata=metadata)
+    return Output(results, metadata=metadata)

@@ -1,0 +1,115 @@
+"""The job, the schedule and the sensors.
+
+Snapshot decision: the account-partitioned job includes the unpartitioned
+`stock_snapshot`, so every account's run reads the warehouse itself. The diff then
+always uses a snapshot read and checked within the same run (a guard that holds a
+bad feed holds that run's writes), there is no ordering between a snapshot run and
+account runs to get wrong, and a one-account backfill is self-contained. The cost is
+one stock query per account per cycle, small next to listing the offers (one API
+call per 1000 offers). The IO manager keys the snapshot by run so concurrent account
+runs never read each other's copy.
+"""
+
+
+from datetime import datetime, timezone
+
+from dagster import (
+    AssetSelection,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    define_asset_job,
+    in_process_executor,
+    run_failure_sensor,
+    schedule,
+    sensor,
+)
+
+from stock_pipeline.defs.assets import accounts_partitions
+from stock_pipeline.defs.resources import PipelineDatabase, TelegramAlerts
+from stock_pipeline.logs import get_logger
+from stock_pipeline.notify.telegram import TelegramError, failure_message
+
+log = get_logger(__name__)
+
+ACCOUNT_TAG = "stock_pipeline/account"
+
+# In-process: one process per run shares the limiter and HTTP connections, and a
+# run's steps are sequential anyway (each needs the one before).
+account_sync_job = define_asset_job(
+    "account_sync",
+    selection=AssetSelection.assets("stock_snapshot", "allegro_offers", "stock_diff", "stock_updates"),
+    executor_def=in_process_executor,
+    description="Sync one account: read the warehouse, list the account's offers, diff, write the differences.",
+)
+
+
+def active_accounts(pipeline_db: PipelineDatabase) -> list[str]:
+    return [a.name for a in pipeline_db.accounts().list(only_active=True)]
+
+
+@sensor(job=account_sync_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
+        description="Keeps the `accounts` partitions equal to the active accounts in the pipeline database.")
+def account_partitions_sensor(context: SensorEvaluationContext, pipeline_db: PipelineDatabase):
+    wanted = set(active_accounts(pipeline_db))
+    existing = set(context.instance.get_dynamic_partitions(accounts_partitions.name))
+    to_add, to_remove = sorted(wanted - existing), sorted(existing - wanted)
+    if not to_add and not to_remove:
+        return SkipReason(f"partitions already match {len(wanted)} active accounts")
+    requests = []
+    if to_add:
+        requests.append(accounts_partitions.build_add_request(to_add))
+    if to_remove:
+        requests.append(accounts_partitions.build_delete_request(to_remove))
+    return SensorResult(dynamic_partitions_requests=requests)
+
+
+def build_schedule(cron: str):
+    @schedule(cron_schedule=cron, job=account_sync_job, default_status=DefaultScheduleStatus.RUNNING,
+              execution_timezone="UTC", name="account_sync_schedule",
+              description="Launches one sync run per active account (ALLEGRO_SYNC_SCHEDULE).")
+    def account_sync_schedule(context: ScheduleEvaluationContext, pipeline_db: PipelineDatabase):
+        partitions = set(context.instance.get_dynamic_partitions(accounts_partitions.name))
+        accounts = [a for a in active_accounts(pipeline_db) if a in partitions]
+        if not accounts:
+            return SkipReason("no active account is a partition yet")
+        stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else ""
+        return [RunRequest(run_key=f"{account}:{stamp}", partition_key=account, tags={ACCOUNT_TAG: account})
+                for account in accounts]
+
+    return account_sync_schedule
+
+
+def _run_error(context: RunFailureSensorContext) -> str:
+    messages = [e.message for e in context.get_step_failure_events() if e.message]
+    for event in context.get_step_failure_events():
+        data = event.step_failure_data
+        if data and data.error:
+            messages.append(f"{data.error.cls_name}: {data.error.message.strip()}")
+    if not messages and context.failure_event.message:
+        messages.append(context.failure_event.message)
+    return "\n".join(dict.fromkeys(messages)) or "unknown error"
+
+
+@run_failure_sensor(name="telegram_on_run_failure", default_status=DefaultSensorStatus.RUNNING,
+                    monitored_jobs=[account_sync_job],
+                    description="Sends one Telegram message per failed run (ALLEGRO_ERROR_NOTIFICATION_CHAT_ID).")
+def telegram_on_run_failure(context: RunFailureSensorContext, telegram: TelegramAlerts):
+    notifier = telegram.notifier()
+    run = context.dagster_run
+    account = run.tags.get("dagster/partition") or run.tags.get(ACCOUNT_TAG)
+    if notifier is None:
+        log.warning("run_failed_no_telegram", run_id=run.run_id, account=account)
+        return
+    text = failure_message(account=account, run_id=run.run_id, job=run.job_name, error=_run_error(context),
+                           run_url=telegram.run_url(run.run_id), when=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    try:
+        notifier.send(text)
+    except TelegramError as exc:
+        log.error("telegram_alert_failed", run_id=run.run_id, error=str(exc))
+        raise

@@ -1,0 +1,121 @@
+"""Dagster resources: thin wiring of the adapters. Secrets come from EnvVar so that
+their values never appear in the UI's resource config or in run config."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Optional
+
+from dagster import ConfigurableResource, EnvVar
+
+from stock_pipeline.allegro.auth import AllegroAuth
+from stock_pipeline.allegro.client import AllegroClient
+from stock_pipeline.notify.telegram import TelegramNotifier
+from stock_pipeline.rate_limit import RateSpec, build_limiter
+from stock_pipeline.settings import Settings
+from stock_pipeline.store.accounts import AccountStore
+from stock_pipeline.store.schema import engine_for
+from stock_pipeline.store.writes_log import WritesLog
+
+_limiters: dict[tuple, object] = {}
+_limiters_lock = threading.Lock()
+
+
+def shared_limiter(redis_url: str | None, client_id: str, rate_per_minute: int):
+    """One limiter object per process and client_id: every account and asset draws
+    from the same bucket (in Redis, shared with every other process too)."""
+    key = (redis_url, client_id, rate_per_minute)
+    with _limiters_lock:
+        if key not in _limiters:
+            _limiters[key] = build_limiter(redis_url, f"allegro:rate:{client_id}",
+                                           [RateSpec(limit=rate_per_minute, period_seconds=60.0)])
+        return _limiters[key]
+
+
+class PipelineDatabase(ConfigurableResource):
+    """Accounts, tokens and the writes log (`STOCK_PIPELINE_DATABASE_URL`)."""
+
+    url: str
+
+    def accounts(self) -> AccountStore:
+        return AccountStore(engine_for(self.url))
+
+    def writes_log(self) -> WritesLog:
+        return WritesLog(engine_for(self.url))
+
+
+class StockDatabase(ConfigurableResource):
+    """The seller's warehouse (`STOCK_DATABASE_URL`, `STOCK_QUERY`)."""
+
+    url: str
+    query: str
+
+
+class AllegroApi(ConfigurableResource):
+    """Allegro REST API access through the shared rate limiter."""
+
+    api_url: str
+    auth_url: str
+    client_id: str
+    client_secret: str
+    redis_url: Optional[str] = None
+    rate_limit_per_minute: int = 9000
+    retry_count: int = 3
+    retry_delay: float = 30.0
+    timeout: float = 30.0
+    batch_size: int = 1000
+    poll_first_after: float = 1.0
+    poll_timeout: float = 120.0
+    rate_limit_pause: float = 60.0
+
+    def auth(self) -> AllegroAuth:
+        return AllegroAuth(self.auth_url, self.client_id, self.client_secret, timeout=self.timeout)
+
+    def client_for(self, account: str, database: PipelineDatabase) -> AllegroClient:
+        tokens = database.accounts().tokens_for(account, self.auth())
+        limiter = shared_limiter(self.redis_url, self.client_id, self.rate_limit_per_minute)
+        return AllegroClient(self.api_url, tokens, limiter, retry_count=self.retry_count,
+                             retry_delay=self.retry_delay, timeout=self.timeout,
+                             rate_limit_pause=self.rate_limit_pause, account=account)
+
+
+class TelegramAlerts(ConfigurableResource):
+    api_url: str = "https://api.telegram.org"
+    bot_token: Optional[str] = None
+    chat_id: Optional[str] = None
+    webserver_url: Optional[str] = None
+
+    def notifier(self) -> TelegramNotifier | None:
+        if not (self.bot_token and self.chat_id):
+            return None
+        return TelegramNotifier(self.api_url, self.bot_token, self.chat_id)
+
+    def run_url(self, run_id: str) -> str | None:
+        return f"{self.webserver_url.rstrip('/')}/runs/{run_id}" if self.webserver_url else None
+
+
+def _secret(name: str, fallback: str | None):
+    """EnvVar when the variable is set (the UI shows its name, not its value)."""
+    return EnvVar(name) if os.environ.get(name) else fallback
+
+
+def build_resources(settings: Settings) -> dict:
+    return {
+        "pipeline_db": PipelineDatabase(url=settings.stock_pipeline_database_url),
+        "stock_db": StockDatabase(url=settings.stock_database_url, query=settings.stock_query),
+        "allegro": AllegroApi(
+            api_url=settings.allegro_api_url, auth_url=settings.allegro_auth_url,
+            client_id=settings.allegro_client_id,
+            client_secret=_secret("ALLEGRO_CLIENT_SECRET", settings.allegro_client_secret),
+            redis_url=settings.redis_url, rate_limit_per_minute=settings.allegro_sync_rate_limit,
+            retry_count=settings.allegro_sync_retry_count, retry_delay=settings.allegro_sync_retry_delay,
+            timeout=settings.allegro_sync_http_timeout, batch_size=settings.allegro_sync_batch_size,
+            poll_first_after=settings.allegro_sync_poll_first_after, poll_timeout=settings.allegro_sync_poll_timeout,
+            rate_limit_pause=settings.allegro_sync_rate_limit_pause,
+        ),
+        "telegram": TelegramAlerts(
+            api_url=settings.telegram_api_url, bot_token=_secret("TELEGRAM_BOT_TOKEN", settings.telegram_bot_token),
+            chat_id=settings.allegro_error_notification_chat_id, webserver_url=settings.dagster_webserver_url,
+        ),
+    }

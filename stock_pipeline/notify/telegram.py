@@ -1,0 +1,97 @@
+"""Telegram alerts: one message per failed run per account, HTML-escaped, within the
+4 096-character limit, honouring Telegram's own 429 `retry_after`."""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Callable
+
+import httpx
+
+from stock_pipeline.allegro.http import USER_AGENT
+from stock_pipeline.logs import get_logger
+
+log = get_logger(__name__)
+
+TELEGRAM_LIMIT = 4096
+
+
+class TelegramError(Exception):
+    pass
+
+
+def escape(value: object) -> str:
+    return html.escape(str(value), quote=False)
+
+
+def failure_message(*, account: str | None, run_id: str, job: str, error: str, run_url: str | None = None,
+                    offers: list[dict] | None = None, when: str | None = None) -> str:
+    """The alert text (Telegram HTML). Offers beyond what fits are counted, not listed."""
+    lines = [
+        "🚨 <b>Allegro stock sync failed</b>",
+        "",
+        f"<b>Account:</b> {escape(account or 'all accounts')}",
+        f"<b>Job:</b> <code>{escape(job)}</code>",
+        f"<b>Run:</b> <code>{escape(run_id)}</code>",
+    ]
+    if when:
+        lines.append(f"<b>Time:</b> {escape(when)}")
+    if run_url:
+        lines.append(f'<a href="{html.escape(run_url, quote=True)}">Open the run in Dagster</a>')
+    lines += ["", f"<b>Error:</b> <pre>{escape(error[:1500])}</pre>"]
+    text = "\n".join(lines)
+    offers = offers or []
+    if offers:
+        text += "\n\n<b>Offers not written:</b>"
+    for shown, offer in enumerate(offers):
+        line = (f"\n• <code>{escape(offer.get('offer_id'))}</code> SKU <code>{escape(offer.get('sku'))}</code>: "
+                f"{escape(offer.get('before'))} → {escape(offer.get('after'))} ({escape(offer.get('error') or '')[:200]})")
+        remainder = f"\n… and {len(offers) - shown} more"
+        if len(text) + len(line) + len(remainder) + 40 > TELEGRAM_LIMIT:
+            text += remainder
+            break
+        text += line
+    text += "\n\n<i>Manual check required</i>"
+    return text
+
+
+class TelegramNotifier:
+    def __init__(self, api_url: str, bot_token: str, chat_id: str, *, timeout: float = 10.0, max_attempts: int = 3,
+                 sleep: Callable[[float], None] = time.sleep):
+        self._url = f"{api_url.rstrip('/')}/bot{bot_token}/sendMessage"
+        self._chat_id = chat_id
+        self._timeout = timeout
+        self._max_attempts = max_attempts
+        self._sleep = sleep
+
+    def send(self, text: str) -> None:
+        if len(text) > TELEGRAM_LIMIT:
+            text = text[: TELEGRAM_LIMIT - 1]
+        payload = {"chat_id": self._chat_id, "text": text, "parse_mode": "HTML", "disable_web_page_preview": True}
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                response = httpx.post(self._url, json=payload, timeout=self._timeout, headers={"User-Agent": USER_AGENT})
+            except httpx.HTTPError as exc:
+                if attempt == self._max_attempts:
+                    raise TelegramError(f"cannot reach the Telegram API: {type(exc).__name__}") from None
+                self._sleep(2.0 * attempt)
+                continue
+            if response.status_code == 200:
+                return
+            body = _json(response)
+            if response.status_code == 429 and attempt < self._max_attempts:
+                retry_after = float((body.get("parameters") or {}).get("retry_after", 5))
+                log.warning("telegram_rate_limited", retry_after=retry_after)
+                self._sleep(retry_after)
+                continue
+            # The bot token is part of the URL: only Telegram's description is reported.
+            raise TelegramError(f"Telegram rejected the message: HTTP {response.status_code} {body.get('description', '')}")
+
+
+def _json(response: httpx.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -1,0 +1,36 @@
+"""A GCRA bucket held in this process, for runs without Redis (the one-command demo).
+
+It limits only the threads of this process: two processes each with a local bucket
+may together spend twice the limit, which is why production sets REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Sequence
+
+from stock_pipeline.rate_limit.gcra import IDLE, RateSpec, as_windows, penalise, reserve_all
+
+
+class LocalTokenBucket:
+    """The same reservations as ``RedisTokenBucket``, on ``time.monotonic``."""
+
+    def __init__(self, spec: RateSpec | Sequence[RateSpec]):
+        self._windows = as_windows(spec)
+        self._tats = [IDLE] * len(self._windows)
+        self._lock = threading.Lock()
+
+    def acquire(self, cost: int = 1) -> float:
+        """Reserve ``cost`` units, sleep until they may be sent, return the seconds waited."""
+        with self._lock:
+            self._tats, wait = reserve_all(self._tats, time.monotonic(), cost, self._windows)
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+    def penalise(self, seconds: float) -> None:
+        """After a 429: no thread starts a call for ``seconds``."""
+        with self._lock:
+            now = time.monotonic()
+            self._tats = [penalise(tat, now, seconds, window) for tat, window in zip(self._tats, self._windows)]

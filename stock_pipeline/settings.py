@@ -1,0 +1,161 @@
+"""Settings read from the environment once, validated at start.
+
+Every variable has a default that makes the one-command demo work with nothing set;
+a value that cannot be used raises SettingsError naming the variable and the value's
+problem (never the value itself for secrets).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlparse
+
+from stock_pipeline.errors import SettingsError
+
+DEFAULT_PIPELINE_DB = "sqlite:///" + str(Path.home() / ".stock_pipeline" / "pipeline.db")
+DEFAULT_STOCK_DB = "sqlite:///" + str(Path.home() / ".stock_pipeline" / "stock.db")
+
+# Names of secrets: their values are never echoed in errors or logs.
+SECRET_VARIABLES = frozenset(
+    {"ALLEGRO_CLIENT_SECRET", "TELEGRAM_BOT_TOKEN", "TOKEN_ENCRYPTION_KEY"}
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    allegro_api_url: str = "https://api.allegro.pl"
+    allegro_auth_url: str = "https://allegro.pl/auth/oauth"
+    allegro_client_id: str = "demo-client"
+    allegro_client_secret: str = "demo-secret"
+    stock_database_url: str = DEFAULT_STOCK_DB
+    stock_query: str = "SELECT sku, stock FROM products"
+    stock_pipeline_database_url: str = DEFAULT_PIPELINE_DB
+    redis_url: str | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_bot_token: str | None = None
+    allegro_error_notification_chat_id: str | None = None
+    allegro_sync_rate_limit: int = 9000
+    allegro_sync_batch_size: int = 1000
+    allegro_sync_retry_count: int = 3
+    allegro_sync_retry_delay: float = 30.0
+    allegro_sync_schedule: str = "*/30 * * * *"
+    allegro_sync_http_timeout: float = 30.0
+    allegro_sync_poll_first_after: float = 1.0
+    allegro_sync_poll_timeout: float = 120.0
+    allegro_sync_rate_limit_pause: float = 60.0
+    dagster_webserver_url: str | None = None
+
+    @property
+    def telegram_enabled(self) -> bool:
+        return bool(self.telegram_bot_token and self.allegro_error_notification_chat_id)
+
+
+def _env_name(field_name: str) -> str:
+    return field_name.upper()
+
+
+def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
+        raise SettingsError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _parse_int(name: str, raw: str, minimum: int, maximum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _parse_float(name: str, raw: str, minimum: float, maximum: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _parse_schedule(name: str, raw: str) -> str:
+    """Accepts a cron expression or, as the original design did, a number of seconds."""
+    raw = raw.strip()
+    if raw.isdigit():
+        seconds = int(raw)
+        if seconds < 60 or seconds % 60:
+            raise SettingsError(f"{name} in seconds must be a whole number of minutes (>= 60), got {seconds}")
+        minutes = seconds // 60
+        if minutes < 60:
+            if 60 % minutes:
+                raise SettingsError(f"{name}={seconds}s does not divide an hour; use a cron expression instead")
+            return f"*/{minutes} * * * *"
+        if minutes % 60 or 24 % (minutes // 60):
+            raise SettingsError(f"{name}={seconds}s does not divide a day; use a cron expression instead")
+        return f"0 */{minutes // 60} * * *"
+    from dagster._utils.schedules import is_valid_cron_string  # cron syntax check only
+
+    if not is_valid_cron_string(raw):
+        raise SettingsError(f"{name} must be a cron expression or a number of seconds, got {raw!r}")
+    return raw
+
+
+def _parse_sqlalchemy_url(name: str, raw: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(raw)
+    except (ArgumentError, ValueError):
+        raise SettingsError(f"{name} must be an SQLAlchemy database URL (e.g. postgresql+psycopg://user@host/db), got an unparsable value") from None
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Builds Settings from `environ` (default: os.environ); empty strings count as unset."""
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        name = _env_name(f.name)
+        raw = env.get(name, "")
+        if raw.strip() == "":
+            continue
+        raw = raw.strip()
+        if f.name in ("allegro_api_url", "allegro_auth_url", "telegram_api_url", "dagster_webserver_url"):
+            values[f.name] = _parse_url(name, raw, ("http", "https"))
+        elif f.name == "redis_url":
+            values[f.name] = _parse_url(name, raw, ("redis", "rediss", "unix"))
+        elif f.name in ("stock_database_url", "stock_pipeline_database_url"):
+            values[f.name] = _parse_sqlalchemy_url(name, raw)
+        elif f.name == "allegro_sync_rate_limit":
+            values[f.name] = _parse_int(name, raw, 1, 1_000_000)
+        elif f.name == "allegro_sync_batch_size":
+            values[f.name] = _parse_int(name, raw, 1, 1000)  # Allegro's command maximum
+        elif f.name == "allegro_sync_retry_count":
+            values[f.name] = _parse_int(name, raw, 0, 20)
+        elif f.name == "allegro_sync_retry_delay":
+            values[f.name] = _parse_float(name, raw, 0.0, 3600.0)
+        elif f.name == "allegro_sync_http_timeout":
+            values[f.name] = _parse_float(name, raw, 0.1, 600.0)
+        elif f.name in ("allegro_sync_poll_first_after", "allegro_sync_poll_timeout", "allegro_sync_rate_limit_pause"):
+            values[f.name] = _parse_float(name, raw, 0.0, 3600.0)
+        elif f.name == "allegro_sync_schedule":
+            values[f.name] = _parse_schedule(name, raw)
+        elif f.name == "stock_query":
+            if not raw.lower().startswith(("select", "with")):
+                raise SettingsError(f"{name} must be a SELECT query returning columns sku and stock, got {raw[:80]!r}")
+            values[f.name] = raw
+        else:
+            values[f.name] = raw
+    settings = Settings(**{**{f.name: getattr(defaults, f.name) for f in fields(Settings)}, **values})
+    if bool(settings.telegram_bot_token) != bool(settings.allegro_error_notification_chat_id):
+        missing = "ALLEGRO_ERROR_NOTIFICATION_CHAT_ID" if settings.telegram_bot_token else "TELEGRAM_BOT_TOKEN"
+        raise SettingsError(f"Telegram alerts need both TELEGRAM_BOT_TOKEN and ALLEGRO_ERROR_NOTIFICATION_CHAT_ID; {missing} is not set")
+    return settings

@@ -1,0 +1,163 @@
+"""Seller accounts and their tokens, and the refresh protocol that keeps them usable.
+
+Allegro's refresh tokens are single-use and a refresh kills the previous access token,
+so refreshing is serialised per account by a row lock (SELECT … FOR UPDATE) and the
+new pair is committed before anyone uses it. A process whose access token got 401
+re-reads the stored row first: another process has usually refreshed already, and
+refreshing again would replay a used refresh token.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from stock_pipeline.allegro.auth import AllegroAuth, InvalidGrantError, TokenPair
+from stock_pipeline.errors import AccountNeedsReauthorisationError, AllegroTokenError
+from stock_pipeline.logs import get_logger
+from stock_pipeline.store.schema import ACCOUNT_ACTIVE, ACCOUNT_NEEDS_REAUTH, accounts
+
+log = get_logger(__name__)
+
+ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# Refresh this long before expiry so a call never starts with a token about to die.
+REFRESH_MARGIN = timedelta(minutes=5)
+
+
+def validate_account_name(name: str) -> str:
+    if not ACCOUNT_NAME.match(name or ""):
+        raise ValueError(f"account name {name!r} is not valid: use letters, digits, '.', '_' or '-' "
+                         "(starting with a letter or digit, at most 100 characters); it names a Dagster partition")
+    return name
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    status: str
+    access_expires_at: datetime | None
+    last_error: str | None
+    updated_at: datetime | None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+class AccountStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        # SQLite has no row locks: serialise refreshes inside this process instead (demo only).
+        self._local_locks: dict[str, threading.Lock] = {}
+        self._local_locks_guard = threading.Lock()
+
+    def save_tokens(self, name: str, pair: TokenPair) -> None:
+        """Creates or re-authorises an account with a fresh token pair."""
+        validate_account_name(name)
+        values = dict(access_token=pair.access_token, refresh_token=pair.refresh_token,
+                      access_expires_at=pair.expires_at, status=ACCOUNT_ACTIVE, last_error=None,
+                      updated_at=datetime.now(timezone.utc))
+        with self.engine.begin() as conn:
+            updated = conn.execute(accounts.update().where(accounts.c.name == name).values(**values)).rowcount
+            if not updated:
+                conn.execute(accounts.insert().values(name=name, **values))
+
+    def list(self, only_active: bool = False) -> list[Account]:
+        query = sa.select(accounts.c.name, accounts.c.status, accounts.c.access_expires_at,
+                          accounts.c.last_error, accounts.c.updated_at).order_by(accounts.c.name)
+        if only_active:
+            query = query.where(accounts.c.status == ACCOUNT_ACTIVE)
+        with self.engine.connect() as conn:
+            return [Account(r.name, r.status, _aware(r.access_expires_at), r.last_error, _aware(r.updated_at))
+                    for r in conn.execute(query)]
+
+    def get(self, name: str) -> Account | None:
+        return next((a for a in self.list() if a.name == name), None)
+
+    def set_status(self, name: str, status: str, error: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(accounts.update().where(accounts.c.name == name)
+                         .values(status=status, last_error=error, updated_at=datetime.now(timezone.utc)))
+
+    def _row(self, conn: Connection, name: str, lock: bool = False):
+        query = sa.select(accounts).where(accounts.c.name == name)
+        if lock:
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise AllegroTokenError(f"account {name!r} is not registered; add it with: stock-pipeline accounts add {name}")
+        return row
+
+    def _local_lock(self, name: str) -> threading.Lock:
+        with self._local_locks_guard:
+            return self._local_locks.setdefault(name, threading.Lock())
+
+    def tokens_for(self, name: str, auth: AllegroAuth) -> "AccountTokens":
+        return AccountTokens(self, name, auth)
+
+
+class AccountTokens:
+    """The AccessTokenSource of one account, backed by the store."""
+
+    def __init__(self, store: AccountStore, name: str, auth: AllegroAuth):
+        self._store = store
+        self._name = name
+        self._auth = auth
+
+    def _usable(self, row) -> bool:
+        expires = _aware(row.access_expires_at)
+        return bool(row.access_token) and expires is not None and expires - datetime.now(timezone.utc) > REFRESH_MARGIN
+
+    def _check_active(self, row) -> None:
+        if row.status != ACCOUNT_ACTIVE:
+            raise AccountNeedsReauthorisationError(self._name, row.last_error or row.status)
+
+    def current(self) -> str:
+        with self._store.engine.connect() as conn:
+            row = self._store._row(conn, self._name)
+        self._check_active(row)
+        if self._usable(row):
+            return row.access_token
+        return self._refresh(stale_access_token=row.access_token)
+
+    def after_unauthorised(self, rejected: str) -> str:
+        with self._store.engine.connect() as conn:
+            row = self._store._row(conn, self._name)
+        self._check_active(row)
+        if row.access_token != rejected and self._usable(row):
+            return row.access_token
+        return self._refresh(stale_access_token=rejected)
+
+    def _refresh(self, stale_access_token: str | None) -> str:
+        with self._store._local_lock(self._name), self._store.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                row = self._store._row(conn, self._name, lock=True)
+                self._check_active(row)
+                if row.access_token != stale_access_token and self._usable(row):
+                    return row.access_token  # another process refreshed while we waited for the lock
+                try:
+                    pair = self._auth.refresh(row.refresh_token)
+                except InvalidGrantError as exc:
+                    conn.execute(accounts.update().where(accounts.c.name == self._name).values(
+                        status=ACCOUNT_NEEDS_REAUTH, last_error=str(exc), updated_at=datetime.now(timezone.utc)))
+                    transaction.commit()
+                    log.error("account_needs_reauthorisation", account=self._name, error=str(exc))
+                    raise AccountNeedsReauthorisationError(self._name, str(exc)) from None
+                conn.execute(accounts.update().where(accounts.c.name == self._name).values(
+                    access_token=pair.access_token, refresh_token=pair.refresh_token,
+                    access_expires_at=pair.expires_at, last_error=None, updated_at=datetime.now(timezone.utc)))
+                transaction.commit()
+            finally:
+                if transaction.is_active:
+                    transaction.rollback()
+        log.info("token_refreshed", account=self._name, expires_at=pair.expires_at.isoformat())
+        return pair.access_token

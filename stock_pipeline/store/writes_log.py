@@ -1,0 +1,84 @@
+"""The record of every planned and applied write (the audit trail).
+
+Rows are inserted as `planned` before the first call, marked `sent` with their
+command id just before the call, and get their final status only from Allegro's
+answer (task report, PATCH status). So after a crash the log can hold `planned` or
+`sent` rows, but never a `success` that did not happen.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Iterable
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from stock_pipeline.store.schema import writes
+
+PLANNED = "planned"
+SENT = "sent"
+SUCCESS = "success"
+FAILED = "failed"
+PENDING = "pending"
+NOT_SENT = "not_sent"
+FINAL_STATUSES = (SUCCESS, FAILED)
+
+
+class WritesLog:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def record_planned(self, run_id: str, account: str, plan: pd.DataFrame) -> None:
+        if plan.empty:
+            return
+        now = datetime.now(timezone.utc)
+        rows = [
+            dict(run_id=run_id, account=account, offer_id=str(r.offer_id), sku=None if pd.isna(r.sku) else str(r.sku),
+                 before=int(r.before), after=int(r.after), action=str(r.action), method=str(r.method),
+                 status=PLANNED, created_at=now, updated_at=now)
+            for r in plan.itertuples(index=False)
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(writes.insert(), rows)
+
+    def mark(self, run_id: str, account: str, offer_ids: Iterable[str], status: str, *,
+             command_id: str | None = None, error: str | None = None) -> None:
+        ids = [str(i) for i in offer_ids]
+        if not ids:
+            return
+        values: dict = dict(status=status, updated_at=datetime.now(timezone.utc))
+        if command_id is not None:
+            values["command_id"] = command_id
+        if error is not None:
+            values["error"] = error[:2000]
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 1000):
+                conn.execute(writes.update().where(
+                    writes.c.run_id == run_id, writes.c.account == account,
+                    writes.c.offer_id.in_(ids[start:start + 1000])).values(**values))
+
+    def mark_each(self, run_id: str, account: str, results: list[tuple[str, str, str | None]]) -> None:
+        """Final statuses that differ per offer: (offer_id, status, error)."""
+        if not results:
+            return
+        statement = writes.update().where(
+            writes.c.run_id == sa.bindparam("b_run"), writes.c.account == sa.bindparam("b_account"),
+            writes.c.offer_id == sa.bindparam("b_offer")).values(
+            status=sa.bindparam("b_status"), error=sa.bindparam("b_error"), updated_at=sa.bindparam("b_now"))
+        now = datetime.now(timezone.utc)
+        with self.engine.begin() as conn:
+            conn.execute(statement, [dict(b_run=run_id, b_account=account, b_offer=str(offer), b_status=status,
+                                          b_error=(error or None) and error[:2000], b_now=now)
+                                     for offer, status, error in results])
+
+    def history(self, *, sku: str | None = None, offer_id: str | None = None, account: str | None = None,
+                run_id: str | None = None, limit: int = 200) -> pd.DataFrame:
+        query = sa.select(writes).order_by(writes.c.id.desc()).limit(limit)
+        for column, value in ((writes.c.sku, sku), (writes.c.offer_id, offer_id),
+                              (writes.c.account, account), (writes.c.run_id, run_id)):
+            if value is not None:
+                query = query.where(column == value)
+        with self.engine.connect() as conn:
+            return pd.DataFrame(conn.execute(query).mappings().all(), columns=[c.name for c in writes.columns])

@@ -1,0 +1,134 @@
+"""The HTTP client against the simulator: paging, headers, retries, 401 handling, typed errors."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from stock_pipeline.allegro.auth import AllegroAuth
+from stock_pipeline.allegro.client import AllegroClient
+from stock_pipeline.errors import AllegroApiError, AllegroOfferNotFoundError, AllegroRateLimitError
+from stock_pipeline.rate_limit import RateSpec, build_limiter
+from stock_pipeline.store.accounts import AccountStore
+from stock_pipeline.store.schema import engine_for
+from stock_pipeline_tests.conftest import register_account
+
+
+@pytest.fixture
+def make_client(settings, simulator):
+    register_account(settings, simulator, "shop-a")
+    clients = []
+
+    def build(retry_count=3, timeout=5.0, rate=6000, pause=0.2):
+        tokens = AccountStore(engine_for(settings.stock_pipeline_database_url)).tokens_for(
+            "shop-a", AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret))
+        limiter = build_limiter(settings.redis_url, f"allegro:rate:{settings.allegro_client_id}",
+                                [RateSpec(limit=rate, period_seconds=60)])
+        client = AllegroClient(settings.allegro_api_url, tokens, limiter, retry_count=retry_count, retry_delay=0.02,
+                               timeout=timeout, rate_limit_pause=pause, account="shop-a")
+        clients.append(client)
+        return client
+
+    yield build
+    for client in clients:
+        client.close()
+
+
+def all_offers(client):
+    return [o for page in client.iter_offer_pages() for o in page]
+
+
+def test_listing_pages_by_1000_and_stops_at_total_count(make_client, simulator):
+    simulator.add_offers("shop-a", [{"sku": f"S{i}", "stock": 1} for i in range(2000)])
+    client = make_client()
+    simulator.reset_requests()
+    offers = all_offers(client)
+    assert len({o["id"] for o in offers}) == 2000
+    listing = [r for r in simulator.requests if r.path == "/sale/offers"]
+    assert [r.query["offset"] for r in listing] == [["0"], ["1000"]]  # no third, empty call
+    assert client.stats.total == 2
+
+
+def test_every_call_carries_vendor_media_type_and_user_agent(make_client, simulator):
+    simulator.add_offers("shop-a", [{"sku": "S", "stock": 1}])
+    client = make_client()
+    [offer] = all_offers(client)
+    client.put_quantity_command(str(uuid.uuid4()), 3, [offer["id"]])
+    client.patch_stock(offer["id"], 4)
+    assert simulator.spec_violations == []
+    for r in simulator.requests:
+        if r.path.startswith("/sale/"):
+            assert r.headers["accept"] == "application/vnd.allegro.public.v1+json"
+            assert r.headers["user-agent"].startswith("stock_pipeline/")
+            if r.body is not None:
+                assert r.headers["content-type"] == "application/vnd.allegro.public.v1+json"
+
+
+@pytest.mark.parametrize("kind", ["500", "503", "timeout", "drop", "429"])
+def test_transient_faults_are_retried_until_the_listing_is_complete(make_client, simulator, kind):
+    simulator.add_offers("shop-a", [{"sku": f"S{i}", "stock": 1} for i in range(3000)])
+    simulator.fault_timeout_seconds = 1.0
+    client = make_client(retry_count=8, timeout=0.5)
+    simulator.set_faults(rate=0.3, kinds=(kind,), seed=7)
+    offers = all_offers(client)
+    simulator.clear_faults()
+    assert len({o["id"] for o in offers}) == 3000
+    assert client.stats.retries > 0
+
+
+def test_a_faulted_write_retried_with_the_same_command_id_applies_once(make_client, simulator):
+    [offer_id] = simulator.add_offers("shop-a", [{"sku": "S", "stock": 1}])
+    client = make_client(retry_count=10)
+    simulator.set_faults(rate=0.5, kinds=("500", "drop"), seed=3)
+    command_id = str(uuid.uuid4())
+    client.put_quantity_command(command_id, 7, [offer_id])
+    simulator.clear_faults()
+    time.sleep(0.2)
+    tasks = client.command_tasks("offer-quantity-change-commands", command_id)
+    assert [t["status"] for t in tasks] == ["SUCCESS"]
+    assert simulator.offer(offer_id)["stock"] == 7
+
+
+def test_retries_run_out_into_a_typed_error(make_client, simulator):
+    client = make_client(retry_count=1)
+    simulator.set_faults(rate=1.0, kinds=("429",), seed=1)
+    with pytest.raises(AllegroRateLimitError):
+        client.list_offers_page(0)
+    assert client.stats.rate_limited == 2
+
+
+def test_retry_after_on_429_is_honoured(make_client, simulator):
+    simulator.send_retry_after = True
+    simulator.set_faults(rate=1.0, kinds=("429",), seed=1)
+    client = make_client(retry_count=1, pause=0.0)
+    started = time.monotonic()
+    with pytest.raises(AllegroRateLimitError):
+        client.list_offers_page(0)
+    # the fault's Retry-After is honoured instead of the 0.02 s backoff
+    assert time.monotonic() - started >= 0.9
+
+
+def test_expired_access_token_mid_run_gets_one_refresh_and_the_call_is_retried(make_client, simulator):
+    simulator.add_offers("shop-a", [{"sku": "S", "stock": 1}])
+    client = make_client()
+    all_offers(client)
+    simulator.expire_access_tokens("shop-a")
+    simulator.reset_requests()
+    assert len(all_offers(client)) == 1
+    token_calls = [r for r in simulator.requests if r.path.endswith("/token")]
+    assert len(token_calls) == 1
+
+
+def test_unknown_offer_and_rejected_values_raise_typed_errors(make_client, simulator):
+    client = make_client()
+    with pytest.raises(AllegroOfferNotFoundError):
+        client.patch_stock("999999999", 3)
+    with pytest.raises(ValueError, match="1..99999"):
+        client.put_quantity_command(str(uuid.uuid4()), 0, ["1"])
+    [offer_id] = simulator.add_offers("shop-a", [{"sku": "S", "stock": 1}])
+    with pytest.raises(AllegroApiError) as info:
+        client.request("PATCH", f"/sale/product-offers/{offer_id}", route="PATCH",
+                       json={"stock": {"available": 100_000}})
+    assert info.value.status in (400, 422)

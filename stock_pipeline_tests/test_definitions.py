@@ -1,0 +1,32 @@
+"""Snapshot of the asset graph and the automation: a change here is a change to operators."""
+
+from dagster import DefaultScheduleStatus, DefaultSensorStatus
+
+from stock_pipeline.definitions import build_definitions
+from stock_pipeline.settings import load_settings
+
+
+def test_asset_graph_snapshot():
+    defs = build_definitions(load_settings({}))
+    graph = defs.resolve_asset_graph()
+    edges = {key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys)
+             for key in graph.get_all_asset_keys()}
+    assert edges == {
+        "stock_snapshot": [],
+        "allegro_offers": [],
+        "stock_diff": ["allegro_offers", "stock_snapshot"],
+        "stock_updates": ["stock_diff"],
+    }
+    partitioned = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).partitions_def}
+    assert partitioned == {"allegro_offers", "stock_diff", "stock_updates"}
+
+
+def test_automation_is_on_by_default():
+    defs = build_definitions(load_settings({"ALLEGRO_SYNC_SCHEDULE": "*/15 * * * *"}))
+    schedule = defs.resolve_schedule_def("account_sync_schedule")
+    assert schedule.cron_schedule == "*/15 * * * *"
+    assert schedule.default_status == DefaultScheduleStatus.RUNNING
+    for name in ("telegram_on_run_failure", "account_partitions_sensor"):
+        assert defs.resolve_sensor_def(name).default_status == DefaultSensorStatus.RUNNING
+    job = defs.resolve_job_def("account_sync")
+    assert job.partitions_def.name == "accounts"

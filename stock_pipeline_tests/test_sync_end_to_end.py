@@ -1,0 +1,144 @@
+"""Full syncs through Dagster: the real CLI, real Postgres and Redis, the simulator over HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pandas as pd
+import pytest
+
+from stock_pipeline.core.diff import compute_diff, offers_frame
+from stock_pipeline.core.plan import minimum_calls
+from stock_pipeline.store.schema import engine_for
+from stock_pipeline.store.writes_log import WritesLog
+from stock_pipeline_tests.conftest import register_account, write_stock
+
+WRITE_ROUTES = ("/sale/product-offers/", "/sale/offer-quantity-change-commands/", "/sale/offer-publication-commands/")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stock_pipeline.cli", *args], capture_output=True, text=True,
+                          env=os.environ.copy(), timeout=300)
+
+
+def seed(simulator, account: str, offers: list[tuple]) -> list[str]:
+    return simulator.add_offers(account, [{"sku": s, "stock": v, "status": st} for s, v, st in offers])
+
+
+def listing_items(simulator, account):
+    return [{"id": o["id"], "external": {"id": o["sku"]} if o["sku"] else None,
+             "stock": {"available": o["stock"]}, "publication": {"status": o["status"]}}
+            for o in simulator.offers(account)]
+
+
+def write_requests(simulator, login=None):
+    return [r for r in simulator.requests if r.method in ("PUT", "PATCH") and r.path.startswith(WRITE_ROUTES)
+            and (login is None or r.login == login)]
+
+
+@pytest.fixture
+def two_accounts(settings, simulator):
+    """Account A: 2 300 offers (many values, several offers per SKU, one going to 0, offers without SKU
+    or not in the warehouse, ended offers). Account B: a few offers."""
+    register_account(settings, simulator, "shop-a")
+    register_account(settings, simulator, "shop-b")
+    offers_a = [(f"A{i % 1500:04d}", 1, "ACTIVE") for i in range(2200)]
+    offers_a += [(None, 4, "ACTIVE")] * 40 + [("NOT-IN-WAREHOUSE", 4, "ACTIVE")] * 30
+    offers_a += [("A0007", 1, "ENDED")] * 20 + [("LONE-ZERO", 3, "ACTIVE")]
+    seed(simulator, "shop-a", offers_a)
+    seed(simulator, "shop-b", [("B1", 5, "ACTIVE"), ("B2", 5, "ACTIVE"), ("B2", 6, "ACTIVE"), ("A0001", 9, "ACTIVE")])
+    warehouse = [(f"A{i:04d}", 1 if i % 3 == 0 else 2 + i % 4) for i in range(1500)]
+    warehouse += [("LONE-ZERO", 0), ("B1", 5), ("B2", 7)]
+    write_stock(settings.stock_database_url, warehouse)
+    return dict(warehouse)
+
+
+def assert_every_offer_right(simulator, account, warehouse, before):
+    for offer in simulator.offers(account):
+        was = before[offer["id"]]
+        if not was["sku"] or was["sku"] not in warehouse or was["status"] != "ACTIVE":
+            assert (offer["stock"], offer["status"]) == (was["stock"], was["status"]), offer
+        elif warehouse[was["sku"]] == 0:
+            assert offer["status"] == "ENDED", offer
+        else:
+            assert offer["stock"] == warehouse[was["sku"]] and offer["status"] == "ACTIVE", offer
+
+
+def test_full_sync_of_two_accounts_leaves_every_offer_right(settings, simulator, two_accounts):
+    before = {o["id"]: o for acc in ("shop-a", "shop-b") for o in simulator.offers(acc)}
+    expected_diff = {acc: compute_diff(offers_frame(listing_items(simulator, acc)),
+                                       pd.DataFrame(two_accounts.items(), columns=["sku", "stock"]))
+                     for acc in ("shop-a", "shop-b")}
+    simulator.reset_requests()
+
+    result = run_cli("sync")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "shop-a" in result.stdout and "shop-b" in result.stdout
+    assert "offers listed" in result.stderr and "writes done" in result.stderr  # progress shown while it works
+    for account in ("shop-a", "shop-b"):
+        assert_every_offer_right(simulator, account, two_accounts, before)
+    assert simulator.spec_violations == []
+    for r in simulator.requests:
+        assert r.headers.get("accept") == "application/vnd.allegro.public.v1+json"
+        assert r.headers.get("user-agent", "").startswith("stock_pipeline/")
+
+    # No write touches an unchanged offer.
+    changed = {acc: set(d["offer_id"]) for acc, d in expected_diff.items()}
+    for r in write_requests(simulator):
+        body = r.body or {}
+        touched = {o["id"] for c in body.get("offerCriteria", []) for o in c["offers"]} or {r.path.split("/")[3]}
+        assert touched <= changed[r.login], (r.path, touched - changed[r.login])
+
+    # Within 1.2x of the minimum number of calls.
+    for account in ("shop-a", "shop-b"):
+        calls = sum(1 for r in simulator.requests if r.login == account and r.path.startswith("/sale/"))
+        minimum = minimum_calls(len(simulator.offers(account)), expected_diff[account])
+        assert calls <= 1.2 * minimum, (account, calls, minimum)
+
+    # Every write recorded with its outcome.
+    history = WritesLog(engine_for(settings.stock_pipeline_database_url)).history(limit=10_000)
+    assert Counter(history["status"]) == {"success": sum(len(d) for d in expected_diff.values())}
+
+
+def test_commands_group_by_value_and_a_lone_zero_is_patched(settings, simulator, two_accounts):
+    simulator.reset_requests()
+    assert run_cli("sync", "--account", "shop-a").returncode == 0
+    commands = [r for r in write_requests(simulator) if "quantity-change-commands" in r.path]
+    assert commands, "values shared by many offers should go by command"
+    for r in commands:
+        offers = [o for c in r.body["offerCriteria"] for o in c["offers"]]
+        assert 1 <= len(offers) <= 1000 and r.body["modification"]["value"] >= 1
+    polls = [r for r in simulator.requests if r.method == "GET" and r.path.endswith("/tasks")]
+    assert {p.path.split("/")[3] for p in polls} == {c.path.split("/")[3] for c in commands}
+    patches = [r for r in write_requests(simulator) if r.method == "PATCH"]
+    assert [p.body for p in patches] == [{"stock": {"available": 0}}]
+    lone = next(o for o in simulator.offers("shop-a") if o["sku"] == "LONE-ZERO")
+    assert lone["status"] == "ENDED"
+
+
+def test_second_sync_writes_nothing(settings, simulator, two_accounts):
+    assert run_cli("sync").returncode == 0
+    simulator.reset_requests()
+    result = run_cli("sync")
+    assert result.returncode == 0, result.stderr
+    assert write_requests(simulator) == []
+    listing = [r for r in simulator.requests if r.path == "/sale/offers"]
+    assert len(listing) == 3 + 1  # ceil(2291/1000) for shop-a, 1 for shop-b
+
+
+def test_dry_run_writes_nothing_and_shows_the_plan(settings, simulator, two_accounts):
+    simulator.reset_requests()
+    result = run_cli("sync", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert write_requests(simulator) == []
+    assert "dry run" in result.stderr
+
+
+def test_unknown_account_is_a_clear_usage_error(settings, simulator, two_accounts):
+    result = run_cli("sync", "--account", "nope")
+    assert result.returncode == 2
+    assert "unknown account(s): nope" in result.stderr
