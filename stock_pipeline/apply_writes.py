@@ -105,6 +105,7 @@ class WriteApplier:
                 self._finish(results, [offer_id], FAILED, str(exc))
             else:
                 if outcome.status == 202 and outcome.operation_url:
+                    self._log.mark(self._run_id, self._account, [offer_id], SENT, operation_url=outcome.operation_url)
                     wait = outcome.retry_after if outcome.retry_after is not None else self._poll.first_poll_after
                     now = self._clock()
                     in_flight.append(_InFlight(outcome.operation_url, None, [offer_id], now + wait, max(wait, 0.1),
@@ -164,7 +165,30 @@ class WriteApplier:
         per_offer = [(o, *flight.outcome.get(o, (PENDING, "still processing when polling stopped"))) for o in flight.offer_ids]
         for offer_id, status, error in per_offer:
             results[offer_id] = (status, error)
-        self._log.mark_each(self._run_id, self._account, per_offer)
+        self._log.mark_each(self._account, [(self._run_id, *row) for row in per_offer])
         if timed_out:
             log.warning("write_pending", account=self._account, key=flight.key if flight.resource else "patch-operation",
                         offers=sum(1 for _, s, _ in per_offer if s == PENDING))
+
+    def resolve_pending(self) -> int:
+        """Asks Allegro once more about writes earlier runs left `pending`; returns how
+        many are still pending. Commands are kept by Allegro, so their task reports
+        settle the record; what cannot be checked stays pending, never success."""
+        pending = self._log.pending(self._account)
+        still = 0
+        for command_id, rows in pending[pending["command_id"].notna()].groupby("command_id"):
+            flight = _InFlight(str(command_id), RESOURCE[rows["method"].iloc[0]], rows["offer_id"].tolist(), 0, 0, 0)
+            try:
+                self._poll_once(flight)
+            except AllegroOfferNotFoundError:  # Allegro no longer knows the command
+                flight.outcome = {o: (FAILED, "command unknown to Allegro when re-checked") for o in flight.offer_ids}
+            settled = [(r.run_id, r.offer_id, *flight.outcome[r.offer_id]) for r in rows.itertuples()
+                       if r.offer_id in flight.outcome]
+            self._log.mark_each(self._account, settled)
+            still += len(rows) - len(settled)
+        for row in pending[pending["command_id"].isna() & pending["operation_url"].notna()].itertuples():
+            if self._client.operation_done(row.operation_url):
+                self._log.mark_each(self._account, [(row.run_id, row.offer_id, SUCCESS, None)])
+            else:
+                still += 1
+        return still

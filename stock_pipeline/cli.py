@@ -122,6 +122,22 @@ def cmd_history(settings: Settings, args) -> int:
     return EXIT_OK
 
 
+def cmd_metrics_serve(settings: Settings, args) -> int:
+    from stock_pipeline.metrics import serve
+
+    if not settings.redis_url:
+        _print("error: metrics are kept in Redis; set REDIS_URL", file=sys.stderr)
+        return EXIT_USAGE
+    server = serve(settings.redis_url, host=args.host, port=args.port)
+    _print(f"serving Prometheus metrics at {server.url}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+    return EXIT_OK
+
+
 def cmd_demo(settings: Settings, args) -> int:
     from stock_pipeline.demo import run_demo
 
@@ -152,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--account")
     history.add_argument("--limit", type=int, default=200)
     history.set_defaults(handler=cmd_history)
+
+    metrics = sub.add_parser("metrics", help="Prometheus metrics").add_subparsers(dest="metrics_command", required=True)
+    serve = metrics.add_parser("serve", help="serve the counters kept in Redis as Prometheus text")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=9464)
+    serve.set_defaults(handler=cmd_metrics_serve)
 
     demo = sub.add_parser("demo", help="run a full sync against the bundled Allegro simulator")
     demo.add_argument("--keep-running", action="store_true", help="keep the simulator up afterwards (for the UI)")

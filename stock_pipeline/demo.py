@@ -80,6 +80,7 @@ def run_demo(keep_running: bool = False) -> int:
         (base / stale).unlink(missing_ok=True)
     shutil.rmtree(base / "dagster_home" / "storage" / "frames", ignore_errors=True)
     (base / "dagster_home").mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(__file__).with_name("dagster_embedded.yaml"), base / "dagster_home" / "dagster.yaml")
 
     simulator = AllegroSimulator(command_task_delay=0.2).start()
     env = {

@@ -46,6 +46,9 @@ class Settings:
     allegro_sync_poll_first_after: float = 1.0
     allegro_sync_poll_timeout: float = 120.0
     allegro_sync_rate_limit_pause: float = 60.0
+    allegro_sync_user_offer_changes_per_minute: int = 9000
+    allegro_sync_user_offer_changes_per_hour: int = 250_000
+    allegro_sync_user_patches_per_minute: int = 2500
     dagster_webserver_url: str | None = None
 
     @property
@@ -136,6 +139,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[f.name] = _parse_sqlalchemy_url(name, raw)
         elif f.name == "allegro_sync_rate_limit":
             values[f.name] = _parse_int(name, raw, 1, 1_000_000)
+        elif f.name.startswith("allegro_sync_user_"):
+            values[f.name] = _parse_int(name, raw, 1000 if "offer_changes" in f.name else 2, 10_000_000)
         elif f.name == "allegro_sync_batch_size":
             values[f.name] = _parse_int(name, raw, 1, 1000)  # Allegro's command maximum
         elif f.name == "allegro_sync_retry_count":

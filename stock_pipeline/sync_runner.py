@@ -12,7 +12,7 @@ from pathlib import Path
 from dagster import DagsterInstance, Definitions
 
 from stock_pipeline.defs.assets import accounts_partitions
-from stock_pipeline.defs.automation import ACCOUNT_TAG, account_sync_job
+from stock_pipeline.defs.automation import ACCOUNT_TAG, account_sync_job, step_failure_message
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import engine_for
 
@@ -52,13 +52,7 @@ def _metadata(result, node: str) -> dict:
 
 def _failure(result) -> str | None:
     for event in result.get_step_failure_events():
-        data = event.step_failure_data
-        if data and data.error:
-            # Failure(description=…) carries the human message in user_failure_data.
-            if data.user_failure_data and data.user_failure_data.description:
-                return data.user_failure_data.description
-            cause = data.error.cause or data.error
-            return f"{cause.cls_name}: {cause.message.strip()}"
+        return step_failure_message(event)
     return None if result.success else "run failed"
 
 
@@ -88,7 +82,9 @@ def sync_accounts(defs: Definitions, database_url: str, accounts: list[str], *, 
         started = time.monotonic()
         result = job.execute_in_process(
             partition_key=account, instance=instance, raise_on_error=False,
-            run_config={"ops": {"stock_updates": {"config": {"dry_run": dry_run}}}},
+            run_config={"ops": {"stock_updates": {"config": {"dry_run": dry_run}}},
+                        # The event log keeps every event; the terminal gets our progress lines instead.
+                        "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             tags={ACCOUNT_TAG: account, DRY_RUN_TAG: str(dry_run).lower()},
         )
         offers = _metadata(result, "allegro_offers")

@@ -4,12 +4,15 @@ simulator and fake Telegram over real HTTP, and an environment wiring them toget
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
 import sqlalchemy as sa
+
+import stock_pipeline
 
 from stock_pipeline_tests.services import POSTGRES_URL, REDIS_URL
 
@@ -115,6 +118,7 @@ def pipeline_env(monkeypatch, tmp_path, simulator, telegram, postgres_url, redis
         "DAGSTER_WEBSERVER_URL": "http://dagster.example:3000",
     }
     Path(env["DAGSTER_HOME"]).mkdir()
+    shutil.copy(Path(stock_pipeline.__file__).with_name("dagster_embedded.yaml"), Path(env["DAGSTER_HOME"]) / "dagster.yaml")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env

@@ -27,13 +27,13 @@ def test_failed_run_sends_one_escaped_telegram_message(settings, simulator, tele
     failure = next(e for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
     context = build_run_status_sensor_context(
         sensor_name="telegram_on_run_failure", dagster_event=failure.dagster_event, dagster_instance=instance,
-        dagster_run=run, resources={"telegram": defs.resources["telegram"]},
+        dagster_run=run, resources={"telegram": defs.resources["telegram"], "allegro": defs.resources["allegro"]},
     ).for_run_failure()
     telegram_on_run_failure(context)
 
     assert len(telegram.messages) == 1
     message = telegram.messages[0]
-    assert message["chat_id"] == "-100200300" and message["parse_mode"] == "HTML"
+    assert str(message["chat_id"]) == "-100200300" and message["parse_mode"] == "HTML"
     assert "<b>Account:</b> shop-a" in message["text"]
     assert "stock-pipeline accounts add" in message["text"]
     assert f"http://dagster.example:3000/runs/{run.run_id}" in message["text"]

@@ -17,6 +17,7 @@ import httpx
 
 from stock_pipeline.allegro.http import USER_AGENT, error_detail
 from stock_pipeline.errors import AllegroTokenError
+from stock_pipeline.logs import redact_text
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
@@ -91,8 +92,9 @@ class AllegroAuth:
             return self._token_pair(response)
         detail = error_detail(response)
         if response.status_code in (400, 401) and "invalid_grant" in detail:
-            raise InvalidGrantError(f"refresh token rejected by Allegro ({detail})")
-        raise AllegroTokenError(f"token refresh failed: HTTP {response.status_code} {detail}")
+            # Allegro's description echoes the token itself: keep only the error code.
+            raise InvalidGrantError("refresh token rejected by Allegro (invalid_grant)")
+        raise AllegroTokenError(f"token refresh failed: HTTP {response.status_code} {redact_text(detail)}")
 
     def start_device_flow(self) -> DeviceAuthorisation:
         response = self._post("device", {"client_id": self._client_id})

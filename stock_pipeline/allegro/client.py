@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -57,6 +57,15 @@ class RateLimiter(Protocol):
     def penalise(self, seconds: float) -> None: ...
 
 
+@dataclass(frozen=True)
+class WriteBudgets:
+    """Allegro's per-user write limits, on top of the per-client_id request limit:
+    offer changes through commands (counted per offer) and PATCHes of product offers."""
+
+    offer_changes: RateLimiter
+    patches: RateLimiter
+
+
 class _Retryable(AllegroSyncError):
     """Internal: a failure that another attempt may fix."""
 
@@ -98,16 +107,19 @@ class PatchOutcome:
 class AllegroClient:
     def __init__(self, api_url: str, tokens: AccessTokenSource, limiter: RateLimiter, *,
                  retry_count: int = 3, retry_delay: float = 30.0, timeout: float = 30.0,
-                 rate_limit_pause: float = DEFAULT_RATE_LIMIT_BACKOFF,
-                 http: httpx.Client | None = None, account: str = ""):
+                 rate_limit_pause: float = DEFAULT_RATE_LIMIT_BACKOFF, write_budgets: WriteBudgets | None = None,
+                 http: httpx.Client | None = None, account: str = "",
+                 observe_response: Callable[[str, float], None] | None = None):
         self.api_url = api_url.rstrip("/")
         self._tokens = tokens
         self._limiter = limiter
         self._retry_count = retry_count
         self._retry_delay = retry_delay
         self._rate_limit_pause = rate_limit_pause
+        self._write_budgets = write_budgets
         self._http = http or httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=8))
         self._account = account
+        self._observe_response = observe_response
         self.stats = CallStats()
 
     def close(self) -> None:
@@ -168,7 +180,10 @@ class AllegroClient:
         except httpx.TransportError as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__})") from None
         finally:
-            self.stats.record(route, time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            self.stats.record(route, elapsed)
+            if self._observe_response:
+                self._observe_response(route, elapsed)
 
     def _classify(self, method: str, path: str, response: httpx.Response, allowed: tuple[int, ...]) -> httpx.Response:
         status = response.status_code
@@ -211,6 +226,8 @@ class AllegroClient:
     def patch_stock(self, offer_id: str, available: int) -> PatchOutcome:
         """202 → poll `operation_url`; 409 (a change of this offer is still processed) is retried."""
         body = {"stock": {"available": int(available)}}
+        if self._write_budgets:
+            self._write_budgets.patches.acquire(1)
         for attempt in range(self._retry_count + 1):
             response = self.request("PATCH", f"/sale/product-offers/{offer_id}", route="PATCH /sale/product-offers/{id}",
                                     json=body, allowed=(409,))
@@ -242,6 +259,8 @@ class AllegroClient:
     def _put_command(self, resource: str, command_id: str, offer_ids: list[str], body: dict) -> dict:
         if not 1 <= len(offer_ids) <= COMMAND_MAX_OFFERS:
             raise ValueError(f"a command takes 1..{COMMAND_MAX_OFFERS} offers, got {len(offer_ids)}")
+        if self._write_budgets:
+            self._write_budgets.offer_changes.acquire(len(offer_ids))
         body = body | {"offerCriteria": [{"type": "CONTAINS_OFFERS", "offers": [{"id": str(i)} for i in offer_ids]}]}
         # A 409 means this id is registered already: a retry of a PUT that did reach Allegro.
         response = self.request("PUT", f"/sale/{resource}/{command_id}", route=f"PUT /sale/{resource}/{{id}}",

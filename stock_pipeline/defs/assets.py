@@ -23,6 +23,7 @@ from stock_pipeline.core.snapshot import clean_snapshot
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase
 from stock_pipeline.logs import get_logger
 from stock_pipeline.stock_source import read_stock
+from stock_pipeline.store.account_lock import account_write_lock
 from stock_pipeline.store.writes_log import FAILED, PENDING, SUCCESS
 
 log = get_logger(__name__)
@@ -77,6 +78,7 @@ def allegro_offers(context: AssetExecutionContext, allegro: AllegroApi, pipeline
     finally:
         client.close()
     offers = offers_frame(items)
+    allegro.metrics().record_listing(account, offers=len(offers), api_calls=client.stats.total)
     return Output(offers, metadata={
         "offers": len(offers),
         "offers_without_sku": int(offers["sku"].isna().sum()),
@@ -123,7 +125,9 @@ def stock_updates(context: AssetExecutionContext, config: UpdatesConfig, allegro
                            poll=PollPolicy(first_poll_after=allegro.poll_first_after, timeout=allegro.poll_timeout),
                            progress=lambda stage, done, total: progress.report(account, stage, done, total))
     try:
-        results = applier.apply(stock_diff)
+        with account_write_lock(pipeline_db.engine(), account):
+            still_pending = applier.resolve_pending()
+            results = applier.apply(stock_diff)
     finally:
         client.close()
     counts = results["status"].value_counts()
@@ -134,12 +138,16 @@ def stock_updates(context: AssetExecutionContext, config: UpdatesConfig, allegro
         "written": int(counts.get(SUCCESS, 0)),
         "failed": int(counts.get(FAILED, 0)),
         "pending": int(counts.get(PENDING, 0)),
+        "pending_from_earlier_runs": still_pending,
         "api_calls": client.stats.total,
         "rate_limited_answers": client.stats.rate_limited,
         "retries": client.stats.retries,
         "duration_seconds": round(time.monotonic() - started, 3),
         "failures": _preview(failed[["offer_id", "sku", "before", "after", "error"]]),
     }
+    allegro.metrics().record_run(account, changed=len(results), written=metadata["written"], failed=metadata["failed"],
+                                 pending=metadata["pending"], api_calls=client.stats.total,
+                                 duration_seconds=metadata["duration_seconds"], success=failed.empty)
     if not failed.empty:
         raise Failure(description=f"{len(failed)} of {len(results)} writes failed for account {account}; "
                                   f"first: offer {failed['offer_id'].iloc[0]}: {failed['error'].iloc[0]}",

@@ -31,7 +31,7 @@ from dagster import (
 )
 
 from stock_pipeline.defs.assets import accounts_partitions
-from stock_pipeline.defs.resources import PipelineDatabase, TelegramAlerts
+from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, TelegramAlerts
 from stock_pipeline.logs import get_logger
 from stock_pipeline.notify.telegram import TelegramError, failure_message
 
@@ -85,24 +85,36 @@ def build_schedule(cron: str):
     return account_sync_schedule
 
 
+def step_failure_message(event) -> str | None:
+    """The human reason of a failed step: a Failure's description, else the root cause
+    (Dagster wraps user errors in DagsterExecutionStepExecutionError)."""
+    data = event.step_failure_data
+    if not data or not data.error:
+        return event.message
+    if data.user_failure_data and data.user_failure_data.description:
+        return data.user_failure_data.description
+    error = data.error
+    while error.cause is not None:
+        error = error.cause
+    return f"{error.cls_name}: {error.message.strip()}"
+
+
 def _run_error(context: RunFailureSensorContext) -> str:
-    messages = [e.message for e in context.get_step_failure_events() if e.message]
-    for event in context.get_step_failure_events():
-        data = event.step_failure_data
-        if data and data.error:
-            messages.append(f"{data.error.cls_name}: {data.error.message.strip()}")
-    if not messages and context.failure_event.message:
+    messages = [step_failure_message(e) for e in context.get_step_failure_events()]
+    if not any(messages) and context.failure_event.message:
         messages.append(context.failure_event.message)
-    return "\n".join(dict.fromkeys(messages)) or "unknown error"
+    return "\n".join(dict.fromkeys(m for m in messages if m)) or "unknown error"
 
 
 @run_failure_sensor(name="telegram_on_run_failure", default_status=DefaultSensorStatus.RUNNING,
                     monitored_jobs=[account_sync_job],
                     description="Sends one Telegram message per failed run (ALLEGRO_ERROR_NOTIFICATION_CHAT_ID).")
-def telegram_on_run_failure(context: RunFailureSensorContext, telegram: TelegramAlerts):
+def telegram_on_run_failure(context: RunFailureSensorContext, telegram: TelegramAlerts, allegro: AllegroApi):
     notifier = telegram.notifier()
     run = context.dagster_run
     account = run.tags.get("dagster/partition") or run.tags.get(ACCOUNT_TAG)
+    if account and "stock_updates" not in {e.step_key for e in context.get_step_failure_events()}:
+        allegro.metrics().record_run(account, success=False)  # stock_updates records its own failures
     if notifier is None:
         log.warning("run_failed_no_telegram", run_id=run.run_id, account=account)
         return

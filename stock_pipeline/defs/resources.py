@@ -10,7 +10,8 @@ from typing import Optional
 from dagster import ConfigurableResource, EnvVar
 
 from stock_pipeline.allegro.auth import AllegroAuth
-from stock_pipeline.allegro.client import AllegroClient
+from stock_pipeline.allegro.client import AllegroClient, WriteBudgets
+from stock_pipeline.metrics import build_metrics
 from stock_pipeline.notify.telegram import TelegramNotifier
 from stock_pipeline.rate_limit import RateSpec, build_limiter
 from stock_pipeline.settings import Settings
@@ -20,17 +21,24 @@ from stock_pipeline.store.writes_log import WritesLog
 
 _limiters: dict[tuple, object] = {}
 _limiters_lock = threading.Lock()
+_metrics: dict[str | None, object] = {}
 
 
-def shared_limiter(redis_url: str | None, client_id: str, rate_per_minute: int):
-    """One limiter object per process and client_id: every account and asset draws
-    from the same bucket (in Redis, shared with every other process too)."""
-    key = (redis_url, client_id, rate_per_minute)
+def shared_limiter(redis_url: str | None, key: str, specs: tuple[RateSpec, ...]):
+    """One limiter object per process and budget: every account and asset draws from
+    the same bucket (in Redis, shared with every other process too)."""
     with _limiters_lock:
-        if key not in _limiters:
-            _limiters[key] = build_limiter(redis_url, f"allegro:rate:{client_id}",
-                                           [RateSpec(limit=rate_per_minute, period_seconds=60.0)])
-        return _limiters[key]
+        if (redis_url, key, specs) not in _limiters:
+            _limiters[(redis_url, key, specs)] = build_limiter(redis_url, key, list(specs))
+        return _limiters[(redis_url, key, specs)]
+
+
+def shared_metrics(redis_url: str | None):
+    """Counters in Redis beside the limiter (nothing without Redis), one object per process."""
+    with _limiters_lock:
+        if redis_url not in _metrics:
+            _metrics[redis_url] = build_metrics(redis_url)
+        return _metrics[redis_url]
 
 
 class PipelineDatabase(ConfigurableResource):
@@ -38,11 +46,14 @@ class PipelineDatabase(ConfigurableResource):
 
     url: str
 
+    def engine(self):
+        return engine_for(self.url)
+
     def accounts(self) -> AccountStore:
-        return AccountStore(engine_for(self.url))
+        return AccountStore(self.engine())
 
     def writes_log(self) -> WritesLog:
-        return WritesLog(engine_for(self.url))
+        return WritesLog(self.engine())
 
 
 class StockDatabase(ConfigurableResource):
@@ -68,16 +79,30 @@ class AllegroApi(ConfigurableResource):
     poll_first_after: float = 1.0
     poll_timeout: float = 120.0
     rate_limit_pause: float = 60.0
+    user_offer_changes_per_minute: int = 9000
+    user_offer_changes_per_hour: int = 250_000
+    user_patches_per_minute: int = 2500
+
+    def metrics(self):
+        return shared_metrics(self.redis_url)
 
     def auth(self) -> AllegroAuth:
         return AllegroAuth(self.auth_url, self.client_id, self.client_secret, timeout=self.timeout)
 
     def client_for(self, account: str, database: PipelineDatabase) -> AllegroClient:
         tokens = database.accounts().tokens_for(account, self.auth())
-        limiter = shared_limiter(self.redis_url, self.client_id, self.rate_limit_per_minute)
+        limiter = shared_limiter(self.redis_url, f"allegro:rate:{self.client_id}",
+                                 (RateSpec(self.rate_limit_per_minute, 60.0),))
+        user = f"allegro:rate:{self.client_id}:user:{account}"
+        budgets = WriteBudgets(
+            offer_changes=shared_limiter(self.redis_url, f"{user}:offer-changes", (
+                RateSpec(self.user_offer_changes_per_minute, 60.0), RateSpec(self.user_offer_changes_per_hour, 3600.0))),
+            patches=shared_limiter(self.redis_url, f"{user}:patches", (RateSpec(self.user_patches_per_minute, 60.0),)),
+        )
         return AllegroClient(self.api_url, tokens, limiter, retry_count=self.retry_count,
                              retry_delay=self.retry_delay, timeout=self.timeout,
-                             rate_limit_pause=self.rate_limit_pause, account=account)
+                             rate_limit_pause=self.rate_limit_pause, write_budgets=budgets, account=account,
+                             observe_response=self.metrics().observe_api_response)
 
 
 class TelegramAlerts(ConfigurableResource):
@@ -113,6 +138,9 @@ def build_resources(settings: Settings) -> dict:
             timeout=settings.allegro_sync_http_timeout, batch_size=settings.allegro_sync_batch_size,
             poll_first_after=settings.allegro_sync_poll_first_after, poll_timeout=settings.allegro_sync_poll_timeout,
             rate_limit_pause=settings.allegro_sync_rate_limit_pause,
+            user_offer_changes_per_minute=settings.allegro_sync_user_offer_changes_per_minute,
+            user_offer_changes_per_hour=settings.allegro_sync_user_offer_changes_per_hour,
+            user_patches_per_minute=settings.allegro_sync_user_patches_per_minute,
         ),
         "telegram": TelegramAlerts(
             api_url=settings.telegram_api_url, bot_token=_secret("TELEGRAM_BOT_TOKEN", settings.telegram_bot_token),

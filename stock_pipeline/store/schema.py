@@ -45,6 +45,7 @@ writes = sa.Table(
     sa.Column("action", sa.String(16), nullable=False),
     sa.Column("method", sa.String(32), nullable=False),
     sa.Column("command_id", sa.String(64), nullable=True),
+    sa.Column("operation_url", sa.Text, nullable=True),  # an asynchronous PATCH (202) to check later
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
@@ -52,6 +53,7 @@ writes = sa.Table(
     sa.Index("ix_writes_account_offer", "account", "offer_id"),
     sa.Index("ix_writes_run", "run_id"),
     sa.Index("ix_writes_sku", "sku"),
+    sa.Index("ix_writes_account_status", "account", "status"),
 )
 
 _engines: dict[str, Engine] = {}

@@ -44,13 +44,15 @@ class WritesLog:
             conn.execute(writes.insert(), rows)
 
     def mark(self, run_id: str, account: str, offer_ids: Iterable[str], status: str, *,
-             command_id: str | None = None, error: str | None = None) -> None:
+             command_id: str | None = None, operation_url: str | None = None, error: str | None = None) -> None:
         ids = [str(i) for i in offer_ids]
         if not ids:
             return
         values: dict = dict(status=status, updated_at=datetime.now(timezone.utc))
         if command_id is not None:
             values["command_id"] = command_id
+        if operation_url is not None:
+            values["operation_url"] = operation_url
         if error is not None:
             values["error"] = error[:2000]
         with self.engine.begin() as conn:
@@ -59,8 +61,8 @@ class WritesLog:
                     writes.c.run_id == run_id, writes.c.account == account,
                     writes.c.offer_id.in_(ids[start:start + 1000])).values(**values))
 
-    def mark_each(self, run_id: str, account: str, results: list[tuple[str, str, str | None]]) -> None:
-        """Final statuses that differ per offer: (offer_id, status, error)."""
+    def mark_each(self, account: str, results: list[tuple[str, str, str, str | None]]) -> None:
+        """Statuses that differ per offer: (run_id, offer_id, status, error)."""
         if not results:
             return
         statement = writes.update().where(
@@ -71,7 +73,15 @@ class WritesLog:
         with self.engine.begin() as conn:
             conn.execute(statement, [dict(b_run=run_id, b_account=account, b_offer=str(offer), b_status=status,
                                           b_error=(error or None) and error[:2000], b_now=now)
-                                     for offer, status, error in results])
+                                     for run_id, offer, status, error in results])
+
+    def pending(self, account: str) -> pd.DataFrame:
+        """Writes of earlier runs whose outcome Allegro had not reported yet."""
+        query = sa.select(writes.c.run_id, writes.c.offer_id, writes.c.method, writes.c.command_id,
+                          writes.c.operation_url).where(writes.c.account == account, writes.c.status == PENDING)
+        with self.engine.connect() as conn:
+            return pd.DataFrame(conn.execute(query).mappings().all(),
+                                columns=["run_id", "offer_id", "method", "command_id", "operation_url"])
 
     def history(self, *, sku: str | None = None, offer_id: str | None = None, account: str | None = None,
                 run_id: str | None = None, limit: int = 200) -> pd.DataFrame:

@@ -1,0 +1,45 @@
+"""`stock-pipeline accounts …` as a seller runs it, against the simulator's OAuth."""
+
+from __future__ import annotations
+
+from stock_pipeline.store.accounts import AccountStore
+from stock_pipeline.store.schema import engine_for
+from stock_pipeline_tests.test_sync_end_to_end import run_cli
+
+
+def test_add_with_refresh_token_exchanges_it_and_stores_the_new_pair(settings, simulator):
+    refresh = simulator.add_seller("shop-a")
+    result = run_cli("accounts", "add", "shop-a", "--refresh-token", refresh)
+    assert result.returncode == 0, result.stderr
+    account = AccountStore(engine_for(settings.stock_pipeline_database_url)).get("shop-a")
+    assert account.status == "active" and account.access_expires_at is not None
+    assert refresh not in result.stdout + result.stderr  # never echo a token
+
+
+def test_add_without_token_runs_the_device_flow(settings, simulator):
+    simulator.add_seller("shop-b")
+    simulator.auto_approve_device = "shop-b"
+    result = run_cli("accounts", "add", "shop-b")
+    assert result.returncode == 0, result.stderr
+    assert "Open http" in result.stdout and "confirm the code" in result.stdout
+    listed = run_cli("accounts", "list")
+    assert "shop-b" in listed.stdout and "active" in listed.stdout
+
+
+def test_a_used_refresh_token_is_a_clear_error(settings, simulator):
+    refresh = simulator.add_seller("shop-a")
+    assert run_cli("accounts", "add", "shop-a", "--refresh-token", refresh).returncode == 0
+    result = run_cli("accounts", "add", "shop-c", "--refresh-token", refresh)
+    assert result.returncode == 1
+    assert "refresh token rejected" in result.stderr
+
+
+def test_bad_account_name_is_refused_with_the_rule(settings, simulator):
+    result = run_cli("accounts", "add", "bad name!", "--refresh-token", "x")
+    assert result.returncode == 2 and "account name 'bad name!' is not valid" in result.stderr
+
+
+def test_bad_setting_names_the_variable(settings, monkeypatch):
+    monkeypatch.setenv("ALLEGRO_SYNC_RATE_LIMIT", "fast")
+    result = run_cli("accounts", "list")
+    assert result.returncode == 2 and "ALLEGRO_SYNC_RATE_LIMIT" in result.stderr
