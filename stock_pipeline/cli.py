@@ -65,7 +65,7 @@ def cmd_sync(settings: Settings, args) -> int:
     progress.add_listener(printer)
     try:
         _print(f"syncing {len(accounts)} account(s){' (dry run: nothing is written)' if args.dry_run else ''}…", file=sys.stderr)
-        summaries = sync_accounts(build_definitions(settings), settings.stock_pipeline_database_url, accounts,
+        summaries = sync_accounts(build_definitions(settings), accounts,
                                   dry_run=args.dry_run)
     finally:
         progress.remove_listener(printer)

@@ -125,7 +125,7 @@ def run_demo(keep_running: bool = False) -> int:
     progress.add_listener(printer)
     started = time.monotonic()
     try:
-        summaries = sync_accounts(build_definitions(settings), settings.stock_pipeline_database_url, list(DEMO_ACCOUNTS))
+        summaries = sync_accounts(build_definitions(settings), list(DEMO_ACCOUNTS))
     finally:
         progress.remove_listener(printer)
     print()

@@ -68,7 +68,7 @@ def select_accounts(database_url: str, requested: list[str] | None) -> list[str]
     return list(dict.fromkeys(requested))
 
 
-def sync_accounts(defs: Definitions, database_url: str, accounts: list[str], *, dry_run: bool = False,
+def sync_accounts(defs: Definitions, accounts: list[str], *, dry_run: bool = False,
                   instance: DagsterInstance | None = None) -> list[AccountSummary]:
     ensure_dagster_home()
     instance = instance or DagsterInstance.get()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,21 +22,42 @@ def _admin_engine():
     return sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
 
 
-@pytest.fixture
-def postgres_url():
-    """A database created for this test and dropped afterwards."""
+@contextmanager
+def scratch_database(driver: str = "postgresql+psycopg"):
+    """A database created for one test and dropped afterwards; yields its URL."""
     name = f"sp_test_{uuid.uuid4().hex[:12]}"
     admin = _admin_engine()
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    yield url
-    from stock_pipeline.store.schema import dispose_engines
+    try:
+        yield sa.engine.make_url(POSTGRES_URL).set(drivername=driver, database=name).render_as_string(hide_password=False)
+    finally:
+        from stock_pipeline.store.schema import dispose_engines
 
-    dispose_engines()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url():
+    with scratch_database() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_dagster_home(pipeline_env, tmp_path, monkeypatch):
+    """A Dagster instance on Postgres (dagster-postgres), as in production: SQLite
+    storage cannot take several processes writing runs at once."""
+    home = tmp_path / "dagster_home_pg"
+    home.mkdir()
+    with scratch_database(driver="postgresql") as url:
+        (home / "dagster.yaml").write_text(
+            "storage:\n  postgres:\n    postgres_url:\n      env: DAGSTER_POSTGRES_URL\ntelemetry:\n  enabled: false\n")
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", url)
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        yield home
 
 
 @pytest.fixture

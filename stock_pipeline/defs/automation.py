@@ -94,7 +94,7 @@ def step_failure_message(event) -> str | None:
     if data.user_failure_data and data.user_failure_data.description:
         return data.user_failure_data.description
     error = data.error
-    while error.cause is not None:
+    while error.cls_name.startswith("Dagster") and error.cause is not None:
         error = error.cause
     return f"{error.cls_name}: {error.message.strip()}"
 

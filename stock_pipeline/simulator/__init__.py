@@ -1,0 +1,8 @@
+"""Test doubles that speak real HTTP on loopback: a faithful Allegro REST API simulator
+(offers, stock changes, batch commands, OAuth, rate limits, faults, spec checks) and a
+fake Telegram Bot API."""
+
+from stock_pipeline.simulator.allegro import AllegroSimulator, RequestRecord
+from stock_pipeline.simulator.telegram import FakeTelegram
+
+__all__ = ["AllegroSimulator", "FakeTelegram", "RequestRecord"]
