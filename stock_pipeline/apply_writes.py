@@ -1,9 +1,10 @@
 """Sends a write plan to Allegro and records what each write did.
 
-All commands are sent first and polled afterwards, so Allegro processes them while
-the rest are being sent. A command whose tasks are still NEW when the polling bound
-runs out is recorded as `pending`, never as success; the next run's listing shows
-what really happened and plans again.
+All commands of a phase are sent first and polled afterwards, so Allegro processes
+them while the rest are being sent. Phase one sets quantities and ends offers; phase
+two re-activates offers whose quantity is in place (ACTIVATE needs stock > 0). A
+command whose tasks are still NEW when the polling bound runs out is recorded as
+`pending`, never as success; the next run asks Allegro again.
 """
 
 from __future__ import annotations
@@ -16,18 +17,19 @@ from typing import Callable
 import pandas as pd
 
 from stock_pipeline.allegro.client import AllegroClient
-from stock_pipeline.core.plan import METHOD_PATCH, METHOD_PUBLICATION_COMMAND, METHOD_QUANTITY_COMMAND
+from stock_pipeline.core.diff import ACTION_ACTIVATE
+from stock_pipeline.core.plan import METHOD_PATCH, METHOD_QUANTITY_COMMAND
 from stock_pipeline.errors import AllegroApiError, AllegroOfferNotFoundError
 from stock_pipeline.logs import get_logger
 from stock_pipeline.store.writes_log import FAILED, PENDING, SENT, SUCCESS, WritesLog
 
 log = get_logger(__name__)
 
-RESOURCE = {
-    METHOD_QUANTITY_COMMAND: "offer-quantity-change-commands",
-    METHOD_PUBLICATION_COMMAND: "offer-publication-commands",
-}
+QUANTITY_RESOURCE = "offer-quantity-change-commands"
+PUBLICATION_RESOURCE = "offer-publication-commands"
+NOT_ATTEMPTED = "not_sent"
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+Key = tuple[str, str]  # (offer_id, action)
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,9 @@ class PollPolicy:
 
 @dataclass
 class _InFlight:
-    key: str  # command id or operation URL
-    resource: str | None
+    key: str  # command id, or the operation URL of an asynchronous PATCH
+    resource: str | None  # None for a PATCH operation
+    action: str
     offer_ids: list[str]
     next_poll_at: float
     interval: float
@@ -66,68 +69,96 @@ class WriteApplier:
         self._new_id = new_command_id
         self._clock = clock
         self._sleep = sleep
+        self._results: dict[Key, tuple[str, str | None]] = {}
+        self._command_ids: dict[Key, str] = {}
+        self._done = 0
+        self._total = 0
 
     def apply(self, plan: pd.DataFrame) -> pd.DataFrame:
-        """Returns the plan with `command_id`, `status` (success/failed/pending) and `error`."""
-        results: dict[str, tuple[str, str | None]] = {}
-        command_ids: dict[str, str] = {}
+        """Returns the plan with `command_id`, `status` (success/failed/pending/not_sent) and `error`."""
         self._log.record_planned(self._run_id, self._account, plan)
-        total, done = len(plan), 0
-        in_flight: list[_InFlight] = []
+        self._total = len(plan)
+        activations = plan[plan["action"] == ACTION_ACTIVATE]
+        self._run_phase(plan[plan["action"] != ACTION_ACTIVATE])
+        # Only offers whose quantity is in place (or needed none) may be activated.
+        restocked = {o for (o, a), (s, _) in self._results.items() if a != ACTION_ACTIVATE and s == SUCCESS}
+        needed_restock = set(plan.loc[plan["action"] != ACTION_ACTIVATE, "offer_id"].astype(str))
+        ready = activations["offer_id"].astype(str).map(lambda o: o in restocked or o not in needed_restock).astype(bool)
+        blocked = activations.loc[~ready, "offer_id"].astype(str).tolist()
+        self._finish(blocked, ACTION_ACTIVATE, NOT_ATTEMPTED, "its quantity could not be set first")
+        self._run_phase(activations[ready])
+        return self._annotate(plan)
 
-        commands = plan[plan["method"] != METHOD_PATCH]
-        for _, batch in commands.groupby("batch", sort=True):
-            offer_ids = batch["offer_id"].astype(str).tolist()
-            method = batch["method"].iloc[0]
-            command_id = self._new_id()
-            command_ids.update(dict.fromkeys(offer_ids, command_id))
-            self._log.mark(self._run_id, self._account, offer_ids, SENT, command_id=command_id)
-            try:
-                if method == METHOD_QUANTITY_COMMAND:
-                    self._client.put_quantity_command(command_id, int(batch["after"].iloc[0]), offer_ids)
-                else:
-                    self._client.put_publication_command(command_id, "END", offer_ids)
-            except AllegroApiError as exc:
-                self._finish(results, offer_ids, FAILED, str(exc))
-                done += len(offer_ids)
-                self._progress("writes", done, total)
-                continue
-            now = self._clock()
-            in_flight.append(_InFlight(command_id, RESOURCE[method], offer_ids, now + self._poll.first_poll_after,
-                                       self._poll.first_poll_after, now + self._poll.timeout))
-
-        for row in plan[plan["method"] == METHOD_PATCH].itertuples(index=False):
-            offer_id = str(row.offer_id)
-            self._log.mark(self._run_id, self._account, [offer_id], SENT)
-            try:
-                outcome = self._client.patch_stock(offer_id, int(row.after))
-            except (AllegroApiError, AllegroOfferNotFoundError) as exc:
-                self._finish(results, [offer_id], FAILED, str(exc))
-            else:
-                if outcome.status == 202 and outcome.operation_url:
-                    self._log.mark(self._run_id, self._account, [offer_id], SENT, operation_url=outcome.operation_url)
-                    wait = outcome.retry_after if outcome.retry_after is not None else self._poll.first_poll_after
-                    now = self._clock()
-                    in_flight.append(_InFlight(outcome.operation_url, None, [offer_id], now + wait, max(wait, 0.1),
-                                               now + self._poll.timeout))
-                else:
-                    self._finish(results, [offer_id], SUCCESS, None)
-            done += 1
-            self._progress("writes", done, total)
-
-        self._await(in_flight, results, done, total)
+    def _annotate(self, plan: pd.DataFrame) -> pd.DataFrame:
+        keys = list(zip(plan["offer_id"].astype(str), plan["action"].astype(str)))
         out = plan.copy()
-        out["command_id"] = out["offer_id"].astype(str).map(command_ids).astype("string")
-        out["status"] = out["offer_id"].astype(str).map(lambda o: results.get(o, (PENDING, None))[0]).astype("string")
-        out["error"] = out["offer_id"].astype(str).map(lambda o: results.get(o, (PENDING, None))[1]).astype("string")
+        out["command_id"] = pd.Series([self._command_ids.get(k) for k in keys], index=plan.index, dtype="string")
+        out["status"] = pd.Series([self._results.get(k, (PENDING, None))[0] for k in keys], index=plan.index, dtype="string")
+        out["error"] = pd.Series([self._results.get(k, (PENDING, None))[1] for k in keys], index=plan.index, dtype="string")
         return out
 
-    def _finish(self, results, offer_ids: list[str], status: str, error: str | None) -> None:
-        for offer_id in offer_ids:
-            results[offer_id] = (status, error)
-        self._log.mark(self._run_id, self._account, offer_ids, status, error=error)
+    def _run_phase(self, rows: pd.DataFrame) -> None:
+        in_flight: list[_InFlight] = []
+        for _, batch in rows[rows["method"] != METHOD_PATCH].groupby("batch", sort=True):
+            flight = self._send_command(batch)
+            if flight:
+                in_flight.append(flight)
+        for row in rows[rows["method"] == METHOD_PATCH].itertuples(index=False):
+            flight = self._send_patch(str(row.offer_id), str(row.action), int(row.after))
+            if flight:
+                in_flight.append(flight)
+        self._await(in_flight)
 
-    def _await(self, in_flight: list[_InFlight], results, done: int, total: int) -> None:
+    def _send_command(self, batch: pd.DataFrame) -> _InFlight | None:
+        offer_ids = batch["offer_id"].astype(str).tolist()
+        action, method = str(batch["action"].iloc[0]), str(batch["method"].iloc[0])
+        command_id = self._new_id()
+        self._command_ids.update({(o, action): command_id for o in offer_ids})
+        self._log.mark(self._run_id, self._account, action, offer_ids, SENT, command_id=command_id)
+        try:
+            if method == METHOD_QUANTITY_COMMAND:
+                self._client.put_quantity_command(command_id, int(batch["after"].iloc[0]), offer_ids)
+                resource = QUANTITY_RESOURCE
+            else:
+                self._client.put_publication_command(command_id, "ACTIVATE" if action == ACTION_ACTIVATE else "END",
+                                                     offer_ids)
+                resource = PUBLICATION_RESOURCE
+        except AllegroApiError as exc:
+            self._finish(offer_ids, action, FAILED, str(exc))
+            return None
+        now = self._clock()
+        return _InFlight(command_id, resource, action, offer_ids, now + self._poll.first_poll_after,
+                         self._poll.first_poll_after, now + self._poll.timeout)
+
+    def _send_patch(self, offer_id: str, action: str, value: int) -> _InFlight | None:
+        self._log.mark(self._run_id, self._account, action, [offer_id], SENT)
+        try:
+            outcome = self._client.patch_stock(offer_id, value)
+        except (AllegroApiError, AllegroOfferNotFoundError) as exc:
+            self._finish([offer_id], action, FAILED, str(exc))
+            return None
+        if outcome.status == 202 and outcome.operation_url:
+            self._log.mark(self._run_id, self._account, action, [offer_id], SENT, operation_url=outcome.operation_url)
+            wait = outcome.retry_after if outcome.retry_after is not None else self._poll.first_poll_after
+            now = self._clock()
+            return _InFlight(outcome.operation_url, None, action, [offer_id], now + wait, max(wait, 0.1),
+                             now + self._poll.timeout)
+        self._finish([offer_id], action, SUCCESS, None)
+        return None
+
+    def _finish(self, offer_ids: list[str], action: str, status: str, error: str | None) -> None:
+        if not offer_ids:
+            return
+        for offer_id in offer_ids:
+            self._results[(offer_id, action)] = (status, error)
+        self._log.mark(self._run_id, self._account, action, offer_ids, status, error=error)
+        self._advance(len(offer_ids))
+
+    def _advance(self, count: int) -> None:
+        self._done += count
+        self._progress("writes", self._done, self._total)
+
+    def _await(self, in_flight: list[_InFlight]) -> None:
         while in_flight:
             now = self._clock()
             due = min(in_flight, key=lambda f: f.next_poll_at)
@@ -136,21 +167,18 @@ class WriteApplier:
             finished = self._poll_once(due)
             if finished or self._clock() >= due.deadline:
                 in_flight.remove(due)
-                self._settle(due, results, timed_out=not finished)
-                done += len(due.offer_ids)
-                self._progress("writes", done, total)
+                self._settle(due, timed_out=not finished)
             else:
                 due.interval = min(self._poll.max_interval, due.interval * 2)
                 due.next_poll_at = self._clock() + due.interval
 
     def _poll_once(self, flight: _InFlight) -> bool:
-        if flight.resource is None:  # an asynchronous PATCH operation
+        if flight.resource is None:
             if self._client.operation_done(flight.key):
                 flight.outcome = {flight.offer_ids[0]: (SUCCESS, None)}
                 return True
             return False
-        tasks = self._client.command_tasks(flight.resource, flight.key)
-        for task in tasks:
+        for task in self._client.command_tasks(flight.resource, flight.key):
             offer_id = str((task.get("offer") or {}).get("id"))
             status = task.get("status")
             if status == "SUCCESS":
@@ -161,34 +189,37 @@ class WriteApplier:
                 flight.outcome[offer_id] = (FAILED, task.get("message") or detail or "task failed")
         return all(o in flight.outcome for o in flight.offer_ids)
 
-    def _settle(self, flight: _InFlight, results, timed_out: bool) -> None:
-        per_offer = [(o, *flight.outcome.get(o, (PENDING, "still processing when polling stopped"))) for o in flight.offer_ids]
+    def _settle(self, flight: _InFlight, timed_out: bool) -> None:
+        per_offer = [(o, *flight.outcome.get(o, (PENDING, "still processing when polling stopped")))
+                     for o in flight.offer_ids]
         for offer_id, status, error in per_offer:
-            results[offer_id] = (status, error)
-        self._log.mark_each(self._account, [(self._run_id, *row) for row in per_offer])
+            self._results[(offer_id, flight.action)] = (status, error)
+        self._log.mark_each(self._account, [(self._run_id, o, flight.action, s, e) for o, s, e in per_offer])
+        self._advance(len(per_offer))
         if timed_out:
             log.warning("write_pending", account=self._account, key=flight.key if flight.resource else "patch-operation",
                         offers=sum(1 for _, s, _ in per_offer if s == PENDING))
 
     def resolve_pending(self) -> int:
         """Asks Allegro once more about writes earlier runs left `pending`; returns how
-        many are still pending. Commands are kept by Allegro, so their task reports
-        settle the record; what cannot be checked stays pending, never success."""
+        many are still pending. Allegro keeps commands, so their task reports settle the
+        record; what cannot be checked stays pending, never success."""
         pending = self._log.pending(self._account)
         still = 0
-        for command_id, rows in pending[pending["command_id"].notna()].groupby("command_id"):
-            flight = _InFlight(str(command_id), RESOURCE[rows["method"].iloc[0]], rows["offer_id"].tolist(), 0, 0, 0)
+        for (command_id, action), rows in pending[pending["command_id"].notna()].groupby(["command_id", "action"]):
+            resource = QUANTITY_RESOURCE if rows["method"].iloc[0] == METHOD_QUANTITY_COMMAND else PUBLICATION_RESOURCE
+            flight = _InFlight(str(command_id), resource, str(action), rows["offer_id"].tolist(), 0, 0, 0)
             try:
                 self._poll_once(flight)
             except AllegroOfferNotFoundError:  # Allegro no longer knows the command
                 flight.outcome = {o: (FAILED, "command unknown to Allegro when re-checked") for o in flight.offer_ids}
-            settled = [(r.run_id, r.offer_id, *flight.outcome[r.offer_id]) for r in rows.itertuples()
+            settled = [(r.run_id, r.offer_id, r.action, *flight.outcome[r.offer_id]) for r in rows.itertuples()
                        if r.offer_id in flight.outcome]
             self._log.mark_each(self._account, settled)
             still += len(rows) - len(settled)
         for row in pending[pending["command_id"].isna() & pending["operation_url"].notna()].itertuples():
             if self._client.operation_done(row.operation_url):
-                self._log.mark_each(self._account, [(row.run_id, row.offer_id, SUCCESS, None)])
+                self._log.mark_each(self._account, [(row.run_id, row.offer_id, row.action, SUCCESS, None)])
             else:
                 still += 1
         return still

@@ -53,6 +53,24 @@ def print_summary(summaries) -> None:
             _print(f"\n{s.account}: {s.error}  (run {s.run_id})")
 
 
+def print_plans(summaries, rows: int = 20) -> None:
+    """What a dry run would have sent: calls by kind, then the first offers."""
+    for s in summaries:
+        if s.plan is None:
+            continue
+        plan = s.plan
+        _print(f"\n[{s.account}] planned writes: {len(plan)} offers")
+        if plan.empty:
+            continue
+        commands = plan[plan["batch"] >= 0].groupby(["method", "action"])["batch"].nunique()
+        for (method, action), count in commands.items():
+            _print(f"  {count} {method.replace('_', ' ')}(s) ({action})")
+        _print(f"  {int((plan['method'] == 'patch').sum())} PATCH call(s)")
+        _print(plan[["offer_id", "sku", "before", "after", "action", "method"]].head(rows).to_string(index=False))
+        if len(plan) > rows:
+            _print(f"  … and {len(plan) - rows} more")
+
+
 def cmd_sync(settings: Settings, args) -> int:
     from stock_pipeline.definitions import build_definitions
     from stock_pipeline.sync_runner import select_accounts, sync_accounts
@@ -66,9 +84,11 @@ def cmd_sync(settings: Settings, args) -> int:
     try:
         _print(f"syncing {len(accounts)} account(s){' (dry run: nothing is written)' if args.dry_run else ''}…", file=sys.stderr)
         summaries = sync_accounts(build_definitions(settings), accounts,
-                                  dry_run=args.dry_run)
+                                  dry_run=args.dry_run, override_guards=args.override_guards)
     finally:
         progress.remove_listener(printer)
+    if args.dry_run:
+        print_plans(summaries)
     print_summary(summaries)
     return EXIT_OK if all(s.success for s in summaries) else EXIT_FAILED
 
@@ -79,6 +99,8 @@ def cmd_accounts_add(settings: Settings, args) -> int:
     from stock_pipeline.store.schema import engine_for
 
     validate_account_name(args.name)
+    store = AccountStore(engine_for(settings.stock_pipeline_database_url))
+    store.check_can_store_tokens(args.name)  # refresh tokens are single-use: never spend one we cannot keep
     auth = AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret,
                        timeout=settings.allegro_sync_http_timeout)
     if args.refresh_token:
@@ -88,7 +110,7 @@ def cmd_accounts_add(settings: Settings, args) -> int:
         _print(f"Open {device.verification_uri_complete} and confirm the code {device.user_code} "
                f"(valid {device.expires_in // 60} min). Waiting…")
         pair = auth.wait_for_device_token(device)
-    AccountStore(engine_for(settings.stock_pipeline_database_url)).save_tokens(args.name, pair)
+    store.save_tokens(args.name, pair)
     _print(f"account {args.name} authorised; it becomes a partition within a minute (or at the next `sync`)")
     return EXIT_OK
 
@@ -108,6 +130,30 @@ def cmd_accounts_list(settings: Settings, args) -> int:
     return EXIT_OK
 
 
+def cmd_accounts_policy(settings: Settings, args) -> int:
+    from dataclasses import replace
+
+    from stock_pipeline.core.policy import StockPolicy
+    from stock_pipeline.store.accounts import AccountStore
+    from stock_pipeline.store.policies import PolicyStore
+    from stock_pipeline.store.schema import engine_for
+
+    engine = engine_for(settings.stock_pipeline_database_url)
+    if AccountStore(engine).get(args.name) is None:
+        raise ValueError(f"unknown account {args.name!r} (add it with: stock-pipeline accounts add {args.name})")
+    store = PolicyStore(engine)
+    changes = {k: v for k, v in dict(reserve_units=args.reserve, reserve_percent=args.reserve_percent, cap=args.cap,
+                                      combine=args.combine, case_insensitive_skus=args.case_insensitive_skus).items()
+               if v is not None}
+    policy = store.get(args.name)
+    if changes:
+        policy = replace(policy, **changes)  # validated by StockPolicy
+        store.set(args.name, policy)
+    for key, value in policy.to_dict().items():
+        _print(f"{key:<24} {value}")
+    return EXIT_OK
+
+
 def cmd_history(settings: Settings, args) -> int:
     from stock_pipeline.store.schema import engine_for
     from stock_pipeline.store.writes_log import WritesLog
@@ -117,7 +163,8 @@ def cmd_history(settings: Settings, args) -> int:
     if rows.empty:
         _print("no writes recorded for that selection")
         return EXIT_OK
-    columns = ["created_at", "account", "offer_id", "sku", "before", "after", "action", "method", "status", "run_id", "error"]
+    columns = ["created_at", "account", "offer_id", "sku", "before", "after", "action", "method", "status",
+               "guards_overridden", "run_id", "error"]
     _print(rows[columns].to_string(index=False))
     return EXIT_OK
 
@@ -156,10 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--refresh-token", help="exchange this refresh token instead of running the device flow")
     add.set_defaults(handler=cmd_accounts_add)
     accounts.add_parser("list", help="list accounts and their token state").set_defaults(handler=cmd_accounts_list)
+    policy = accounts.add_parser("policy", help="show or change an account's stock policy")
+    policy.add_argument("name")
+    policy.add_argument("--reserve", type=int, help="units kept back per SKU")
+    policy.add_argument("--reserve-percent", type=float, help="share of each SKU's stock kept back (rounded up)")
+    policy.add_argument("--cap", type=int, help="never offer more than this (max 99999)")
+    policy.add_argument("--combine", choices=["sum", "max", "min"], help="how several rows of one SKU combine")
+    policy.add_argument("--case-insensitive-skus", type=lambda v: v.lower() in ("1", "true", "yes"),
+                        metavar="true|false", help="match SKUs regardless of letter case")
+    policy.set_defaults(handler=cmd_accounts_policy)
 
     sync = sub.add_parser("sync", help="sync stock now, through Dagster")
     sync.add_argument("--account", action="append", help="only this account (repeatable); default: all active")
     sync.add_argument("--dry-run", action="store_true", help="plan and show the writes, send nothing")
+    sync.add_argument("--override-guards", action="store_true",
+                      help="write even if a guard (empty/shrunk snapshot, mass ending) holds the writes; audited")
     sync.set_defaults(handler=cmd_sync)
 
     history = sub.add_parser("history", help="show recorded writes")

@@ -8,6 +8,7 @@ from pathlib import Path
 from dagster import Definitions
 
 from stock_pipeline.defs.assets import allegro_offers, stock_diff, stock_snapshot, stock_updates
+from stock_pipeline.defs.checks import diff_guard, snapshot_guard
 from stock_pipeline.defs.automation import (
     account_partitions_sensor,
     account_sync_job,
@@ -32,6 +33,7 @@ def frames_dir() -> str:
 def build_definitions(settings: Settings) -> Definitions:
     return Definitions(
         assets=[stock_snapshot, allegro_offers, stock_diff, stock_updates],
+        asset_checks=[snapshot_guard, diff_guard],
         jobs=[account_sync_job],
         schedules=[build_schedule(settings.allegro_sync_schedule)],
         sensors=[account_partitions_sensor, telegram_on_run_failure],

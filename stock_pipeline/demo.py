@@ -26,6 +26,9 @@ from stock_pipeline.core.snapshot import MAX_QUANTITY
 DEMO_DIR = Path(".demo")
 DEMO_ACCOUNTS = {"demo-shop-a": 2600, "demo-shop-b": 1300}
 STOCK_VALUES = list(range(0, 25)) + [50, 100]
+# The demo's tokens are the simulator's, so its key is public: base64 of b"demo-only-key-not-a-secret-00000".
+# Tokens are never stored without a key (store/token_crypto.py), the demo included.
+DEMO_TOKEN_ENCRYPTION_KEY = "ZGVtby1vbmx5LWtleS1ub3QtYS1zZWNyZXQtMDAwMDA="
 
 
 def _seed_offers(rng: random.Random, count: int, prefix: str) -> list[dict]:
@@ -93,6 +96,7 @@ def run_demo(keep_running: bool = False) -> int:
         "DAGSTER_HOME": str(base / "dagster_home"),
         "ALLEGRO_SYNC_RETRY_DELAY": "1",
         "ALLEGRO_SYNC_POLL_FIRST_AFTER": "0.3",
+        "TOKEN_ENCRYPTION_KEY": DEMO_TOKEN_ENCRYPTION_KEY,
     }
     os.environ.update(env)
     os.environ.pop("REDIS_URL", None)  # the demo uses the in-process limiter

@@ -1,51 +1,119 @@
 """structlog set-up: JSON in production, key=value on a terminal, and a processor
-that redacts secrets from every event before any renderer sees them."""
+that redacts secrets from every event before any renderer sees them.
+
+Redaction works three ways: by key (a field named like a secret is blanked whatever
+its value), by shape (Bearer/Basic credentials, token=… parameters, Telegram bot
+paths, JWTs, Fernet blobs in free text) and by value (the tokens this process has
+handled and the secret settings are replaced wherever they turn up, even bare).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+import threading
 
 import structlog
 
-REDACTED = "[REDACTED]"
+from stock_pipeline.settings import SECRET_VARIABLES
 
-# Keys whose values are secrets wherever they appear in an event.
+REDACTED = "[REDACTED]"
+# Shorter values are not matched literally: redacting every "demo" would mangle logs.
+_MIN_LITERAL_SECRET = 8
+_MAX_REMEMBERED = 512
+
+# Keys whose values are secrets wherever they appear in an event (dicts included, e.g. headers).
 _SECRET_KEYS = re.compile(
-    r"(access_token|refresh_token|device_code|authorization|client_secret|password|secret|bot_token|api_key|token)$",
+    r"(token|secret|password|passwd|authorization|api[_-]?key|encryption[_-]?key|device_code|cookie|credentials?)$",
     re.IGNORECASE,
 )
-# Secrets embedded in free text: bearer tokens, Telegram bot paths, token=… query parameters.
+_SECRET_NAME = r"(?:(?:access|refresh|id|bot)[_ ])?token|device_code|client_secret|password|api_key"
+# Secrets embedded in free text.
 _SECRET_PATTERNS = [
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
-    (re.compile(r"(?i)(basic\s+)[A-Za-z0-9+/=]+"), r"\1" + REDACTED),
-    (re.compile(r"(/bot)[^/\s]+"), r"\1" + REDACTED),
-    (re.compile(r"(?i)((?:refresh_token|access_token|device_code|client_secret)[\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+"), r"\1" + REDACTED),
+    # Authorization header values.
+    (re.compile(r"(?i)\b(bearer\s+)[\w.~+/=-]+"), r"\1" + REDACTED),
+    (re.compile(r"(?i)\b(basic\s+)[A-Za-z0-9+/]{8,}=*"), r"\1" + REDACTED),  # base64(client_id:secret)
+    # refresh_token=… in query strings and forms, "refresh_token": "…" in JSON and reprs,
+    # "Invalid refresh token: …" in Allegro's error descriptions.
+    (re.compile(rf"(?i)(?<![A-Za-z0-9_])((?:{_SECRET_NAME})[\"']?\s*[=:]\s*[\"']?)[^&\s\"',;)}}\]]+"),
+     r"\1" + REDACTED),
+    # Telegram bot tokens: in /bot<token>/method paths, and bare (<bot id>:<35 characters>).
+    (re.compile(r"(/bot)\d+:[^/\s?#\"']+"), r"\1" + REDACTED),
+    (re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{30,}"), REDACTED),
+    # JWTs (Allegro's access and refresh tokens are JWTs) and Fernet tokens (tokens at rest).
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"), REDACTED),
+    (re.compile(r"(?:fernet:)?gAAAAA[A-Za-z0-9_-]{20,}=*"), REDACTED),
 ]
+
+_remembered: tuple[str, ...] = ()
+_remembered_lock = threading.Lock()
+
+
+def remember_secrets(*values: str | None) -> None:
+    """Makes these values (tokens just read or issued) redacted wherever they appear later."""
+    global _remembered
+    fresh = [v for v in values if v and len(v) >= _MIN_LITERAL_SECRET and v not in _remembered]
+    if fresh:
+        with _remembered_lock:
+            _remembered = (tuple(dict.fromkeys(_remembered + tuple(fresh))))[-_MAX_REMEMBERED:]
+
+
+def _literal_secrets() -> list[str]:
+    from_settings = [part.strip() for name in SECRET_VARIABLES for part in os.environ.get(name, "").split(",")]
+    secrets = [s for s in from_settings if len(s) >= _MIN_LITERAL_SECRET] + list(_remembered)
+    return sorted(set(secrets), key=len, reverse=True)  # a secret containing another goes first
 
 
 def redact_text(text: str) -> str:
+    for secret in _literal_secrets():
+        if secret in text:
+            text = text.replace(secret, REDACTED)
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
 
 
-def _redact_value(key: str, value):
+def _redact_value(key, value):
     if isinstance(key, str) and _SECRET_KEYS.search(key) and value not in (None, ""):
         return REDACTED
     if isinstance(value, str):
         return redact_text(value)
+    if isinstance(value, bytes):
+        return redact_text(value.decode("utf-8", "replace"))
     if isinstance(value, dict):
         return {k: _redact_value(k, v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_redact_value("", v) for v in value)
-    return value
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        return [value[0], _redact_value(value[0], value[1])]  # a (name, value) pair, as headers often come
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_redact_value("", v) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    # Anything else (exceptions, requests, URLs…) is rendered by its repr: redact that.
+    shown = repr(value)
+    redacted = redact_text(shown)
+    return value if redacted == shown else redacted
 
 
 def redact_secrets(_logger, _method_name, event_dict):
     """structlog processor: never let a token, Authorization header or secret through."""
     return {key: _redact_value(key, value) for key, value in event_dict.items()}
+
+
+class RedactingFilter(logging.Filter):
+    """The same redaction for standard-library log records (httpx logs every URL it calls)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+# Libraries that log request URLs or headers through the standard logging module.
+_REDACTED_STDLIB_LOGGERS = ("httpx", "httpcore", "urllib3")
 
 
 def configure_logging(json: bool | None = None, level: int = logging.INFO) -> None:
@@ -66,6 +134,10 @@ def configure_logging(json: bool | None = None, level: int = logging.INFO) -> No
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    for name in _REDACTED_STDLIB_LOGGERS:
+        stdlib_logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in stdlib_logger.filters):
+            stdlib_logger.addFilter(RedactingFilter())
 
 
 def get_logger(name: str | None = None):

@@ -8,12 +8,13 @@ problem (never the value itself for secrets).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
 
 from stock_pipeline.errors import SettingsError
+from stock_pipeline.store.token_crypto import parse_keys as parse_token_keys
 
 DEFAULT_PIPELINE_DB = "sqlite:///" + str(Path.home() / ".stock_pipeline" / "pipeline.db")
 DEFAULT_STOCK_DB = "sqlite:///" + str(Path.home() / ".stock_pipeline" / "stock.db")
@@ -29,13 +30,13 @@ class Settings:
     allegro_api_url: str = "https://api.allegro.pl"
     allegro_auth_url: str = "https://allegro.pl/auth/oauth"
     allegro_client_id: str = "demo-client"
-    allegro_client_secret: str = "demo-secret"
+    allegro_client_secret: str = field(default="demo-secret", repr=False)
     stock_database_url: str = DEFAULT_STOCK_DB
     stock_query: str = "SELECT sku, stock FROM products"
     stock_pipeline_database_url: str = DEFAULT_PIPELINE_DB
     redis_url: str | None = None
     telegram_api_url: str = "https://api.telegram.org"
-    telegram_bot_token: str | None = None
+    telegram_bot_token: str | None = field(default=None, repr=False)
     allegro_error_notification_chat_id: str | None = None
     allegro_sync_rate_limit: int = 9000
     allegro_sync_batch_size: int = 1000
@@ -50,6 +51,11 @@ class Settings:
     allegro_sync_user_offer_changes_per_hour: int = 250_000
     allegro_sync_user_patches_per_minute: int = 2500
     dagster_webserver_url: str | None = None
+    stock_guard_max_snapshot_shrink: float = 0.3
+    stock_guard_max_risky_share: float = 0.3
+    stock_guard_min_risky_offers: int = 10
+    # Fernet key(s) for the tokens at rest, comma-separated to rotate (stock_pipeline.store.token_crypto).
+    token_encryption_key: str | None = field(default=None, repr=False)
 
     @property
     def telegram_enabled(self) -> bool:
@@ -84,6 +90,16 @@ def _parse_float(name: str, raw: str, minimum: float, maximum: float) -> float:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
     if not minimum <= value <= maximum:
         raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _parse_share(name: str, raw: str) -> float:
+    try:
+        value = float(raw.rstrip("%")) / (100 if raw.endswith("%") else 1)
+    except ValueError:
+        raise SettingsError(f"{name} must be a share such as 0.3 or 30%, got {raw!r}") from None
+    if not 0 <= value <= 1:
+        raise SettingsError(f"{name} must be between 0 and 1 (or 0% and 100%), got {raw!r}")
     return value
 
 
@@ -141,6 +157,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[f.name] = _parse_int(name, raw, 1, 1_000_000)
         elif f.name.startswith("allegro_sync_user_"):
             values[f.name] = _parse_int(name, raw, 1000 if "offer_changes" in f.name else 2, 10_000_000)
+        elif f.name in ("stock_guard_max_snapshot_shrink", "stock_guard_max_risky_share"):
+            values[f.name] = _parse_share(name, raw)
+        elif f.name == "stock_guard_min_risky_offers":
+            values[f.name] = _parse_int(name, raw, 0, 10_000_000)
         elif f.name == "allegro_sync_batch_size":
             values[f.name] = _parse_int(name, raw, 1, 1000)  # Allegro's command maximum
         elif f.name == "allegro_sync_retry_count":
@@ -151,6 +171,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[f.name] = _parse_float(name, raw, 0.1, 600.0)
         elif f.name in ("allegro_sync_poll_first_after", "allegro_sync_poll_timeout", "allegro_sync_rate_limit_pause"):
             values[f.name] = _parse_float(name, raw, 0.0, 3600.0)
+        elif f.name == "token_encryption_key":
+            parse_token_keys(raw)  # a bad key stops the start, not the first refresh
+            values[f.name] = raw
         elif f.name == "allegro_sync_schedule":
             values[f.name] = _parse_schedule(name, raw)
         elif f.name == "stock_query":

@@ -9,14 +9,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from dagster import DagsterInstance, Definitions
 
 from stock_pipeline.defs.assets import accounts_partitions
-from stock_pipeline.defs.automation import ACCOUNT_TAG, account_sync_job, step_failure_message
+from stock_pipeline.defs.automation import account_sync_job, step_failure_message
+from stock_pipeline.defs.tags import ACCOUNT_TAG, DRY_RUN_TAG, OVERRIDE_TAG
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import engine_for
-
-DRY_RUN_TAG = "stock_pipeline/dry_run"
 
 
 @dataclass
@@ -32,6 +32,7 @@ class AccountSummary:
     api_calls: int = 0
     duration_seconds: float = 0.0
     error: str | None = None
+    plan: pd.DataFrame | None = None  # the planned writes (kept for --dry-run output)
 
 
 def ensure_dagster_home() -> str:
@@ -51,6 +52,9 @@ def _metadata(result, node: str) -> dict:
 
 
 def _failure(result) -> str | None:
+    held = [f"{e.check_name}: {e.description}" for e in result.get_asset_check_evaluations() if not e.passed]
+    if held:  # a guard's own words say more than "blocking check failed"
+        return "; ".join(held)
     for event in result.get_step_failure_events():
         return step_failure_message(event)
     return None if result.success else "run failed"
@@ -68,7 +72,7 @@ def select_accounts(database_url: str, requested: list[str] | None) -> list[str]
     return list(dict.fromkeys(requested))
 
 
-def sync_accounts(defs: Definitions, accounts: list[str], *, dry_run: bool = False,
+def sync_accounts(defs: Definitions, accounts: list[str], *, dry_run: bool = False, override_guards: bool = False,
                   instance: DagsterInstance | None = None) -> list[AccountSummary]:
     ensure_dagster_home()
     instance = instance or DagsterInstance.get()
@@ -85,7 +89,8 @@ def sync_accounts(defs: Definitions, accounts: list[str], *, dry_run: bool = Fal
             run_config={"ops": {"stock_updates": {"config": {"dry_run": dry_run}}},
                         # The event log keeps every event; the terminal gets our progress lines instead.
                         "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            tags={ACCOUNT_TAG: account, DRY_RUN_TAG: str(dry_run).lower()},
+            tags={ACCOUNT_TAG: account, DRY_RUN_TAG: str(dry_run).lower(),
+                  **({OVERRIDE_TAG: "true"} if override_guards else {})},
         )
         offers = _metadata(result, "allegro_offers")
         diff = _metadata(result, "stock_diff")
@@ -97,5 +102,6 @@ def sync_accounts(defs: Definitions, accounts: list[str], *, dry_run: bool = Fal
             pending=int(updates.get("pending", 0)),
             api_calls=int(offers.get("api_calls", 0)) + int(updates.get("api_calls", 0)),
             duration_seconds=round(time.monotonic() - started, 2), error=_failure(result),
+            plan=result.output_for_node("stock_diff") if dry_run and result.is_node_success("stock_diff") else None,
         ))
     return summaries

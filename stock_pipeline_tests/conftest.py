@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 
 import stock_pipeline
 
@@ -138,6 +139,7 @@ def pipeline_env(monkeypatch, tmp_path, simulator, telegram, postgres_url, redis
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
         "STOCK_PIPELINE_STORAGE_DIR": str(tmp_path / "frames"),
         "DAGSTER_WEBSERVER_URL": "http://dagster.example:3000",
+        "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),  # the whole suite stores tokens encrypted
     }
     Path(env["DAGSTER_HOME"]).mkdir()
     shutil.copy(Path(stock_pipeline.__file__).with_name("dagster_embedded.yaml"), Path(env["DAGSTER_HOME"]) / "dagster.yaml")
@@ -166,3 +168,18 @@ def register_account(settings, simulator, name: str) -> None:
 
 
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+def send_failure_alert(defs, instance, run) -> None:
+    """Evaluates the run-failure sensor for `run`, as the daemon would."""
+    from dagster import build_run_status_sensor_context
+
+    from stock_pipeline.defs.automation import telegram_on_run_failure
+
+    failure = next(e for e in instance.all_logs(run.run_id)
+                   if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+    context = build_run_status_sensor_context(
+        sensor_name="telegram_on_run_failure", dagster_event=failure.dagster_event, dagster_instance=instance,
+        dagster_run=run, resources={name: defs.resources[name] for name in ("telegram", "allegro", "pipeline_db")},
+    ).for_run_failure()
+    telegram_on_run_failure(context)

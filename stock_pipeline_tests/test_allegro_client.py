@@ -142,3 +142,14 @@ def test_unknown_offer_and_rejected_values_raise_typed_errors(make_client, simul
         client.request("PATCH", f"/sale/product-offers/{offer_id}", route="PATCH",
                        json={"stock": {"available": 100_000}})
     assert info.value.status in (400, 422)
+
+
+def test_a_429_slows_every_process_sharing_the_client_id(make_client, simulator):
+    first, second = make_client(retry_count=0, pause=1.0), make_client(retry_count=0, pause=1.0)
+    simulator.set_faults(rate=1.0, kinds=("429",), seed=1)
+    with pytest.raises(AllegroRateLimitError):
+        first.list_offers_page(0)
+    simulator.clear_faults()
+    started = time.monotonic()
+    second.list_offers_page(0)  # another client on the same Redis bucket
+    assert time.monotonic() - started >= 0.9

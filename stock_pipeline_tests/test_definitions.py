@@ -15,8 +15,10 @@ def test_asset_graph_snapshot():
         "stock_snapshot": [],
         "allegro_offers": [],
         "stock_diff": ["allegro_offers", "stock_snapshot"],
-        "stock_updates": ["stock_diff"],
+        "stock_updates": ["allegro_offers", "stock_diff"],
     }
+    checks = {key.name: key.asset_key.to_user_string() for key in graph.asset_check_keys}
+    assert checks == {"snapshot_guard": "stock_snapshot", "diff_guard": "stock_diff"}
     partitioned = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).partitions_def}
     assert partitioned == {"allegro_offers", "stock_diff", "stock_updates"}
 

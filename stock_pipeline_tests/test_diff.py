@@ -12,8 +12,8 @@ def stock(**values):
     return pd.DataFrame({"sku": list(values), "stock": list(values.values())})
 
 
-def diff_of(offers, snapshot):
-    d = compute_diff(offers_frame(offers), snapshot)
+def diff_of(offers, snapshot, ended_by_us=frozenset()):
+    d = compute_diff(offers_frame(offers), snapshot, ended_by_us)
     return {row.offer_id: (row.before, row.after, row.action) for row in d.itertuples()}
 
 
@@ -47,3 +47,16 @@ def test_sku_whitespace_on_allegro_side_matches():
 def test_empty_inputs_give_an_empty_diff_with_columns():
     d = compute_diff(offers_frame([]), stock(A=1))
     assert d.empty and list(d.columns) == ["offer_id", "sku", "status", "before", "after", "action"]
+
+
+def test_offers_we_ended_come_back_when_stock_returns():
+    offers = [offer("1", "A", 4, "ENDED"), offer("2", "A", 4, "ENDED"), offer("3", "B", 2, "ENDED")]
+    assert diff_of(offers, stock(A=6, B=0), ended_by_us={"1", "3"}) == {"1": (4, 6, "activate")}
+
+
+def test_offers_the_seller_ended_stay_ended():
+    assert diff_of([offer("1", "A", 4, "ENDED")], stock(A=6)) == {}
+
+
+def test_an_active_offer_at_zero_target_is_ended_even_if_listing_shows_zero():
+    assert diff_of([offer("1", "A", 0)], stock(A=0)) == {"1": (0, 0, "end")}

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dagster import DagsterInstance, build_run_status_sensor_context
-
-from stock_pipeline.defs.automation import telegram_on_run_failure
+from dagster import DagsterInstance
 from stock_pipeline.definitions import build_definitions
 from stock_pipeline.notify.telegram import TELEGRAM_LIMIT, failure_message
 from stock_pipeline.sync_runner import sync_accounts
-from stock_pipeline_tests.conftest import register_account, write_stock
+from stock_pipeline_tests.conftest import register_account, send_failure_alert, write_stock
 
 
 def test_failed_run_sends_one_escaped_telegram_message(settings, simulator, telegram, pipeline_env):
@@ -24,12 +22,7 @@ def test_failed_run_sends_one_escaped_telegram_message(settings, simulator, tele
     assert not summary.success and "re-authorisation" in summary.error
 
     run = instance.get_run_by_id(summary.run_id)
-    failure = next(e for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
-    context = build_run_status_sensor_context(
-        sensor_name="telegram_on_run_failure", dagster_event=failure.dagster_event, dagster_instance=instance,
-        dagster_run=run, resources={"telegram": defs.resources["telegram"], "allegro": defs.resources["allegro"]},
-    ).for_run_failure()
-    telegram_on_run_failure(context)
+    send_failure_alert(defs, instance, run)
 
     assert len(telegram.messages) == 1
     message = telegram.messages[0]

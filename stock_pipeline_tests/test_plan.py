@@ -56,3 +56,16 @@ def test_plan_cost_equals_minimum():
 def test_batch_size_is_bounded_by_allegro_maximum():
     with pytest.raises(ValueError, match="batch_size"):
         plan_writes(diff(rows(1, 1)), batch_size=1001)
+
+
+def test_reactivation_sets_quantity_first_then_one_activate_command():
+    d = diff([("1", "A", "ENDED", 4, 6, "activate"), ("2", "B", "ENDED", 6, 6, "activate"),
+              ("3", "C", "ACTIVE", 1, 6, "set")])
+    plan = plan_writes(d)
+    sets = plan[plan["action"] == "set"]
+    assert sorted(sets["offer_id"]) == ["1", "3"]  # offer 2 already holds 6
+    activate = plan[plan["action"] == "activate"]
+    assert sorted(activate["offer_id"]) == ["1", "2"]
+    assert set(activate["method"]) == {"publication_command"} and activate["batch"].nunique() == 1
+    assert not set(activate["batch"]) & set(sets.loc[sets["batch"] >= 0, "batch"])
+    assert minimum_calls(3, d) == 1 + 2 + 2  # listing, the quantity command of value 6, the activation

@@ -4,9 +4,9 @@ import pytest
 from stock_pipeline.core.snapshot import clean_snapshot
 
 
-def test_duplicate_rows_are_summed_and_skus_trimmed():
+def test_duplicate_rows_are_kept_for_the_policy_and_skus_trimmed():
     clean = clean_snapshot(pd.DataFrame({"sku": ["A", " A ", "B"], "stock": [2, 3, 7]}))
-    assert dict(zip(clean.stock["sku"], clean.stock["stock"])) == {"A": 5, "B": 7}
+    assert list(zip(clean.stock["sku"], clean.stock["stock"])) == [("A", 2), ("A", 3), ("B", 7)]
     assert clean.duplicate_skus == 1
 
 

@@ -65,7 +65,8 @@ class AllegroAuth:
         url = f"{self._auth_url}/{path}"
         for attempt in range(self._connect_retries + 1):
             try:
-                return self._http.post(url, params=params, auth=self._basic,
+                # In the form body, not the query string: URLs end up in proxy and access logs.
+                return self._http.post(url, data=params, auth=self._basic,
                                        headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
             except httpx.ConnectError as exc:
                 if attempt == self._connect_retries:
@@ -99,7 +100,8 @@ class AllegroAuth:
     def start_device_flow(self) -> DeviceAuthorisation:
         response = self._post("device", {"client_id": self._client_id})
         if response.status_code != 200:
-            raise AllegroTokenError(f"device authorisation failed: HTTP {response.status_code} {error_detail(response)}")
+            raise AllegroTokenError(f"device authorisation failed: HTTP {response.status_code} "
+                                    f"{redact_text(error_detail(response))}")
         body = response.json()
         return DeviceAuthorisation(
             device_code=body["device_code"], user_code=body["user_code"],
@@ -126,6 +128,6 @@ class AllegroAuth:
             elif "access_denied" in detail:
                 raise InvalidGrantError("the seller refused the authorisation")
             else:
-                raise InvalidGrantError(f"device authorisation failed: HTTP {response.status_code} {detail}")
+                raise InvalidGrantError(f"device authorisation failed: HTTP {response.status_code} {redact_text(detail)}")
             sleep(interval)
         raise AllegroTokenError("device authorisation expired before the seller confirmed it")

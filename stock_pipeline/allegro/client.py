@@ -33,7 +33,7 @@ from stock_pipeline.errors import (
     AllegroSyncError,
     AllegroTokenError,
 )
-from stock_pipeline.logs import get_logger
+from stock_pipeline.logs import get_logger, redact_text
 
 log = get_logger(__name__)
 
@@ -164,7 +164,8 @@ class AllegroClient:
             token = self._tokens.after_unauthorised(token)
             response = self._send_once(method, path, route, params, json, token)
             if response.status_code == 401:
-                raise AllegroTokenError(f"{method} {path}: access token rejected twice ({error_detail(response)})")
+                raise AllegroTokenError(f"{method} {path}: access token rejected twice "
+                                        f"({redact_text(error_detail(response))})")
         return self._classify(method, path, response, allowed)
 
     def _send_once(self, method, path, route, params, json, token) -> httpx.Response:

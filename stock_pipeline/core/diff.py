@@ -13,6 +13,7 @@ DIFF_COLUMNS = ["offer_id", "sku", "status", "before", "after", "action"]
 
 ACTION_SET = "set"
 ACTION_END = "end"
+ACTION_ACTIVATE = "activate"
 
 
 def offers_frame(offers: list[dict]) -> pd.DataFrame:
@@ -31,27 +32,37 @@ def empty_diff() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("before", "after") else "string") for c in DIFF_COLUMNS})
 
 
-def compute_diff(offers: pd.DataFrame, stock: pd.DataFrame) -> pd.DataFrame:
-    """Offers whose stock differs from the warehouse.
+def compute_diff(offers: pd.DataFrame, stock: pd.DataFrame, ended_by_us: frozenset[str] | set[str] = frozenset(),
+                 case_insensitive_skus: bool = False) -> pd.DataFrame:
+    """Offers whose stock differs from the warehouse (`stock`: one target per SKU).
 
     Left alone: offers without an external.id, SKUs absent from the snapshot (we know
-    nothing about them), and offers that are not ACTIVE (re-activation is decided
-    elsewhere). Every offer of a SKU is updated.
+    nothing about them), offers that are INACTIVE or ACTIVATING, and ENDED offers
+    unless this pipeline ended them (`ended_by_us`) and stock has returned: those are
+    re-activated. An offer the seller ended by hand is never touched. Every offer of a
+    SKU is updated.
     """
     if offers.empty or stock.empty:
         return empty_diff()
-    keyed = offers.assign(sku=offers["sku"].str.strip())
-    keyed = keyed[keyed["sku"].notna() & (keyed["sku"] != "") & (keyed["status"] == "ACTIVE")]
-    joined = keyed.merge(stock.rename(columns={"stock": "target"}), on="sku", how="inner", validate="many_to_one")
+    sku = offers["sku"].str.strip()
+    keyed = offers.assign(sku=sku.str.upper() if case_insensitive_skus else sku)
+    ours = keyed["offer_id"].isin(list(ended_by_us))
+    eligible = (keyed["status"] == "ACTIVE") | ((keyed["status"] == "ENDED") & ours)
+    keyed = keyed[keyed["sku"].notna() & (keyed["sku"] != "") & eligible]
+    # `stock` has one row per SKU (apply_policy groups them), so no costly merge validation.
+    joined = keyed.merge(stock.rename(columns={"stock": "target"}), on="sku", how="inner")
     target = np.minimum(joined["target"].to_numpy(dtype="int64"), MAX_QUANTITY)
-    changed = joined.assign(after=target)[target != joined["stock"].to_numpy(dtype="int64")]
+    before = joined["stock"].to_numpy(dtype="int64")
+    ended = (joined["status"] == "ENDED").to_numpy()
+    action = np.select([ended & (target > 0), ~ended & (target == 0), ~ended & (target != before)],
+                       [ACTION_ACTIVATE, ACTION_END, ACTION_SET], default="")
+    keep = action != ""
     diff = pd.DataFrame({
-        "offer_id": changed["offer_id"].astype("string"),
-        "sku": changed["sku"].astype("string"),
-        "status": changed["status"].astype("string"),
-        "before": changed["stock"].astype("int64"),
-        "after": changed["after"].astype("int64"),
-        "action": np.where(changed["after"].to_numpy() == 0, ACTION_END, ACTION_SET),
+        "offer_id": joined["offer_id"].astype("string")[keep],
+        "sku": joined["sku"].astype("string")[keep],
+        "status": joined["status"].astype("string")[keep],
+        "before": before[keep],
+        "after": target[keep],
+        "action": pd.Series(action[keep], dtype="string", index=joined.index[keep]),
     })
-    diff["action"] = diff["action"].astype("string")
     return diff.sort_values(["action", "after", "offer_id"], kind="stable").reset_index(drop=True)

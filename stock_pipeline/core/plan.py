@@ -4,6 +4,11 @@ For each target value the cheaper of (one PATCH per offer) and (one command + on
 poll per `batch_size` offers) is chosen; offers going to 0 likewise choose between a
 PATCH with 0 (which ends the offer) and an END publication command. Ties go to PATCH:
 it answers synchronously in the common case, a command always needs a poll.
+
+Re-activating an offer is two steps: its quantity is set first (grouped with the
+other quantity writes of that value) unless it already holds the target, then an
+ACTIVATE publication command, which needs stock > 0 — so activation rows run in a
+second phase, after the quantity writes.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stock_pipeline.core.diff import ACTION_END, ACTION_SET
+from stock_pipeline.core.diff import ACTION_ACTIVATE, ACTION_END, ACTION_SET
 
 METHOD_PATCH = "patch"
 METHOD_QUANTITY_COMMAND = "quantity_command"
@@ -33,8 +38,34 @@ def plan_writes(diff: pd.DataFrame, batch_size: int = 1000) -> pd.DataFrame:
     if diff.empty:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("before", "after", "batch") else "string")
                              for c in PLAN_COLUMNS})
-    plan = diff[["offer_id", "sku", "before", "after", "action"]].sort_values(["action", "after", "offer_id"], kind="stable")
-    plan = plan.reset_index(drop=True)
+    rows = diff[["offer_id", "sku", "before", "after", "action"]]
+    activations = rows[rows["action"] == ACTION_ACTIVATE]
+    restock = activations[activations["before"] != activations["after"]].assign(action=ACTION_SET)
+    writes = _concat([rows[rows["action"] != ACTION_ACTIVATE], restock])
+    plan = _concat([_plan_quantity_and_end(writes, batch_size), _plan_activations(activations, batch_size)])
+    # Command batches numbered 0..k-1 across both phases.
+    commands = plan["batch"] >= 0
+    phase = plan["action"].eq(ACTION_ACTIVATE).astype(str)
+    plan.loc[commands, "batch"] = pd.factorize((phase + ":" + plan["batch"].astype(str))[commands])[0]
+    return plan[PLAN_COLUMNS].astype({"action": "string", "method": "string"})
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    non_empty = [f for f in frames if not f.empty]
+    return pd.concat(non_empty, ignore_index=True) if non_empty else frames[0].reset_index(drop=True)
+
+
+def _plan_activations(activations: pd.DataFrame, batch_size: int) -> pd.DataFrame:
+    # No single-offer call activates: always a command, chunked.
+    plan = activations.sort_values("offer_id", kind="stable").reset_index(drop=True)
+    return plan.assign(method=METHOD_PUBLICATION_COMMAND,
+                       batch=(np.arange(len(plan)) // batch_size).astype("int64"))
+
+
+def _plan_quantity_and_end(diff: pd.DataFrame, batch_size: int) -> pd.DataFrame:
+    if diff.empty:
+        return diff.assign(method=pd.Series(dtype="string"), batch=pd.Series(dtype="int64"))
+    plan = diff.sort_values(["action", "after", "offer_id"], kind="stable").reset_index(drop=True)
     # Offers ending share one "value" group whatever their `after` (always 0).
     group_key = plan["action"] + ":" + plan["after"].astype("string")
     group_size = group_key.map(group_key.value_counts()).to_numpy()
@@ -47,10 +78,7 @@ def plan_writes(diff: pd.DataFrame, batch_size: int = 1000) -> pd.DataFrame:
     batch = batch_key.factorize()[0]
     plan["method"] = pd.Series(method, dtype="string")
     plan["batch"] = np.where(use_command, batch, -1).astype("int64")
-    # Renumber so batches are 0..k-1 over commands only.
-    commands = plan["batch"] >= 0
-    plan.loc[commands, "batch"] = pd.factorize(plan.loc[commands, "batch"])[0]
-    return plan[PLAN_COLUMNS]
+    return plan
 
 
 def minimum_calls(offer_count: int, diff: pd.DataFrame, batch_size: int = 1000) -> int:
@@ -59,10 +87,14 @@ def minimum_calls(offer_count: int, diff: pd.DataFrame, batch_size: int = 1000) 
     listing = max(1, int(np.ceil(offer_count / 1000)))
     if diff.empty:
         return listing
-    key = diff["action"] + ":" + diff["after"].astype("string")
+    activations = diff[diff["action"] == ACTION_ACTIVATE]
+    writes = _concat([diff[diff["action"] != ACTION_ACTIVATE],
+                      activations[activations["before"] != activations["after"]].assign(action=ACTION_SET)])
+    key = writes["action"] + ":" + writes["after"].astype("string")
     sizes = key.value_counts().to_numpy()
-    return listing + int(np.minimum(sizes, command_calls(sizes, batch_size)).sum())
+    return (listing + int(np.minimum(sizes, command_calls(sizes, batch_size)).sum())
+            + int(command_calls(len(activations), batch_size)))
 
 
-__all__ = ["plan_writes", "minimum_calls", "ACTION_SET", "ACTION_END", "METHOD_PATCH",
+__all__ = ["plan_writes", "minimum_calls", "ACTION_SET", "ACTION_END", "ACTION_ACTIVATE", "METHOD_PATCH",
            "METHOD_QUANTITY_COMMAND", "METHOD_PUBLICATION_COMMAND"]

@@ -17,7 +17,7 @@ MAX_QUANTITY = 99_999
 
 @dataclass(frozen=True)
 class CleanSnapshot:
-    stock: pd.DataFrame  # columns sku (str, unique), stock (int64)
+    stock: pd.DataFrame  # columns sku (str, trimmed; may repeat: combined per account policy), stock (int64)
     rows_read: int
     bad_rows: pd.DataFrame  # the rejected rows with a `problem` column
     duplicate_skus: int
@@ -43,10 +43,9 @@ def clean_snapshot(raw: pd.DataFrame) -> CleanSnapshot:
     bad_skus = set(sku[bad & sku.notna() & (sku != "")])
     good = ~bad & ~sku.isin(bad_skus)
 
-    clean = pd.DataFrame({"sku": sku[good].astype(str), "stock": stock_num[good].astype("int64")})
-    # Several warehouses may hold the same SKU: their stock adds up.
+    clean = pd.DataFrame({"sku": sku[good].astype("string"), "stock": stock_num[good].astype("int64")})
+    # Kept row by row: each account's policy says how rows of one SKU combine.
     duplicate_skus = int(clean["sku"].duplicated().sum())
-    clean = clean.groupby("sku", sort=False, as_index=False)["stock"].sum()
 
     bad_rows = raw.loc[bad].assign(problem=problem[bad])
     counts = {str(k): int(v) for k, v in problem[bad].value_counts().items()}

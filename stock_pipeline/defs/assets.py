@@ -19,11 +19,15 @@ from stock_pipeline import progress
 from stock_pipeline.apply_writes import PollPolicy, WriteApplier
 from stock_pipeline.core.diff import compute_diff, offers_frame
 from stock_pipeline.core.plan import minimum_calls, plan_writes
+from stock_pipeline.core.policy import apply_policy
 from stock_pipeline.core.snapshot import clean_snapshot
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase
+from stock_pipeline.defs.tags import guards_overridden
 from stock_pipeline.logs import get_logger
 from stock_pipeline.stock_source import read_stock
 from stock_pipeline.store.account_lock import account_write_lock
+from stock_pipeline.store.ended_offers import EndedOffers
+from stock_pipeline.store.policies import PolicyStore
 from stock_pipeline.store.writes_log import FAILED, PENDING, SUCCESS
 
 log = get_logger(__name__)
@@ -89,17 +93,24 @@ def allegro_offers(context: AssetExecutionContext, allegro: AllegroApi, pipeline
 
 
 @asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
-       description="Offers whose stock differs from the warehouse, with the planned write for each "
-                   "(PATCH, quantity command or END command, grouped by target value).")
-def stock_diff(context: AssetExecutionContext, allegro: AllegroApi, stock_snapshot: pd.DataFrame,
-               allegro_offers: pd.DataFrame) -> Output[pd.DataFrame]:
-    diff = compute_diff(allegro_offers, stock_snapshot)
+       description="Offers whose stock differs from the warehouse under the account's stock policy, with the planned "
+                   "write for each (PATCH, quantity command, END or ACTIVATE command, grouped by target value).")
+def stock_diff(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase,
+               stock_snapshot: pd.DataFrame, allegro_offers: pd.DataFrame) -> Output[pd.DataFrame]:
+    account = context.partition_key
+    policy = PolicyStore(pipeline_db.engine()).get(account)
+    ended_by_us = EndedOffers(pipeline_db.engine()).ours(account)
+    targets = apply_policy(stock_snapshot, policy)
+    diff = compute_diff(allegro_offers, targets, ended_by_us, case_insensitive_skus=policy.case_insensitive_skus)
     plan = plan_writes(diff, allegro.batch_size)
     commands = plan.loc[plan["batch"] >= 0, "batch"].nunique()
     return Output(plan, metadata={
         "offers": len(allegro_offers),
+        "active_offers": int((allegro_offers["status"] == "ACTIVE").sum()),
         "changed": len(plan),
         "to_end": int((plan["action"] == "end").sum()),
+        "to_activate": int((plan["action"] == "activate").sum()),
+        "policy": MetadataValue.json(policy.to_dict()),
         "planned_patches": int((plan["method"] == "patch").sum()),
         "planned_commands": int(commands),
         "minimum_api_calls": minimum_calls(len(allegro_offers), diff, allegro.batch_size),
@@ -107,11 +118,25 @@ def stock_diff(context: AssetExecutionContext, allegro: AllegroApi, stock_snapsh
     })
 
 
+def _record_publication_changes(pipeline_db: PipelineDatabase, account: str, run_id: str, results: pd.DataFrame,
+                                offers: pd.DataFrame) -> None:
+    """Remembers the offers we ended (only those may come back), forgets those we
+    re-activated and those someone else re-activated since."""
+    ended = EndedOffers(pipeline_db.engine())
+    succeeded = results[results["status"] == SUCCESS]
+    # Judged on this run's listing, so before this run's own endings are recorded.
+    no_longer_ended = ended.ours(account) - set(offers.loc[offers["status"] == "ENDED", "offer_id"])
+    reactivated = set(succeeded.loc[succeeded["action"] == "activate", "offer_id"])
+    ended.forget(account, reactivated | no_longer_ended)
+    ended.record(account, succeeded.loc[succeeded["action"] == "end", "offer_id"], run_id)
+
+
 @asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
        description="The writes sent to Allegro and what each did (success / failed / pending). Fails the run "
                    "when a write failed, so the failure sensor alerts.")
 def stock_updates(context: AssetExecutionContext, config: UpdatesConfig, allegro: AllegroApi,
-                  pipeline_db: PipelineDatabase, stock_diff: pd.DataFrame) -> Output[pd.DataFrame]:
+                  pipeline_db: PipelineDatabase, stock_diff: pd.DataFrame,
+                  allegro_offers: pd.DataFrame) -> Output[pd.DataFrame]:
     account = context.partition_key
     started = time.monotonic()
     if config.dry_run:
@@ -121,13 +146,14 @@ def stock_updates(context: AssetExecutionContext, config: UpdatesConfig, allegro
             "preview": _preview(stock_diff[["offer_id", "sku", "before", "after", "action", "method"]]),
         })
     client = allegro.client_for(account, pipeline_db)
-    applier = WriteApplier(client, pipeline_db.writes_log(), run_id=context.run_id, account=account,
+    applier = WriteApplier(client, pipeline_db.writes_log(guards_overridden(context.run.tags)), run_id=context.run_id, account=account,
                            poll=PollPolicy(first_poll_after=allegro.poll_first_after, timeout=allegro.poll_timeout),
                            progress=lambda stage, done, total: progress.report(account, stage, done, total))
     try:
         with account_write_lock(pipeline_db.engine(), account):
             still_pending = applier.resolve_pending()
             results = applier.apply(stock_diff)
+            _record_publication_changes(pipeline_db, account, context.run_id, results, allegro_offers)
     finally:
         client.close()
     counts = results["status"].value_counts()

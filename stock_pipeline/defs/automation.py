@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from dagster import (
     AssetSelection,
+    DagsterEventType,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -32,12 +33,13 @@ from dagster import (
 
 from stock_pipeline.defs.assets import accounts_partitions
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, TelegramAlerts
+from stock_pipeline.defs.tags import ACCOUNT_TAG
+from stock_pipeline.errors import AllegroSyncError
 from stock_pipeline.logs import get_logger
 from stock_pipeline.notify.telegram import TelegramError, failure_message
 
 log = get_logger(__name__)
 
-ACCOUNT_TAG = "stock_pipeline/account"
 
 # In-process: one process per run shares the limiter and HTTP connections, and a
 # run's steps are sequential anyway (each needs the one before).
@@ -99,8 +101,23 @@ def step_failure_message(event) -> str | None:
     return f"{error.cls_name}: {error.message.strip()}"
 
 
+def _failed_checks(context: RunFailureSensorContext) -> list[str]:
+    records = context.instance.all_logs(context.dagster_run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    evaluations = [r.dagster_event.event_specific_data for r in records if r.dagster_event]
+    return [f"{e.check_name}: {e.description}" for e in evaluations if not e.passed]
+
+
+def _failed_offers(pipeline_db: PipelineDatabase, run_id: str) -> list[dict]:
+    try:
+        failed = pipeline_db.writes_log().history(run_id=run_id, status="failed", limit=500)
+    except AllegroSyncError as exc:  # the alert matters more than its detail
+        log.warning("alert_without_offer_details", run_id=run_id, error=str(exc))
+        return []
+    return failed.to_dict("records")
+
+
 def _run_error(context: RunFailureSensorContext) -> str:
-    messages = [step_failure_message(e) for e in context.get_step_failure_events()]
+    messages = _failed_checks(context) + [step_failure_message(e) for e in context.get_step_failure_events()]
     if not any(messages) and context.failure_event.message:
         messages.append(context.failure_event.message)
     return "\n".join(dict.fromkeys(m for m in messages if m)) or "unknown error"
@@ -109,7 +126,8 @@ def _run_error(context: RunFailureSensorContext) -> str:
 @run_failure_sensor(name="telegram_on_run_failure", default_status=DefaultSensorStatus.RUNNING,
                     monitored_jobs=[account_sync_job],
                     description="Sends one Telegram message per failed run (ALLEGRO_ERROR_NOTIFICATION_CHAT_ID).")
-def telegram_on_run_failure(context: RunFailureSensorContext, telegram: TelegramAlerts, allegro: AllegroApi):
+def telegram_on_run_failure(context: RunFailureSensorContext, telegram: TelegramAlerts, allegro: AllegroApi,
+                            pipeline_db: PipelineDatabase):
     notifier = telegram.notifier()
     run = context.dagster_run
     account = run.tags.get("dagster/partition") or run.tags.get(ACCOUNT_TAG)
@@ -119,7 +137,8 @@ def telegram_on_run_failure(context: RunFailureSensorContext, telegram: Telegram
         log.warning("run_failed_no_telegram", run_id=run.run_id, account=account)
         return
     text = failure_message(account=account, run_id=run.run_id, job=run.job_name, error=_run_error(context),
-                           run_url=telegram.run_url(run.run_id), when=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                           run_url=telegram.run_url(run.run_id), offers=_failed_offers(pipeline_db, run.run_id),
+                           when=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     try:
         notifier.send(text)
     except TelegramError as exc:

@@ -53,7 +53,7 @@ class AtomicPickleIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext):
         folder = self._asset_dir(context)
         if context.has_asset_partitions:
-            path = folder / f"{context.asset_partition_key}.pkl"
+            path = folder / f"{self._input_partition(context)}.pkl"
         else:
             path = folder / "runs" / f"{context.step_context.run_id}.pkl"
             if not path.exists():
@@ -63,6 +63,15 @@ class AtomicPickleIOManager(ConfigurableIOManager):
                                     f"(looked for {path}); materialise it first")
         with path.open("rb") as handle:
             return pickle.load(handle)
+
+    @staticmethod
+    def _input_partition(context: InputContext) -> str:
+        # An asset check of a partitioned asset is itself unpartitioned in Dagster 1.13 and
+        # is handed "all partitions"; it means the partition its run materialised.
+        keys = context.asset_partition_keys
+        if len(keys) == 1:
+            return keys[0]
+        return context.step_context.dagster_run.tags["dagster/partition"]
 
     @staticmethod
     def _prune(runs: Path) -> None:

@@ -11,6 +11,7 @@ from dagster import ConfigurableResource, EnvVar
 
 from stock_pipeline.allegro.auth import AllegroAuth
 from stock_pipeline.allegro.client import AllegroClient, WriteBudgets
+from stock_pipeline.core.guards import GuardLimits
 from stock_pipeline.metrics import build_metrics
 from stock_pipeline.notify.telegram import TelegramNotifier
 from stock_pipeline.rate_limit import RateSpec, build_limiter
@@ -52,8 +53,8 @@ class PipelineDatabase(ConfigurableResource):
     def accounts(self) -> AccountStore:
         return AccountStore(self.engine())
 
-    def writes_log(self) -> WritesLog:
-        return WritesLog(self.engine())
+    def writes_log(self, guards_overridden: bool = False) -> WritesLog:
+        return WritesLog(self.engine(), guards_overridden=guards_overridden)
 
 
 class StockDatabase(ConfigurableResource):
@@ -105,6 +106,18 @@ class AllegroApi(ConfigurableResource):
                              observe_response=self.metrics().observe_api_response)
 
 
+class GuardConfig(ConfigurableResource):
+    """Thresholds of the guards against a broken warehouse feed."""
+
+    max_snapshot_shrink: float = 0.3
+    max_risky_share: float = 0.3
+    min_risky_offers: int = 10
+
+    def limits(self) -> GuardLimits:
+        return GuardLimits(max_snapshot_shrink=self.max_snapshot_shrink, max_risky_share=self.max_risky_share,
+                           min_risky_offers=self.min_risky_offers)
+
+
 class TelegramAlerts(ConfigurableResource):
     api_url: str = "https://api.telegram.org"
     bot_token: Optional[str] = None
@@ -120,20 +133,22 @@ class TelegramAlerts(ConfigurableResource):
         return f"{self.webserver_url.rstrip('/')}/runs/{run_id}" if self.webserver_url else None
 
 
-def _secret(name: str, fallback: str | None):
-    """EnvVar when the variable is set (the UI shows its name, not its value)."""
+def _from_env(name: str, fallback: str | None):
+    """EnvVar when the variable is set: Dagster stores and shows its name, never its
+    value (secrets, and URLs that may carry a password). Otherwise the demo default."""
     return EnvVar(name) if os.environ.get(name) else fallback
 
 
 def build_resources(settings: Settings) -> dict:
     return {
-        "pipeline_db": PipelineDatabase(url=settings.stock_pipeline_database_url),
-        "stock_db": StockDatabase(url=settings.stock_database_url, query=settings.stock_query),
+        "pipeline_db": PipelineDatabase(url=_from_env("STOCK_PIPELINE_DATABASE_URL", settings.stock_pipeline_database_url)),
+        "stock_db": StockDatabase(url=_from_env("STOCK_DATABASE_URL", settings.stock_database_url),
+                                  query=settings.stock_query),
         "allegro": AllegroApi(
             api_url=settings.allegro_api_url, auth_url=settings.allegro_auth_url,
             client_id=settings.allegro_client_id,
-            client_secret=_secret("ALLEGRO_CLIENT_SECRET", settings.allegro_client_secret),
-            redis_url=settings.redis_url, rate_limit_per_minute=settings.allegro_sync_rate_limit,
+            client_secret=_from_env("ALLEGRO_CLIENT_SECRET", settings.allegro_client_secret),
+            redis_url=_from_env("REDIS_URL", settings.redis_url), rate_limit_per_minute=settings.allegro_sync_rate_limit,
             retry_count=settings.allegro_sync_retry_count, retry_delay=settings.allegro_sync_retry_delay,
             timeout=settings.allegro_sync_http_timeout, batch_size=settings.allegro_sync_batch_size,
             poll_first_after=settings.allegro_sync_poll_first_after, poll_timeout=settings.allegro_sync_poll_timeout,
@@ -142,8 +157,13 @@ def build_resources(settings: Settings) -> dict:
             user_offer_changes_per_hour=settings.allegro_sync_user_offer_changes_per_hour,
             user_patches_per_minute=settings.allegro_sync_user_patches_per_minute,
         ),
+        "guards": GuardConfig(
+            max_snapshot_shrink=settings.stock_guard_max_snapshot_shrink,
+            max_risky_share=settings.stock_guard_max_risky_share,
+            min_risky_offers=settings.stock_guard_min_risky_offers,
+        ),
         "telegram": TelegramAlerts(
-            api_url=settings.telegram_api_url, bot_token=_secret("TELEGRAM_BOT_TOKEN", settings.telegram_bot_token),
+            api_url=settings.telegram_api_url, bot_token=_from_env("TELEGRAM_BOT_TOKEN", settings.telegram_bot_token),
             chat_id=settings.allegro_error_notification_chat_id, webserver_url=settings.dagster_webserver_url,
         ),
     }

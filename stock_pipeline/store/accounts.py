@@ -5,6 +5,10 @@ so refreshing is serialised per account by a row lock (SELECT … FOR UPDATE) an
 new pair is committed before anyone uses it. A process whose access token got 401
 re-reads the stored row first: another process has usually refreshed already, and
 refreshing again would replay a used refresh token.
+
+Tokens are encrypted at rest with TOKEN_ENCRYPTION_KEY (see store/token_crypto.py);
+without a key they are never written, and a refresh is refused before it spends the
+refresh token rather than after.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from stock_pipeline.allegro.auth import AllegroAuth, InvalidGrantError, TokenPair
 from stock_pipeline.errors import AccountNeedsReauthorisationError, AllegroTokenError
-from stock_pipeline.logs import get_logger
+from stock_pipeline.logs import get_logger, remember_secrets
 from stock_pipeline.store.schema import ACCOUNT_ACTIVE, ACCOUNT_NEEDS_REAUTH, accounts
+from stock_pipeline.store.token_crypto import TokenCipher
 
 log = get_logger(__name__)
 
@@ -53,8 +58,9 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 class AccountStore:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, cipher: TokenCipher | None = None):
         self.engine = engine
+        self.cipher = cipher if cipher is not None else TokenCipher.from_environ()
         # SQLite has no row locks: serialise refreshes inside this process instead (demo only).
         self._local_locks: dict[str, threading.Lock] = {}
         self._local_locks_guard = threading.Lock()
@@ -62,8 +68,7 @@ class AccountStore:
     def save_tokens(self, name: str, pair: TokenPair) -> None:
         """Creates or re-authorises an account with a fresh token pair."""
         validate_account_name(name)
-        values = dict(access_token=pair.access_token, refresh_token=pair.refresh_token,
-                      access_expires_at=pair.expires_at, status=ACCOUNT_ACTIVE, last_error=None,
+        values = dict(self._sealed(name, pair), status=ACCOUNT_ACTIVE, last_error=None,
                       updated_at=datetime.now(timezone.utc))
         with self.engine.begin() as conn:
             updated = conn.execute(accounts.update().where(accounts.c.name == name).values(**values)).rowcount
@@ -86,6 +91,20 @@ class AccountStore:
         with self.engine.begin() as conn:
             conn.execute(accounts.update().where(accounts.c.name == name)
                          .values(status=status, last_error=error, updated_at=datetime.now(timezone.utc)))
+
+    def check_can_store_tokens(self, name: str) -> None:
+        """Raises TokenEncryptionError when tokens could not be stored; call before spending a token."""
+        self.cipher.require(name)
+
+    def _sealed(self, name: str, pair: TokenPair) -> dict:
+        remember_secrets(pair.access_token, pair.refresh_token)
+        return dict(access_token=self.cipher.seal(name, pair.access_token),
+                    refresh_token=self.cipher.seal(name, pair.refresh_token), access_expires_at=pair.expires_at)
+
+    def _opened(self, name: str, stored: str | None) -> str | None:
+        token = self.cipher.open(name, stored)
+        remember_secrets(token)
+        return token
 
     def _row(self, conn: Connection, name: str, lock: bool = False):
         query = sa.select(accounts).where(accounts.c.name == name)
@@ -120,32 +139,40 @@ class AccountTokens:
         if row.status != ACCOUNT_ACTIVE:
             raise AccountNeedsReauthorisationError(self._name, row.last_error or row.status)
 
+    def _access_token(self, row) -> str | None:
+        return self._store._opened(self._name, row.access_token)
+
     def current(self) -> str:
         with self._store.engine.connect() as conn:
             row = self._store._row(conn, self._name)
         self._check_active(row)
+        access_token = self._access_token(row)
         if self._usable(row):
-            return row.access_token
-        return self._refresh(stale_access_token=row.access_token)
+            return access_token
+        return self._refresh(stale_access_token=access_token)
 
     def after_unauthorised(self, rejected: str) -> str:
         with self._store.engine.connect() as conn:
             row = self._store._row(conn, self._name)
         self._check_active(row)
-        if row.access_token != rejected and self._usable(row):
-            return row.access_token
+        access_token = self._access_token(row)
+        if access_token != rejected and self._usable(row):
+            return access_token
         return self._refresh(stale_access_token=rejected)
 
     def _refresh(self, stale_access_token: str | None) -> str:
+        # Before the lock and the refresh: a pair that could not be stored would be lost with the old one.
+        self._store.check_can_store_tokens(self._name)
         with self._store._local_lock(self._name), self._store.engine.connect() as conn:
             transaction = conn.begin()
             try:
                 row = self._store._row(conn, self._name, lock=True)
                 self._check_active(row)
-                if row.access_token != stale_access_token and self._usable(row):
-                    return row.access_token  # another process refreshed while we waited for the lock
+                access_token = self._access_token(row)
+                if access_token != stale_access_token and self._usable(row):
+                    return access_token  # another process refreshed while we waited for the lock
                 try:
-                    pair = self._auth.refresh(row.refresh_token)
+                    pair = self._auth.refresh(self._store._opened(self._name, row.refresh_token))
                 except InvalidGrantError as exc:
                     conn.execute(accounts.update().where(accounts.c.name == self._name).values(
                         status=ACCOUNT_NEEDS_REAUTH, last_error=str(exc), updated_at=datetime.now(timezone.utc)))
@@ -153,8 +180,7 @@ class AccountTokens:
                     log.error("account_needs_reauthorisation", account=self._name, error=str(exc))
                     raise AccountNeedsReauthorisationError(self._name, str(exc)) from None
                 conn.execute(accounts.update().where(accounts.c.name == self._name).values(
-                    access_token=pair.access_token, refresh_token=pair.refresh_token,
-                    access_expires_at=pair.expires_at, last_error=None, updated_at=datetime.now(timezone.utc)))
+                    **self._store._sealed(self._name, pair), last_error=None, updated_at=datetime.now(timezone.utc)))
                 transaction.commit()
             finally:
                 if transaction.is_active:

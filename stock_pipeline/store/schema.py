@@ -48,6 +48,7 @@ writes = sa.Table(
     sa.Column("operation_url", sa.Text, nullable=True),  # an asynchronous PATCH (202) to check later
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("error", sa.Text, nullable=True),
+    sa.Column("guards_overridden", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Index("ix_writes_account_offer", "account", "offer_id"),
@@ -78,6 +79,9 @@ def engine_for(url: str) -> Engine:
 
 
 def _create_schema(engine: Engine) -> None:
+    # Tables defined beside the code that uses them register on `metadata` when imported.
+    from stock_pipeline.store import ended_offers, guard_state, policies  # noqa: F401
+
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":

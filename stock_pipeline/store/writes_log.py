@@ -27,8 +27,9 @@ FINAL_STATUSES = (SUCCESS, FAILED)
 
 
 class WritesLog:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, guards_overridden: bool = False):
         self.engine = engine
+        self._guards_overridden = guards_overridden  # stamped on the writes of a run that overrode the guards
 
     def record_planned(self, run_id: str, account: str, plan: pd.DataFrame) -> None:
         if plan.empty:
@@ -37,13 +38,13 @@ class WritesLog:
         rows = [
             dict(run_id=run_id, account=account, offer_id=str(r.offer_id), sku=None if pd.isna(r.sku) else str(r.sku),
                  before=int(r.before), after=int(r.after), action=str(r.action), method=str(r.method),
-                 status=PLANNED, created_at=now, updated_at=now)
+                 status=PLANNED, guards_overridden=self._guards_overridden, created_at=now, updated_at=now)
             for r in plan.itertuples(index=False)
         ]
         with self.engine.begin() as conn:
             conn.execute(writes.insert(), rows)
 
-    def mark(self, run_id: str, account: str, offer_ids: Iterable[str], status: str, *,
+    def mark(self, run_id: str, account: str, action: str, offer_ids: Iterable[str], status: str, *,
              command_id: str | None = None, operation_url: str | None = None, error: str | None = None) -> None:
         ids = [str(i) for i in offer_ids]
         if not ids:
@@ -58,36 +59,35 @@ class WritesLog:
         with self.engine.begin() as conn:
             for start in range(0, len(ids), 1000):
                 conn.execute(writes.update().where(
-                    writes.c.run_id == run_id, writes.c.account == account,
+                    writes.c.run_id == run_id, writes.c.account == account, writes.c.action == action,
                     writes.c.offer_id.in_(ids[start:start + 1000])).values(**values))
 
-    def mark_each(self, account: str, results: list[tuple[str, str, str, str | None]]) -> None:
-        """Statuses that differ per offer: (run_id, offer_id, status, error)."""
+    def mark_each(self, account: str, results: list[tuple[str, str, str, str, str | None]]) -> None:
+        """Statuses that differ per offer: (run_id, offer_id, action, status, error)."""
         if not results:
             return
         statement = writes.update().where(
             writes.c.run_id == sa.bindparam("b_run"), writes.c.account == sa.bindparam("b_account"),
-            writes.c.offer_id == sa.bindparam("b_offer")).values(
+            writes.c.offer_id == sa.bindparam("b_offer"), writes.c.action == sa.bindparam("b_action")).values(
             status=sa.bindparam("b_status"), error=sa.bindparam("b_error"), updated_at=sa.bindparam("b_now"))
         now = datetime.now(timezone.utc)
         with self.engine.begin() as conn:
-            conn.execute(statement, [dict(b_run=run_id, b_account=account, b_offer=str(offer), b_status=status,
-                                          b_error=(error or None) and error[:2000], b_now=now)
-                                     for run_id, offer, status, error in results])
+            conn.execute(statement, [dict(b_run=run_id, b_account=account, b_offer=str(offer), b_action=action,
+                                          b_status=status, b_error=(error or None) and error[:2000], b_now=now)
+                                     for run_id, offer, action, status, error in results])
 
     def pending(self, account: str) -> pd.DataFrame:
         """Writes of earlier runs whose outcome Allegro had not reported yet."""
-        query = sa.select(writes.c.run_id, writes.c.offer_id, writes.c.method, writes.c.command_id,
-                          writes.c.operation_url).where(writes.c.account == account, writes.c.status == PENDING)
+        columns = ["run_id", "offer_id", "action", "method", "command_id", "operation_url"]
+        query = sa.select(*(writes.c[c] for c in columns)).where(writes.c.account == account, writes.c.status == PENDING)
         with self.engine.connect() as conn:
-            return pd.DataFrame(conn.execute(query).mappings().all(),
-                                columns=["run_id", "offer_id", "method", "command_id", "operation_url"])
+            return pd.DataFrame(conn.execute(query).mappings().all(), columns=columns)
 
     def history(self, *, sku: str | None = None, offer_id: str | None = None, account: str | None = None,
-                run_id: str | None = None, limit: int = 200) -> pd.DataFrame:
+                run_id: str | None = None, status: str | None = None, limit: int = 200) -> pd.DataFrame:
         query = sa.select(writes).order_by(writes.c.id.desc()).limit(limit)
-        for column, value in ((writes.c.sku, sku), (writes.c.offer_id, offer_id),
-                              (writes.c.account, account), (writes.c.run_id, run_id)):
+        for column, value in ((writes.c.sku, sku), (writes.c.offer_id, offer_id), (writes.c.account, account),
+                              (writes.c.run_id, run_id), (writes.c.status, status)):
             if value is not None:
                 query = query.where(column == value)
         with self.engine.connect() as conn:

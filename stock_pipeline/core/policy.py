@@ -1,0 +1,53 @@
+"""Per-account stock policy: how warehouse rows become the quantity offered on Allegro.
+Pure and vectorised."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from stock_pipeline.core.snapshot import MAX_QUANTITY
+
+COMBINE_MODES = ("sum", "max", "min")
+
+
+@dataclass(frozen=True)
+class StockPolicy:
+    reserve_units: int = 0  # kept back per SKU (e.g. for the shop's own counter)
+    reserve_percent: float = 0.0  # kept back as a share of the SKU's stock, rounded up
+    cap: int = MAX_QUANTITY  # never offer more than this; Allegro's maximum is 99 999
+    combine: str = "sum"  # several rows of one SKU: several warehouses add up by default
+    case_insensitive_skus: bool = False  # match "abc-1" with "ABC-1"
+
+    def __post_init__(self):
+        problems = []
+        if not isinstance(self.reserve_units, int) or self.reserve_units < 0:
+            problems.append(f"reserve_units must be a whole number >= 0, got {self.reserve_units!r}")
+        if not 0 <= self.reserve_percent < 100:
+            problems.append(f"reserve_percent must be 0..<100, got {self.reserve_percent!r}")
+        if not isinstance(self.cap, int) or not 0 <= self.cap <= MAX_QUANTITY:
+            problems.append(f"cap must be a whole number 0..{MAX_QUANTITY}, got {self.cap!r}")
+        if self.combine not in COMBINE_MODES:
+            problems.append(f"combine must be one of {', '.join(COMBINE_MODES)}, got {self.combine!r}")
+        if problems:
+            raise ValueError("stock policy: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def normalise_skus(skus: pd.Series, policy: StockPolicy) -> pd.Series:
+    skus = skus.astype("string").str.strip()
+    return skus.str.upper() if policy.case_insensitive_skus else skus
+
+
+def apply_policy(rows: pd.DataFrame, policy: StockPolicy) -> pd.DataFrame:
+    """Warehouse rows (sku, stock; a SKU may repeat) → one target quantity per SKU."""
+    keyed = rows.assign(sku=normalise_skus(rows["sku"], policy))
+    combined = keyed.groupby("sku", sort=False, as_index=False)["stock"].agg(policy.combine)
+    stock = combined["stock"].to_numpy(dtype="int64")
+    reserve = policy.reserve_units + np.ceil(stock * policy.reserve_percent / 100.0).astype("int64")
+    target = np.clip(stock - reserve, 0, min(policy.cap, MAX_QUANTITY))
+    return pd.DataFrame({"sku": combined["sku"].astype("string"), "stock": target.astype("int64")})

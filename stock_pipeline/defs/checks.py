@@ -1,0 +1,62 @@
+"""Guards as blocking asset checks: a failed guard holds this run's writes (the
+downstream assets do not run), fails the run, and so alerts through the failure
+sensor. A deliberate run overrides them with the tag `stock_pipeline/override_guards=true`
+(`stock-pipeline sync --override-guards`); the writes of such a run say so in the audit."""
+
+import pandas as pd
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetKey,
+    DagsterEventType,
+    asset_check,
+)
+
+from stock_pipeline.core.guards import Verdict, diff_verdict, snapshot_verdict
+from stock_pipeline.defs.assets import stock_diff, stock_snapshot
+from stock_pipeline.defs.resources import GuardConfig, PipelineDatabase
+from stock_pipeline.defs.tags import OVERRIDE_TAG, guards_overridden
+from stock_pipeline.store.guard_state import LAST_GOOD_SNAPSHOT_SKUS, read_value, write_value
+
+stock_diff_key = AssetKey("stock_diff")
+
+
+def _result(verdict: Verdict, overridden: bool) -> AssetCheckResult:
+    description = verdict.description
+    if overridden and not verdict.passed:
+        description = f"OVERRIDDEN by tag {OVERRIDE_TAG}: {description.replace(': writes held', '')}"
+    return AssetCheckResult(passed=verdict.passed or overridden, severity=AssetCheckSeverity.ERROR,
+                            description=description, metadata={**verdict.metadata, "overridden": overridden})
+
+
+@asset_check(asset=stock_snapshot, blocking=True,
+             description="Holds writes when the snapshot is empty or shrank by more than STOCK_GUARD_MAX_SNAPSHOT_SHRINK "
+                         "against the last snapshot that passed.")
+def snapshot_guard(context: AssetCheckExecutionContext, stock_snapshot: pd.DataFrame, guards: GuardConfig,
+                   pipeline_db: PipelineDatabase) -> AssetCheckResult:
+    engine = pipeline_db.engine()
+    skus = int(stock_snapshot["sku"].nunique())
+    verdict = snapshot_verdict(skus, read_value(engine, LAST_GOOD_SNAPSHOT_SKUS), guards.limits())
+    overridden = guards_overridden(context.run.tags)
+    if verdict.passed or overridden:
+        write_value(engine, LAST_GOOD_SNAPSHOT_SKUS, skus)  # a deliberate override sets the new baseline
+    return _result(verdict, overridden)
+
+
+def _this_runs_metadata(context: AssetCheckExecutionContext, asset_key: AssetKey) -> dict:
+    """Metadata of `asset_key` as materialised by this very run (not another account's run)."""
+    records = context.instance.all_logs(context.run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+    for record in reversed(records):
+        materialization = record.asset_materialization
+        if materialization and materialization.asset_key == asset_key:
+            return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    return {}
+
+
+@asset_check(asset=stock_diff, blocking=True,
+             description="Holds writes when one run would end or cut more than STOCK_GUARD_MAX_RISKY_SHARE of the "
+                         "account's active offers.")
+def diff_guard(context: AssetCheckExecutionContext, stock_diff: pd.DataFrame, guards: GuardConfig) -> AssetCheckResult:
+    active = int(_this_runs_metadata(context, stock_diff_key).get("active_offers", 0))
+    return _result(diff_verdict(stock_diff, active, guards.limits()), guards_overridden(context.run.tags))

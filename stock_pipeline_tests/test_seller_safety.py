@@ -1,0 +1,112 @@
+"""Seller safety end to end: guards against a bad feed, overrides in the audit, bad rows,
+ending and re-activating, the stock policy, dry runs."""
+
+from __future__ import annotations
+
+import pytest
+from dagster import DagsterInstance
+from stock_pipeline.definitions import build_definitions
+from stock_pipeline.store.schema import engine_for
+from stock_pipeline.store.writes_log import WritesLog
+from stock_pipeline_tests.conftest import register_account, send_failure_alert, write_stock
+from stock_pipeline_tests.test_sync_end_to_end import run_cli, write_requests
+
+
+@pytest.fixture
+def shop(settings, simulator):
+    """40 offers, one per SKU, stock 5; the warehouse agrees."""
+    register_account(settings, simulator, "shop-a")
+    ids = simulator.add_offers("shop-a", [{"sku": f"S{i:02d}", "stock": 5} for i in range(40)])
+    warehouse = [(f"S{i:02d}", 5) for i in range(40)]
+    write_stock(settings.stock_database_url, warehouse)
+    assert run_cli("sync").returncode == 0  # a good snapshot: the guards' baseline
+    return dict(zip([f"S{i:02d}" for i in range(40)], ids))
+
+
+def alert_for_last_run(settings):
+    instance = DagsterInstance.get()
+    send_failure_alert(build_definitions(settings), instance, instance.get_runs(limit=1)[0])
+
+
+def test_empty_snapshot_holds_writes_and_alerts(settings, simulator, telegram, shop):
+    write_stock(settings.stock_database_url, [])
+    simulator.reset_requests()
+    result = run_cli("sync")
+    assert result.returncode == 1 and "snapshot is empty" in result.stdout
+    assert write_requests(simulator) == []
+    alert_for_last_run(settings)
+    assert "snapshot is empty" in telegram.messages[-1]["text"]
+
+
+def test_halved_snapshot_holds_writes(settings, simulator, shop):
+    write_stock(settings.stock_database_url, [(f"S{i:02d}", 0) for i in range(20)])
+    simulator.reset_requests()
+    result = run_cli("sync")
+    assert result.returncode == 1 and "shrank from 40 to 20 SKUs" in result.stdout
+    assert write_requests(simulator) == []
+
+
+def test_ending_half_the_offers_is_held_until_overridden_and_the_override_is_audited(settings, simulator, telegram, shop):
+    write_stock(settings.stock_database_url, [(f"S{i:02d}", 0 if i % 2 else 5) for i in range(40)])
+    simulator.reset_requests()
+    held = run_cli("sync")
+    assert held.returncode == 1 and "would end 20" in held.stdout
+    assert write_requests(simulator) == []
+    alert_for_last_run(settings)
+    assert "diff_guard" in telegram.messages[-1]["text"] and "would end 20" in telegram.messages[-1]["text"]
+
+    forced = run_cli("sync", "--override-guards")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    ended = [o for o in simulator.offers("shop-a") if o["status"] == "ENDED"]
+    assert len(ended) == 20
+    history = WritesLog(engine_for(settings.stock_pipeline_database_url)).history(account="shop-a")
+    assert len(history) == 20 and history["guards_overridden"].all()
+    assert "True" in run_cli("history", "--account", "shop-a").stdout
+
+
+def test_bad_rows_never_zero_an_offer(settings, simulator, shop):
+    rows = [(f"S{i:02d}", 5) for i in range(3, 40)] + [("S00", None), ("S01", -3), ("S02", 5), ("S02", None)]
+    write_stock(settings.stock_database_url, rows)
+    result = run_cli("sync")
+    assert result.returncode == 0, result.stdout
+    for sku in ("S00", "S01", "S02"):
+        offer = simulator.offer(shop[sku])
+        assert (offer["status"], offer["stock"]) == ("ACTIVE", 5)
+
+
+def test_pipeline_ended_offers_come_back_and_seller_ended_stay_ended(settings, simulator, shop):
+    simulator.set_offer(shop["S01"], status="ENDED", ended_by="USER")  # the seller ended it by hand
+    write_stock(settings.stock_database_url, [(f"S{i:02d}", 0 if i in (0, 1) else 5) for i in range(40)])
+    assert run_cli("sync").returncode == 0
+    assert simulator.offer(shop["S00"])["status"] == "ENDED"  # ended by us
+
+    simulator.reset_requests()
+    assert run_cli("sync").returncode == 0  # still 0: the ended offer is left as it is
+    assert write_requests(simulator) == []
+
+    write_stock(settings.stock_database_url, [(f"S{i:02d}", 7 if i in (0, 1) else 5) for i in range(40)])
+    assert run_cli("sync").returncode == 0
+    back, seller_ended = simulator.offer(shop["S00"]), simulator.offer(shop["S01"])
+    assert (back["status"], back["stock"]) == ("ACTIVE", 7)
+    assert seller_ended["status"] == "ENDED"
+    actions = WritesLog(engine_for(settings.stock_pipeline_database_url)).history(offer_id=shop["S00"])["action"]
+    assert sorted(actions) == ["activate", "end", "set"]
+
+
+def test_account_policy_reserve_and_cap(settings, simulator, shop):
+    assert run_cli("accounts", "policy", "shop-a", "--reserve", "1", "--cap", "3").returncode == 0
+    write_stock(settings.stock_database_url, [(f"S{i:02d}", 2 if i == 0 else 5) for i in range(40)])
+    assert run_cli("sync", "--override-guards").returncode == 0  # the cap cuts 39 offers: a deliberate run
+    assert simulator.offer(shop["S00"])["stock"] == 1
+    assert simulator.offer(shop["S05"])["stock"] == 3
+    bad = run_cli("accounts", "policy", "shop-a", "--cap", "200000")
+    assert bad.returncode == 2 and "cap must be a whole number 0..99999" in bad.stderr
+
+
+def test_dry_run_shows_the_planned_calls_and_sends_nothing(settings, simulator, shop):
+    write_stock(settings.stock_database_url, [(f"S{i:02d}", 9) for i in range(40)])
+    simulator.reset_requests()
+    result = run_cli("sync", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "planned writes: 40 offers" in result.stdout and "quantity command" in result.stdout
+    assert write_requests(simulator) == []
