@@ -21,13 +21,12 @@ from stock_pipeline.core.diff import ACTION_ACTIVATE
 from stock_pipeline.core.plan import METHOD_PATCH, METHOD_QUANTITY_COMMAND
 from stock_pipeline.errors import AllegroApiError, AllegroOfferNotFoundError
 from stock_pipeline.logs import get_logger
-from stock_pipeline.store.writes_log import FAILED, PENDING, SENT, SUCCESS, WritesLog
+from stock_pipeline.store.writes_log import FAILED, NOT_SENT, PENDING, SENT, SUCCESS, WritesLog
 
 log = get_logger(__name__)
 
 QUANTITY_RESOURCE = "offer-quantity-change-commands"
 PUBLICATION_RESOURCE = "offer-publication-commands"
-NOT_ATTEMPTED = "not_sent"
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 Key = tuple[str, str]  # (offer_id, action)
 
@@ -85,7 +84,7 @@ class WriteApplier:
         needed_restock = set(plan.loc[plan["action"] != ACTION_ACTIVATE, "offer_id"].astype(str))
         ready = activations["offer_id"].astype(str).map(lambda o: o in restocked or o not in needed_restock).astype(bool)
         blocked = activations.loc[~ready, "offer_id"].astype(str).tolist()
-        self._finish(blocked, ACTION_ACTIVATE, NOT_ATTEMPTED, "its quantity could not be set first")
+        self._finish(blocked, ACTION_ACTIVATE, NOT_SENT, "its quantity could not be set first")
         self._run_phase(activations[ready])
         return self._annotate(plan)
 

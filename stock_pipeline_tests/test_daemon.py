@@ -1,0 +1,227 @@
+"""Operated by the real Dagster daemon, as in production: `dagster-daemon run -w workspace.yaml`
+against a Postgres instance with the repository's dagster.yaml (queued runs, one run per
+account). The sensor adds the partitions, the schedule launches one run per account, a
+third account added with the CLI becomes a partition while the daemon runs, and a
+one-account backfill from the CLI writes that account's offers and nobody else's."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from stock_pipeline_tests.conftest import register_account, write_stock
+from stock_pipeline_tests.test_sync_end_to_end import assert_every_offer_right, run_cli, seed, write_requests
+
+REPO = Path(__file__).resolve().parents[1]
+WORKSPACE = REPO / "workspace.yaml"
+BIN = Path(sys.executable).parent
+ACCOUNTS = "accounts"
+SCHEDULE = "account_sync_schedule"
+# A `* * * * *` schedule ticks at the first minute boundary after the daemon starts; if
+# the sensor has not added the partitions by then, the next minute's tick does it.
+FIRST_RUNS_BOUND = 150
+SENSOR_BOUND = 50  # minimum_interval_seconds=30 plus the sensor daemon's 5 s loop
+RUN_BOUND = 60
+
+
+def dagster_bin(name: str) -> str:
+    return str(BIN / name)
+
+
+class DagsterProcess:
+    """A Dagster command in its own process group (its code servers and run workers
+    are children), its output in a file; `stop()` ends the whole group."""
+
+    def __init__(self, args: list[str], log_path: Path):
+        self.args = args
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(args, cwd=REPO, env=os.environ.copy(), stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def tail(self, lines: int = 60) -> str:
+        with self.log_path.open(errors="replace") as handle:
+            return "".join(deque(handle, maxlen=lines))
+
+    def report(self) -> str:
+        state = "running" if self.proc.poll() is None else f"exited with {self.proc.returncode}"
+        return f"--- {Path(self.args[0]).name} ({state}), last lines of {self.log_path} ---\n{self.tail()}"
+
+    def stop(self) -> None:
+        """SIGTERM to the group (the daemon stops its code server), then SIGKILL to whatever is left."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the whole group has exited
+        self.proc.wait()
+        self._log.close()
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float, process: DagsterProcess,
+             interval: float = 1.0):
+    """Polls `check` until it returns something truthy; fails with the process's log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if process.proc.poll() is not None:
+            pytest.fail(f"{what}: the process died\n{process.report()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:.0f} s\n{process.report()}")
+        time.sleep(interval)
+
+
+def write_instance_yaml(home: Path, **coordinator: object) -> None:
+    """The repository's dagster.yaml (Postgres via DAGSTER_POSTGRES_URL, queued runs with
+    one run per `dagster/partition`), with test-only coordinator settings added."""
+    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    config["run_coordinator"]["config"].update(coordinator)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+
+
+def run_tool(tool: str, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([dagster_bin(tool), *args], cwd=REPO, capture_output=True, text=True,
+                            env=os.environ.copy(), stdin=subprocess.DEVNULL, timeout=120)
+    assert result.returncode == 0, f"{tool} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def run_failures(instance, run_id: str) -> str:
+    from dagster import DagsterEventType
+
+    failures = instance.all_logs(run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE})
+    return "\n".join(f"  {e.dagster_event.step_key or 'run'}: {e.message}" for e in failures)
+
+
+def runs_succeeded(instance, process: DagsterProcess, accounts: set[str], **tags: str) -> Callable[[], list]:
+    """A check for `wait_for`: the runs with these tags, once there is one for each of
+    `accounts` and every one has succeeded; fails at once (with the errors) when one fails."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    def check():
+        runs = instance.get_runs(RunsFilter(job_name="account_sync", tags=tags))
+        for run in runs:
+            if run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+                pytest.fail(f"run {run.run_id} ({run.tags.get('dagster/partition')}) ended {run.status.value}:\n"
+                            f"{run_failures(instance, run.run_id)}\n{process.report()}")
+        covered = accounts <= {r.tags.get("dagster/partition") for r in runs}
+        return runs if covered and all(r.status == DagsterRunStatus.SUCCESS for r in runs) else []
+
+    return check
+
+
+def unfinished(instance) -> list:
+    from dagster import RunsFilter
+    from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
+
+    return instance.get_runs(RunsFilter(statuses=NOT_FINISHED_STATUSES))
+
+
+def settled(instance) -> bool:
+    """No run queued or running, twice 2 s apart: a tick that began before the schedule
+    was stopped has submitted its runs by then, and they have finished."""
+    if unfinished(instance):
+        return False
+    time.sleep(2)
+    return not unfinished(instance)
+
+
+@pytest.fixture
+def daemon_home(postgres_dagster_home, monkeypatch):
+    write_instance_yaml(postgres_dagster_home, dequeue_interval_seconds=1)
+    monkeypatch.setenv("ALLEGRO_SYNC_SCHEDULE", "* * * * *")
+    return postgres_dagster_home
+
+
+@pytest.fixture
+def instance(daemon_home):
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as inst:
+        yield inst
+
+
+@pytest.fixture
+def daemon(daemon_home, tmp_path):
+    process = DagsterProcess([dagster_bin("dagster-daemon"), "run", "-w", str(WORKSPACE)], tmp_path / "daemon.log")
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def offer_state(simulator, *accounts: str) -> dict:
+    return {o["id"]: (o["stock"], o["status"]) for a in accounts for o in simulator.offers(a)}
+
+
+def test_daemon_schedules_each_account_senses_new_ones_and_backfills_one(settings, simulator, instance, daemon):
+    register_account(settings, simulator, "shop-a")
+    register_account(settings, simulator, "shop-b")
+    seed(simulator, "shop-a", [(f"A{i:02d}", 1, "ACTIVE") for i in range(40)] + [("GONE", 2, "ACTIVE"), (None, 3, "ACTIVE")])
+    seed(simulator, "shop-b", [("B1", 5, "ACTIVE"), ("B2", 5, "ACTIVE"), ("A01", 9, "ACTIVE")])
+    warehouse = {**{f"A{i:02d}": 2 + i % 5 for i in range(40)}, "GONE": 0, "B1": 6, "B2": 5}
+    write_stock(settings.stock_database_url, list(warehouse.items()))
+    before = {o["id"]: o for a in ("shop-a", "shop-b") for o in simulator.offers(a)}
+
+    # 1. The sensor turns the accounts into partitions.
+    wait_for("the partitions sensor adding shop-a and shop-b",
+             lambda: {"shop-a", "shop-b"} <= set(instance.get_dynamic_partitions(ACCOUNTS)), SENSOR_BOUND, daemon)
+
+    # 2. A third account, added with the CLI while the daemon runs, becomes a partition at
+    # the sensor's next tick (while the schedule waits for its minute).
+    refresh = simulator.add_seller("shop-c")
+    seed(simulator, "shop-c", [("A01", 1, "ACTIVE"), ("B1", 1, "ACTIVE")])
+    added = run_cli("accounts", "add", "shop-c", "--refresh-token", refresh)
+    assert added.returncode == 0, added.stdout + added.stderr
+
+    # 3. The schedule launches one run per account.
+    wait_for("a scheduled run per account, all succeeded",
+             runs_succeeded(instance, daemon, {"shop-a", "shop-b"}, **{"dagster/schedule_name": SCHEDULE}),
+             FIRST_RUNS_BOUND, daemon)
+    for account in ("shop-a", "shop-b"):
+        assert_every_offer_right(simulator, account, warehouse, before)
+    assert simulator.spec_violations == []
+    wait_for("the partitions sensor adding shop-c",
+             lambda: "shop-c" in instance.get_dynamic_partitions(ACCOUNTS), SENSOR_BOUND, daemon)
+
+    # docker-compose.yml's healthcheck of the daemon service.
+    assert "Daemon live" in run_tool("dagster-daemon", "liveness-check").stdout
+
+    # Stop the schedule (as an operator would) so that from here on only the backfill writes.
+    run_tool("dagster", "schedule", "stop", SCHEDULE, "-w", str(WORKSPACE))
+    wait_for("scheduled runs still in flight to finish", lambda: settled(instance), RUN_BOUND, daemon)
+
+    # 4. A one-account backfill from the CLI: only shop-b's offers change.
+    warehouse = {sku: stock + 10 for sku, stock in warehouse.items() if stock}
+    write_stock(settings.stock_database_url, list(warehouse.items()))
+    untouched = offer_state(simulator, "shop-a", "shop-c")
+    before = {o["id"]: o for o in simulator.offers("shop-b")}
+    simulator.reset_requests()
+    launched = run_tool("dagster", "job", "backfill", "-j", "account_sync", "--partitions", "shop-b",
+                        "-w", str(WORKSPACE), "--noprompt")
+    backfill_id = re.search(r"Launched backfill job `([^`]+)`", launched.stdout)
+    assert backfill_id, launched.stdout
+    runs = wait_for("the backfill's run", runs_succeeded(instance, daemon, {"shop-b"}, **{"dagster/backfill": backfill_id[1]}),
+                    RUN_BOUND, daemon)
+    assert [r.tags["dagster/partition"] for r in runs] == ["shop-b"]
+    assert_every_offer_right(simulator, "shop-b", warehouse, before)
+    assert offer_state(simulator, "shop-a", "shop-c") == untouched
+    assert write_requests(simulator, "shop-b")
+    assert {r.login for r in simulator.requests if r.path.startswith("/sale/")} == {"shop-b"}
+    assert not unfinished(instance)
