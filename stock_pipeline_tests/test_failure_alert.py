@@ -47,3 +47,11 @@ def test_telegram_429_retry_after_is_honoured(telegram):
     telegram.fail_next(1, retry_after=3)
     TelegramNotifier(telegram.api_url, "1:tok", "42", sleep=slept.append).send("<b>hi</b>")
     assert slept == [3.0] and [m["text"] for m in telegram.messages] == ["<b>hi</b>"]
+
+
+def test_bad_rows_warning_lists_the_first_rows_within_the_limit():
+    from stock_pipeline.notify.telegram import bad_rows_message
+
+    rows = [{"sku": f"<S{i}>", "stock": "-1", "problem": "stock is negative"} for i in range(2000)]
+    text = bad_rows_message(bad_rows=rows, problems={"stock is negative": 2000})
+    assert len(text) <= TELEGRAM_LIMIT and "&lt;S0&gt;" in text and "more" in text

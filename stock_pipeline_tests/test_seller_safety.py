@@ -64,14 +64,20 @@ def test_ending_half_the_offers_is_held_until_overridden_and_the_override_is_aud
     assert "True" in run_cli("history", "--account", "shop-a").stdout
 
 
-def test_bad_rows_never_zero_an_offer(settings, simulator, shop):
-    rows = [(f"S{i:02d}", 5) for i in range(3, 40)] + [("S00", None), ("S01", -3), ("S02", 5), ("S02", None)]
+def test_bad_rows_never_zero_an_offer_and_are_reported_once(settings, simulator, telegram, shop):
+    rows = [(f"S{i:02d}", 5) for i in range(3, 40)] + [("S00", None), ("S01", -3), ("S02", 5), ("S02", None),
+                                                       ("<b>", -1)]
     write_stock(settings.stock_database_url, rows)
     result = run_cli("sync")
     assert result.returncode == 0, result.stdout
     for sku in ("S00", "S01", "S02"):
         offer = simulator.offer(shop[sku])
         assert (offer["status"], offer["stock"]) == ("ACTIVE", 5)
+    [warning] = telegram.messages
+    assert "bad rows" in warning["text"] and "stock is negative: 2" in warning["text"]
+    assert "<code>&lt;b&gt;</code>" in warning["text"]  # escaped, and Telegram accepted the HTML
+    assert run_cli("sync").returncode == 0
+    assert len(telegram.messages) == 1  # the same broken rows are not reported again
 
 
 def test_pipeline_ended_offers_come_back_and_seller_ended_stay_ended(settings, simulator, shop):

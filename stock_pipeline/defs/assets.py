@@ -1,7 +1,7 @@
 """The four assets. Each calls plain functions from core/ and the adapters; nothing
 here decides stock rules."""
 
-
+import hashlib
 import time
 
 import pandas as pd
@@ -20,13 +20,15 @@ from stock_pipeline.apply_writes import PollPolicy, WriteApplier
 from stock_pipeline.core.diff import compute_diff, offers_frame
 from stock_pipeline.core.plan import minimum_calls, plan_writes
 from stock_pipeline.core.policy import apply_policy
-from stock_pipeline.core.snapshot import clean_snapshot
-from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase
+from stock_pipeline.core.snapshot import CleanSnapshot, clean_snapshot
+from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase, TelegramAlerts
 from stock_pipeline.defs.tags import guards_overridden
 from stock_pipeline.logs import get_logger
+from stock_pipeline.notify.telegram import TelegramError, bad_rows_message
 from stock_pipeline.stock_source import read_stock
 from stock_pipeline.store.account_lock import account_write_lock
 from stock_pipeline.store.ended_offers import EndedOffers
+from stock_pipeline.store.guard_state import BAD_ROWS_FINGERPRINT, read_value, write_value
 from stock_pipeline.store.policies import PolicyStore
 from stock_pipeline.store.writes_log import FAILED, PENDING, SUCCESS
 
@@ -48,14 +50,36 @@ def _preview(frame: pd.DataFrame) -> MetadataValue:
                             + (f"\n\n… and {len(frame) - PREVIEW_ROWS} more" if len(frame) > PREVIEW_ROWS else ""))
 
 
+def _alert_new_bad_rows(context: AssetExecutionContext, snapshot: CleanSnapshot, pipeline_db: PipelineDatabase,
+                        telegram: TelegramAlerts) -> None:
+    """One Telegram warning per distinct set of bad rows: every account's run reads the
+    snapshot, and the seller needs to hear about a broken feed once, not once per run."""
+    bad = snapshot.bad_rows.astype(str).sort_values(list(snapshot.bad_rows.columns))
+    fingerprint = int(hashlib.sha256(bad.to_csv(index=False).encode()).hexdigest()[:15], 16) if len(bad) else 0
+    engine = pipeline_db.engine()
+    if read_value(engine, BAD_ROWS_FINGERPRINT) == fingerprint:
+        return
+    notifier = telegram.notifier()
+    if fingerprint and notifier:
+        try:
+            notifier.send(bad_rows_message(bad_rows=bad.head(200).to_dict("records"), problems=snapshot.problems,
+                                           run_url=telegram.run_url(context.run_id)))
+        except TelegramError as exc:  # the sync goes on; the next run tries the warning again
+            context.log.warning(f"bad-row warning not sent: {exc}")
+            return
+    write_value(engine, BAD_ROWS_FINGERPRINT, fingerprint)
+
+
 @asset(group_name="warehouse", owners=OWNERS, io_manager_key="frames_io_manager",
        description="Stock per SKU from the seller's warehouse database (STOCK_QUERY), cleaned: SKUs trimmed, "
                    "duplicate rows summed, bad rows (empty SKU, NULL, negative or non-integer stock) excluded and counted.")
-def stock_snapshot(context: AssetExecutionContext, stock_db: StockDatabase) -> Output[pd.DataFrame]:
+def stock_snapshot(context: AssetExecutionContext, stock_db: StockDatabase, pipeline_db: PipelineDatabase,
+                   telegram: TelegramAlerts) -> Output[pd.DataFrame]:
     started = time.monotonic()
     snapshot = clean_snapshot(read_stock(stock_db.url, stock_db.query))
     if snapshot.problems:
         context.log.warning(f"excluded {len(snapshot.bad_rows)} bad stock rows: {snapshot.problems}")
+    _alert_new_bad_rows(context, snapshot, pipeline_db, telegram)
     return Output(snapshot.stock, metadata={
         "rows_read": snapshot.rows_read,
         "skus": len(snapshot.stock),

@@ -15,6 +15,7 @@ from stock_pipeline.logs import get_logger
 log = get_logger(__name__)
 
 TELEGRAM_LIMIT = 4096
+TAIL = "\n\n<i>Manual check required</i>"
 
 
 class TelegramError(Exception):
@@ -44,15 +45,35 @@ def failure_message(*, account: str | None, run_id: str, job: str, error: str, r
     offers = offers or []
     if offers:
         text += "\n\n<b>Offers not written:</b>"
-    for shown, offer in enumerate(offers):
-        line = (f"\n• <code>{escape(offer.get('offer_id'))}</code> SKU <code>{escape(offer.get('sku'))}</code>: "
-                f"{escape(offer.get('before'))} → {escape(offer.get('after'))} ({escape(offer.get('error') or '')[:200]})")
-        remainder = f"\n… and {len(offers) - shown} more"
-        if len(text) + len(line) + len(remainder) + 40 > TELEGRAM_LIMIT:
-            text += remainder
-            break
-        text += line
-    text += "\n\n<i>Manual check required</i>"
+        text = _append_within_limit(text, [
+            f"• <code>{escape(o.get('offer_id'))}</code> SKU <code>{escape(o.get('sku'))}</code>: "
+            f"{escape(o.get('before'))} → {escape(o.get('after'))} ({escape(o.get('error') or '')[:200]})"
+            for o in offers], footer=TAIL)
+    return text + TAIL
+
+
+def bad_rows_message(*, bad_rows: list[dict], problems: dict[str, int], run_url: str | None = None) -> str:
+    """A warning that warehouse rows were excluded (they never become a 0 on Allegro)."""
+    text = "\n".join([
+        "⚠️ <b>Warehouse stock feed has bad rows</b>",
+        "",
+        f"<b>Excluded:</b> {sum(problems.values())} row(s); their SKUs are left as they are on Allegro.",
+        *(f"• {escape(problem)}: {count}" for problem, count in problems.items()),
+    ])
+    if run_url:
+        text += f'\n<a href="{html.escape(run_url, quote=True)}">Open the run in Dagster</a>'
+    text += "\n\n<b>First rows:</b>"
+    return _append_within_limit(text, [f"• SKU <code>{escape(r.get('sku'))}</code> stock <code>{escape(r.get('stock'))}</code>: "
+                                       f"{escape(r.get('problem'))}" for r in bad_rows], footer="")
+
+
+def _append_within_limit(text: str, lines: list[str], footer: str) -> str:
+    """Adds lines while the message stays under Telegram's limit; the rest are counted."""
+    for shown, line in enumerate(lines):
+        remainder = f"\n… and {len(lines) - shown} more"
+        if len(text) + len(line) + 1 + len(remainder) + len(footer) > TELEGRAM_LIMIT:
+            return text + remainder
+        text += "\n" + line
     return text
 
 

@@ -1,4 +1,5 @@
-"""What the guards remember between runs: the size of the last snapshot that passed."""
+"""What the guards remember between runs: the size of the last snapshot that passed,
+and which bad rows the seller was last warned about."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ guard_state = sa.Table(
 )
 
 LAST_GOOD_SNAPSHOT_SKUS = "last_good_snapshot_skus"
+BAD_ROWS_FINGERPRINT = "bad_rows_fingerprint"  # of the bad rows last alerted about (0: none)
 
 
 def read_value(engine: Engine, name: str) -> int | None:
