@@ -71,8 +71,9 @@ def _alert_new_bad_rows(context: AssetExecutionContext, snapshot: CleanSnapshot,
 
 
 @asset(group_name="warehouse", owners=OWNERS, io_manager_key="frames_io_manager",
-       description="Stock per SKU from the seller's warehouse database (STOCK_QUERY), cleaned: SKUs trimmed, "
-                   "duplicate rows summed, bad rows (empty SKU, NULL, negative or non-integer stock) excluded and counted.")
+       description="Stock rows from the seller's warehouse database (STOCK_QUERY), cleaned: SKUs trimmed, bad rows "
+                   "(empty SKU, NULL, negative or non-integer stock) excluded, counted and reported; rows of one SKU are "
+                   "combined later by each account's policy.")
 def stock_snapshot(context: AssetExecutionContext, stock_db: StockDatabase, pipeline_db: PipelineDatabase,
                    telegram: TelegramAlerts) -> Output[pd.DataFrame]:
     started = time.monotonic()
@@ -82,10 +83,10 @@ def stock_snapshot(context: AssetExecutionContext, stock_db: StockDatabase, pipe
     _alert_new_bad_rows(context, snapshot, pipeline_db, telegram)
     return Output(snapshot.stock, metadata={
         "rows_read": snapshot.rows_read,
-        "skus": len(snapshot.stock),
+        "skus": int(snapshot.stock["sku"].nunique()),
         "bad_rows": len(snapshot.bad_rows),
         "bad_row_problems": MetadataValue.json(snapshot.problems),
-        "duplicate_sku_rows_summed": snapshot.duplicate_skus,
+        "duplicate_sku_rows": snapshot.duplicate_skus,
         "units_total": int(snapshot.stock["stock"].sum()),
         "duration_seconds": round(time.monotonic() - started, 3),
     })
