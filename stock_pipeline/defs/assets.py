@@ -63,7 +63,7 @@ def _alert_new_bad_rows(context: AssetExecutionContext, snapshot: CleanSnapshot,
     if fingerprint and notifier:
         try:
             notifier.send(bad_rows_message(bad_rows=bad.head(200).to_dict("records"), problems=snapshot.problems,
-                                           run_url=telegram.run_url(context.run_id)))
+                                           run_url=telegram.run_url(context.run.run_id)))
         except TelegramError as exc:  # the sync goes on; the next run tries the warning again
             context.log.warning(f"bad-row warning not sent: {exc}")
             return
@@ -171,14 +171,15 @@ def stock_updates(context: AssetExecutionContext, config: UpdatesConfig, allegro
             "preview": _preview(stock_diff[["offer_id", "sku", "before", "after", "action", "method"]]),
         })
     client = allegro.client_for(account, pipeline_db)
-    applier = WriteApplier(client, pipeline_db.writes_log(guards_overridden(context.run.tags)), run_id=context.run_id, account=account,
+    applier = WriteApplier(client, pipeline_db.writes_log(guards_overridden(context.run.tags)),
+                           run_id=context.run.run_id, account=account,
                            poll=PollPolicy(first_poll_after=allegro.poll_first_after, timeout=allegro.poll_timeout),
                            progress=lambda stage, done, total: progress.report(account, stage, done, total))
     try:
         with account_write_lock(pipeline_db.engine(), account):
             still_pending = applier.resolve_pending()
             results = applier.apply(stock_diff)
-            _record_publication_changes(pipeline_db, account, context.run_id, results, allegro_offers)
+            _record_publication_changes(pipeline_db, account, context.run.run_id, results, allegro_offers)
     finally:
         client.close()
     counts = results["status"].value_counts()
