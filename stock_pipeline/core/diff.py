@@ -20,12 +20,17 @@ def offers_frame(offers: list[dict]) -> pd.DataFrame:
     """The offer map from `GET /sale/offers` items: one row per offer (SKU may repeat)."""
     rows = {
         "offer_id": [str(o["id"]) for o in offers],
-        "sku": [((o.get("external") or {}).get("id")) for o in offers],
+        # Trimmed once here, not in every diff: sellers' "sygnatura" often carries stray spaces.
+        "sku": [_trimmed((o.get("external") or {}).get("id")) for o in offers],
         "stock": [int(((o.get("stock") or {}).get("available")) or 0) for o in offers],
         "status": [((o.get("publication") or {}).get("status")) or "UNKNOWN" for o in offers],
     }
     frame = pd.DataFrame(rows, columns=OFFER_COLUMNS)
     return frame.astype({"offer_id": "string", "sku": "string", "stock": "int64", "status": "string"})
+
+
+def _trimmed(sku: str | None) -> str | None:
+    return sku.strip() or None if isinstance(sku, str) else None
 
 
 def empty_diff() -> pd.DataFrame:
@@ -44,25 +49,26 @@ def compute_diff(offers: pd.DataFrame, stock: pd.DataFrame, ended_by_us: frozens
     """
     if offers.empty or stock.empty:
         return empty_diff()
-    sku = offers["sku"].str.strip()
-    keyed = offers.assign(sku=sku.str.upper() if case_insensitive_skus else sku)
-    ours = keyed["offer_id"].isin(list(ended_by_us))
-    eligible = (keyed["status"] == "ACTIVE") | ((keyed["status"] == "ENDED") & ours)
-    keyed = keyed[keyed["sku"].notna() & (keyed["sku"] != "") & eligible]
-    # `stock` has one row per SKU (apply_policy groups them), so no costly merge validation.
-    joined = keyed.merge(stock.rename(columns={"stock": "target"}), on="sku", how="inner")
-    target = np.minimum(joined["target"].to_numpy(dtype="int64"), MAX_QUANTITY)
-    before = joined["stock"].to_numpy(dtype="int64")
-    ended = (joined["status"] == "ENDED").to_numpy()
+    sku = offers["sku"].str.upper() if case_insensitive_skus else offers["sku"]  # trimmed by offers_frame
+    status = offers["status"].to_numpy(dtype=object)
+    ours = offers["offer_id"].isin(list(ended_by_us)).to_numpy()
+    # A hash lookup of each offer's SKU in the (unique) snapshot SKUs: no join, no copies.
+    position = pd.Index(stock["sku"]).get_indexer(sku.fillna(""))
+    eligible = (position >= 0) & ((status == "ACTIVE") | ((status == "ENDED") & ours))
+    rows = np.flatnonzero(eligible)
+    target = np.minimum(stock["stock"].to_numpy(dtype="int64")[position[rows]], MAX_QUANTITY)
+    before = offers["stock"].to_numpy(dtype="int64")[rows]
+    ended = status[rows] == "ENDED"
     action = np.select([ended & (target > 0), ~ended & (target == 0), ~ended & (target != before)],
                        [ACTION_ACTIVATE, ACTION_END, ACTION_SET], default="")
     keep = action != ""
+    picked = rows[keep]
     diff = pd.DataFrame({
-        "offer_id": joined["offer_id"].astype("string")[keep],
-        "sku": joined["sku"].astype("string")[keep],
-        "status": joined["status"].astype("string")[keep],
+        "offer_id": offers["offer_id"].to_numpy()[picked],
+        "sku": sku.to_numpy()[picked],
+        "status": status[picked],
         "before": before[keep],
         "after": target[keep],
-        "action": pd.Series(action[keep], dtype="string", index=joined.index[keep]),
-    })
+        "action": action[keep],
+    }).astype({"offer_id": "string", "sku": "string", "status": "string", "action": "string"})
     return diff.sort_values(["action", "after", "offer_id"], kind="stable").reset_index(drop=True)

@@ -39,15 +39,17 @@ class StockPolicy:
 
 
 def normalise_skus(skus: pd.Series, policy: StockPolicy) -> pd.Series:
-    skus = skus.astype("string").str.strip()
+    """Snapshot SKUs arrive trimmed (clean_snapshot); case is folded only when asked."""
     return skus.str.upper() if policy.case_insensitive_skus else skus
 
 
 def apply_policy(rows: pd.DataFrame, policy: StockPolicy) -> pd.DataFrame:
     """Warehouse rows (sku, stock; a SKU may repeat) → one target quantity per SKU."""
-    keyed = rows.assign(sku=normalise_skus(rows["sku"], policy))
-    combined = keyed.groupby("sku", sort=False, as_index=False)["stock"].agg(policy.combine)
-    stock = combined["stock"].to_numpy(dtype="int64")
+    codes, skus = pd.factorize(normalise_skus(rows["sku"], policy))
+    if policy.combine == "sum":  # the default: one pass of bincount instead of a groupby
+        stock = np.bincount(codes, weights=rows["stock"].to_numpy(dtype="int64"), minlength=len(skus)).astype("int64")
+    else:
+        stock = rows["stock"].groupby(codes).agg(policy.combine).to_numpy(dtype="int64")
     reserve = policy.reserve_units + np.ceil(stock * policy.reserve_percent / 100.0).astype("int64")
     target = np.clip(stock - reserve, 0, min(policy.cap, MAX_QUANTITY))
-    return pd.DataFrame({"sku": combined["sku"].astype("string"), "stock": target.astype("int64")})
+    return pd.DataFrame({"sku": pd.Series(skus, dtype="string"), "stock": target.astype("int64")})
