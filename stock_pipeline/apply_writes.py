@@ -17,9 +17,10 @@ from typing import Callable
 import pandas as pd
 
 from stock_pipeline.allegro.client import AllegroClient
-from stock_pipeline.core.diff import ACTION_ACTIVATE
+from stock_pipeline.core.diff import ACTION_ACTIVATE, ACTION_END
 from stock_pipeline.core.plan import METHOD_PATCH, METHOD_QUANTITY_COMMAND
 from stock_pipeline.errors import AllegroApiError, AllegroOfferNotFoundError
+from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.logs import get_logger
 from stock_pipeline.store.writes_log import FAILED, NOT_SENT, PENDING, SENT, SUCCESS, WritesLog
 
@@ -57,6 +58,7 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 class WriteApplier:
     def __init__(self, client: AllegroClient, writes_log: WritesLog, *, run_id: str, account: str,
                  poll: PollPolicy = PollPolicy(), progress: Progress = _no_progress,
+                 ended_offers: EndedOffers | None = None,
                  new_command_id: Callable[[], str] = lambda: str(uuid.uuid4()),
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self._client = client
@@ -65,6 +67,7 @@ class WriteApplier:
         self._account = account
         self._poll = poll
         self._progress = progress
+        self._ended_offers = ended_offers
         self._new_id = new_command_id
         self._clock = clock
         self._sleep = sleep
@@ -136,7 +139,10 @@ class WriteApplier:
         except (AllegroApiError, AllegroOfferNotFoundError) as exc:
             self._finish([offer_id], action, FAILED, str(exc))
             return None
-        if outcome.status == 202 and outcome.operation_url:
+        if outcome.status == 202 and not outcome.operation_url:  # accepted, but nothing to ask about it
+            self._finish([offer_id], action, PENDING, "accepted (202) without an operation to check")
+            return None
+        if outcome.status == 202:
             self._log.mark(self._run_id, self._account, action, [offer_id], SENT, operation_url=outcome.operation_url)
             wait = outcome.retry_after if outcome.retry_after is not None else self._poll.first_poll_after
             now = self._clock()
@@ -151,7 +157,19 @@ class WriteApplier:
         for offer_id in offer_ids:
             self._results[(offer_id, action)] = (status, error)
         self._log.mark(self._run_id, self._account, action, offer_ids, status, error=error)
+        if status == SUCCESS:
+            self._publication_changed(action, offer_ids)
         self._advance(len(offer_ids))
+
+    def _publication_changed(self, action: str, offer_ids: list[str], run_id: str | None = None) -> None:
+        """Remembers, as each write settles, the offers we ended (only those may come back)
+        and forgets those we re-activated; a run that dies later loses none of it."""
+        if self._ended_offers is None or not offer_ids:
+            return
+        if action == ACTION_END:
+            self._ended_offers.record(self._account, offer_ids, run_id or self._run_id)
+        elif action == ACTION_ACTIVATE:
+            self._ended_offers.forget(self._account, offer_ids)
 
     def _advance(self, count: int) -> None:
         self._done += count
@@ -194,6 +212,7 @@ class WriteApplier:
         for offer_id, status, error in per_offer:
             self._results[(offer_id, flight.action)] = (status, error)
         self._log.mark_each(self._account, [(self._run_id, o, flight.action, s, e) for o, s, e in per_offer])
+        self._publication_changed(flight.action, [o for o, s, _ in per_offer if s == SUCCESS])
         self._advance(len(per_offer))
         if timed_out:
             log.warning("write_pending", account=self._account, key=flight.key if flight.resource else "patch-operation",
@@ -202,7 +221,8 @@ class WriteApplier:
     def resolve_pending(self) -> int:
         """Asks Allegro once more about writes earlier runs left `pending`; returns how
         many are still pending. Allegro keeps commands, so their task reports settle the
-        record; what cannot be checked stays pending, never success."""
+        record; what Allegro no longer knows is marked failed; nothing becomes success
+        without Allegro's word."""
         pending = self._log.pending(self._account)
         still = 0
         for (command_id, action), rows in pending[pending["command_id"].notna()].groupby(["command_id", "action"]):
@@ -210,15 +230,24 @@ class WriteApplier:
             flight = _InFlight(str(command_id), resource, str(action), rows["offer_id"].tolist(), 0, 0, 0)
             try:
                 self._poll_once(flight)
-            except AllegroOfferNotFoundError:  # Allegro no longer knows the command
-                flight.outcome = {o: (FAILED, "command unknown to Allegro when re-checked") for o in flight.offer_ids}
-            settled = [(r.run_id, r.offer_id, r.action, *flight.outcome[r.offer_id]) for r in rows.itertuples()
-                       if r.offer_id in flight.outcome]
-            self._log.mark_each(self._account, settled)
-            still += len(rows) - len(settled)
-        for row in pending[pending["command_id"].isna() & pending["operation_url"].notna()].itertuples():
-            if self._client.operation_done(row.operation_url):
-                self._log.mark_each(self._account, [(row.run_id, row.offer_id, row.action, SUCCESS, None)])
-            else:
-                still += 1
-        return still
+            except (AllegroOfferNotFoundError, AllegroApiError) as exc:
+                flight.outcome = {o: (FAILED, f"could not be re-checked: {exc}") for o in flight.offer_ids}
+            still += self._settle_earlier(rows, flight.outcome)
+        operations = pending[pending["command_id"].isna() & pending["operation_url"].notna()]
+        for (url, action), rows in operations.groupby(["operation_url", "action"]):
+            try:
+                outcome = (SUCCESS, None) if self._client.operation_done(str(url)) else None
+            except (AllegroOfferNotFoundError, AllegroApiError) as exc:
+                outcome = (FAILED, f"could not be re-checked: {exc}")
+            still += self._settle_earlier(rows, {o: outcome for o in rows["offer_id"]} if outcome else {})
+        return still + int((pending["command_id"].isna() & pending["operation_url"].isna()).sum())
+
+    def _settle_earlier(self, rows: pd.DataFrame, outcome: dict[str, tuple[str, str | None]]) -> int:
+        """Records what Allegro said about earlier runs' writes; returns how many it did not settle."""
+        settled = [(r.run_id, r.offer_id, r.action, *outcome[r.offer_id]) for r in rows.itertuples()
+                   if r.offer_id in outcome]
+        self._log.mark_each(self._account, settled)
+        for run_id, offer_id, action, status, _ in settled:
+            if status == SUCCESS:
+                self._publication_changed(action, [offer_id], run_id)
+        return len(rows) - len(settled)

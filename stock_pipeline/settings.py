@@ -69,7 +69,9 @@ def _env_name(field_name: str) -> str:
 def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     parsed = urlparse(raw)
     if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
-        raise SettingsError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, got {raw!r}")
+        # The value is not echoed: URLs may carry a password (redis://:secret@host).
+        raise SettingsError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)} "
+                            "(the value given is not shown: it may hold a password)")
     return raw.rstrip("/")
 
 
@@ -154,7 +156,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         elif f.name in ("stock_database_url", "stock_pipeline_database_url"):
             values[f.name] = _parse_sqlalchemy_url(name, raw)
         elif f.name == "allegro_sync_rate_limit":
-            values[f.name] = _parse_int(name, raw, 1, 1_000_000)
+            values[f.name] = _parse_int(name, raw, 2, 1_000_000)
         elif f.name.startswith("allegro_sync_user_"):
             values[f.name] = _parse_int(name, raw, 1000 if "offer_changes" in f.name else 2, 10_000_000)
         elif f.name in ("stock_guard_max_snapshot_shrink", "stock_guard_max_risky_share"):

@@ -62,9 +62,9 @@ def _failure(result) -> str | None:
 
 def select_accounts(database_url: str, requested: list[str] | None) -> list[str]:
     store = AccountStore(engine_for(database_url))
-    known = {a.name: a for a in store.list()}
     if not requested:
-        return [name for name, a in known.items() if a.status == "active"]
+        return [a.name for a in store.list(only_active=True)]
+    known = {a.name for a in store.list()}
     unknown = [name for name in requested if name not in known]
     if unknown:
         raise ValueError(f"unknown account(s): {', '.join(unknown)}; registered: {', '.join(known) or 'none'} "

@@ -3,6 +3,8 @@ ending and re-activating, the stock policy, dry runs."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from dagster import DagsterInstance
 from stock_pipeline.definitions import build_definitions
@@ -116,3 +118,55 @@ def test_dry_run_shows_the_planned_calls_and_sends_nothing(settings, simulator, 
     assert result.returncode == 0, result.stderr
     assert "planned writes: 40 offers" in result.stdout and "quantity command" in result.stdout
     assert write_requests(simulator) == []
+
+
+def test_materialising_the_writes_alone_never_sends_an_old_plan(settings, simulator, shop):
+    from dagster import AssetKey
+
+    write_stock(settings.stock_database_url, [(f"S{i:02d}", 0 if i % 2 else 5) for i in range(40)])
+    assert run_cli("sync").returncode == 1  # held by diff_guard; its plan is stored
+    simulator.reset_requests()
+    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(partition_key="shop-a", asset_selection=[AssetKey("stock_updates")],
+                                    instance=DagsterInstance.get(), raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert "was not materialised in this run" in (failure.cause or failure).message
+    assert write_requests(simulator) == []
+
+
+def test_an_end_settled_by_a_later_run_is_remembered_and_comes_back(settings, simulator, monkeypatch, shop):
+    zeroed = [f"S{i:02d}" for i in range(3)]  # three offers to 0: one END command
+    write_stock(settings.stock_database_url, [(sku, 0 if sku in zeroed else 5) for sku in shop])
+    simulator.command_task_delay = 2.0
+    monkeypatch.setenv("ALLEGRO_SYNC_POLL_TIMEOUT", "0.3")
+    assert run_cli("sync").returncode == 0
+    log = WritesLog(engine_for(settings.stock_pipeline_database_url))
+    assert set(log.history(account="shop-a", limit=10)["status"]) == {"pending"}
+
+    time.sleep(2.0)
+    assert run_cli("sync").returncode == 0  # settles the END from Allegro's task report
+    assert set(log.history(account="shop-a", limit=10)["status"]) == {"success"}
+
+    simulator.command_task_delay = 0.05
+    write_stock(settings.stock_database_url, [(sku, 4) for sku in shop])
+    assert run_cli("sync").returncode == 0
+    assert all(simulator.offer(shop[sku])["status"] == "ACTIVE" for sku in zeroed)
+
+
+def test_a_pending_write_allegro_no_longer_knows_does_not_block_the_account(settings, simulator, shop):
+    import sqlalchemy as sa
+
+    from stock_pipeline.store.schema import writes
+
+    with engine_for(settings.stock_pipeline_database_url).begin() as conn:
+        conn.execute(writes.insert().values(
+            run_id="old-run", account="shop-a", offer_id=shop["S00"], sku="S00", before=1, after=5, action="set",
+            method="patch", status="pending",
+            operation_url=f"{simulator.api_url}/sale/product-offers/{shop['S00']}/operations/gone"))
+    write_stock(settings.stock_database_url, [(sku, 6) for sku in shop])
+    result = run_cli("sync")
+    assert result.returncode == 0, result.stdout + result.stderr
+    with engine_for(settings.stock_pipeline_database_url).connect() as conn:
+        old = conn.execute(sa.select(writes.c.status, writes.c.error).where(writes.c.run_id == "old-run")).one()
+    assert old.status == "failed" and "could not be re-checked" in old.error

@@ -99,3 +99,13 @@ def test_stored_tokens_are_replaced_atomically_on_refresh(settings, simulator):
     new = store.tokens_for("shop-a", _auth(settings)).current()
     assert new != old
     assert store.get("shop-a").access_expires_at > datetime.now(timezone.utc) + timedelta(hours=11)
+
+
+def test_a_run_reads_the_stored_token_once_not_per_call(settings, simulator):
+    register_account(settings, simulator, "shop-a")
+    tokens = AccountStore(engine_for(settings.stock_pipeline_database_url)).tokens_for("shop-a", _auth(settings))
+    first = tokens.current()
+    engine = engine_for(settings.stock_pipeline_database_url)
+    with engine.begin() as conn:  # were the row read again, this would show
+        conn.execute(accounts.update().where(accounts.c.name == "shop-a").values(status="needs_reauth"))
+    assert tokens.current() == first

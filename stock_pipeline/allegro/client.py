@@ -26,6 +26,7 @@ from stock_pipeline.allegro.http import (
     error_detail,
     retry_after_seconds,
 )
+from stock_pipeline.core.snapshot import MAX_QUANTITY
 from stock_pipeline.errors import (
     AllegroApiError,
     AllegroOfferNotFoundError,
@@ -40,7 +41,6 @@ log = get_logger(__name__)
 LISTING_PAGE_SIZE = 1000
 COMMAND_MAX_OFFERS = 1000
 TASKS_PAGE_SIZE = 1000
-MAX_QUANTITY = 99_999
 
 
 class AccessTokenSource(Protocol):
@@ -124,6 +124,9 @@ class AllegroClient:
 
     def close(self) -> None:
         self._http.close()
+        close_tokens = getattr(self._tokens, "close", None)
+        if close_tokens:  # the token source's own HTTP client (OAuth)
+            close_tokens()
 
     # ---- transport -------------------------------------------------------------------
 
@@ -204,11 +207,9 @@ class AllegroClient:
 
     # ---- offers ------------------------------------------------------------------------
 
-    def list_offers_page(self, offset: int, limit: int = LISTING_PAGE_SIZE,
-                         external_ids: list[str] | None = None) -> dict:
-        params: list[tuple[str, Any]] = [("limit", limit), ("offset", offset)]
-        params += [("external.id", sku) for sku in external_ids or []]
-        return self.request("GET", "/sale/offers", route="GET /sale/offers", params=params).json()
+    def list_offers_page(self, offset: int, limit: int = LISTING_PAGE_SIZE) -> dict:
+        return self.request("GET", "/sale/offers", route="GET /sale/offers",
+                            params={"limit": limit, "offset": offset}).json()
 
     def iter_offer_pages(self) -> Iterator[list[dict]]:
         """Every offer of the account, 1000 at a time; stops at totalCount without an extra call."""
@@ -220,9 +221,6 @@ class AllegroClient:
             offset += len(offers)
             if not offers or offset >= int(page.get("totalCount", 0)):
                 return
-
-    def get_product_offer(self, offer_id: str) -> dict:
-        return self.request("GET", f"/sale/product-offers/{offer_id}", route="GET /sale/product-offers/{id}").json()
 
     def patch_stock(self, offer_id: str, available: int) -> PatchOutcome:
         """202 → poll `operation_url`; 409 (a change of this offer is still processed) is retried."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import time
 
@@ -46,10 +47,14 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     try:
         return max(0.0, float(raw))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):  # a malformed header is ignored, not fatal
+        return None
+    if parsed.tzinfo is None:  # HTTP dates are GMT
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def backoff_seconds(attempt: int, base_delay: float, retry_after: float | None) -> float:

@@ -17,9 +17,9 @@ from stock_pipeline.core.diff import ACTION_END, ACTION_SET
 
 @dataclass(frozen=True)
 class GuardLimits:
-    max_snapshot_shrink: float = 0.3  # share of SKUs that may vanish between two good snapshots
-    max_risky_share: float = 0.3  # share of an account's active offers that one run may end or cut
-    min_risky_offers: int = 10  # below this count a run is never held (small shops sell out for real)
+    max_snapshot_shrink: float  # share of SKUs that may vanish between two good snapshots
+    max_risky_share: float  # share of an account's active offers that one run may end or cut
+    min_risky_offers: int  # below this count a run is never held (small shops sell out for real)
     cut_ratio: float = 0.5  # an offer losing more than this share of its stock counts as cut
 
 
@@ -49,7 +49,8 @@ def diff_verdict(diff: pd.DataFrame, active_offers: int, limits: GuardLimits) ->
     ending = diff["action"] == ACTION_END
     cut = (diff["action"] == ACTION_SET) & (diff["after"] < diff["before"] * (1 - limits.cut_ratio))
     risky = int(ending.sum() + cut.sum())
-    share = risky / active_offers if active_offers else 0.0
+    # No active offers to compare with while offers would still end: treat as all of them.
+    share = risky / active_offers if active_offers else (1.0 if risky else 0.0)
     metadata = {"to_end": int(ending.sum()), "to_cut": int(cut.sum()), "active_offers": active_offers,
                 "risky_share": round(share, 4), "max_risky_share": limits.max_risky_share}
     if risky >= limits.min_risky_offers and share > limits.max_risky_share:

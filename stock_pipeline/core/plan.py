@@ -38,16 +38,21 @@ def plan_writes(diff: pd.DataFrame, batch_size: int = 1000) -> pd.DataFrame:
     if diff.empty:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("before", "after", "batch") else "string")
                              for c in PLAN_COLUMNS})
-    rows = diff[["offer_id", "sku", "before", "after", "action"]]
-    activations = rows[rows["action"] == ACTION_ACTIVATE]
-    restock = activations[activations["before"] != activations["after"]].assign(action=ACTION_SET)
-    writes = _concat([rows[rows["action"] != ACTION_ACTIVATE], restock])
+    writes, activations = _split_phases(diff[["offer_id", "sku", "before", "after", "action"]])
     plan = _concat([_plan_quantity_and_end(writes, batch_size), _plan_activations(activations, batch_size)])
     # Command batches numbered 0..k-1 across both phases.
     commands = plan["batch"] >= 0
     phase = plan["action"].eq(ACTION_ACTIVATE).astype(str)
     plan.loc[commands, "batch"] = pd.factorize((phase + ":" + plan["batch"].astype(str))[commands])[0]
     return plan[PLAN_COLUMNS].astype({"action": "string", "method": "string"})
+
+
+def _split_phases(diff: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(quantity and end writes, activations): an offer coming back needs its quantity
+    set first unless it already holds the target."""
+    activations = diff[diff["action"] == ACTION_ACTIVATE]
+    restock = activations[activations["before"] != activations["after"]].assign(action=ACTION_SET)
+    return _concat([diff[diff["action"] != ACTION_ACTIVATE], restock]), activations
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -87,9 +92,7 @@ def minimum_calls(offer_count: int, diff: pd.DataFrame, batch_size: int = 1000) 
     listing = max(1, int(np.ceil(offer_count / 1000)))
     if diff.empty:
         return listing
-    activations = diff[diff["action"] == ACTION_ACTIVATE]
-    writes = _concat([diff[diff["action"] != ACTION_ACTIVATE],
-                      activations[activations["before"] != activations["after"]].assign(action=ACTION_SET)])
+    writes, activations = _split_phases(diff)
     key = writes["action"] + ":" + writes["after"].astype("string")
     sizes = key.value_counts().to_numpy()
     return (listing + int(np.minimum(sizes, command_calls(sizes, batch_size)).sum())

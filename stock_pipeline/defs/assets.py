@@ -143,17 +143,10 @@ def stock_diff(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db:
     })
 
 
-def _record_publication_changes(pipeline_db: PipelineDatabase, account: str, run_id: str, results: pd.DataFrame,
-                                offers: pd.DataFrame) -> None:
-    """Remembers the offers we ended (only those may come back), forgets those we
-    re-activated and those someone else re-activated since."""
-    ended = EndedOffers(pipeline_db.engine())
-    succeeded = results[results["status"] == SUCCESS]
-    # Judged on this run's listing, so before this run's own endings are recorded.
-    no_longer_ended = ended.ours(account) - set(offers.loc[offers["status"] == "ENDED", "offer_id"])
-    reactivated = set(succeeded.loc[succeeded["action"] == "activate", "offer_id"])
-    ended.forget(account, reactivated | no_longer_ended)
-    ended.record(account, succeeded.loc[succeeded["action"] == "end", "offer_id"], run_id)
+def _forget_offers_ended_no_more(ended: EndedOffers, account: str, offers: pd.DataFrame) -> None:
+    """An offer we ended that this run's listing shows not ENDED was re-activated by
+    someone else: from now on it is theirs, and we would never re-activate it."""
+    ended.forget(account, ended.ours(account) - set(offers.loc[offers["status"] == "ENDED", "offer_id"]))
 
 
 @asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
@@ -171,15 +164,20 @@ def stock_updates(context: AssetExecutionContext, config: UpdatesConfig, allegro
             "preview": _preview(stock_diff[["offer_id", "sku", "before", "after", "action", "method"]]),
         })
     client = allegro.client_for(account, pipeline_db)
+    ended = EndedOffers(pipeline_db.engine())
     applier = WriteApplier(client, pipeline_db.writes_log(guards_overridden(context.run.tags)),
-                           run_id=context.run.run_id, account=account,
+                           run_id=context.run.run_id, account=account, ended_offers=ended,
                            poll=PollPolicy(first_poll_after=allegro.poll_first_after, timeout=allegro.poll_timeout),
                            progress=lambda stage, done, total: progress.report(account, stage, done, total))
     try:
         with account_write_lock(pipeline_db.engine(), account):
+            _forget_offers_ended_no_more(ended, account, allegro_offers)
             still_pending = applier.resolve_pending()
             results = applier.apply(stock_diff)
-            _record_publication_changes(pipeline_db, account, context.run.run_id, results, allegro_offers)
+    except Exception:
+        allegro.metrics().record_run(account, api_calls=client.stats.total, success=False,
+                                     duration_seconds=time.monotonic() - started)
+        raise
     finally:
         client.close()
     counts = results["status"].value_counts()

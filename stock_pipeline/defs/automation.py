@@ -34,6 +34,8 @@ from dagster import (
 from stock_pipeline.defs.assets import accounts_partitions
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, TelegramAlerts
 from stock_pipeline.defs.tags import ACCOUNT_TAG
+from sqlalchemy.exc import SQLAlchemyError
+
 from stock_pipeline.errors import AllegroSyncError
 from stock_pipeline.logs import get_logger
 from stock_pipeline.notify.telegram import TelegramError, failure_message
@@ -110,7 +112,7 @@ def _failed_checks(context: RunFailureSensorContext) -> list[str]:
 def _failed_offers(pipeline_db: PipelineDatabase, run_id: str) -> list[dict]:
     try:
         failed = pipeline_db.writes_log().history(run_id=run_id, status="failed", limit=500)
-    except AllegroSyncError as exc:  # the alert matters more than its detail
+    except (AllegroSyncError, SQLAlchemyError) as exc:  # the alert matters more than its detail
         log.warning("alert_without_offer_details", run_id=run_id, error=str(exc))
         return []
     return failed.to_dict("records")

@@ -4,22 +4,13 @@ sensor. A deliberate run overrides them with the tag `stock_pipeline/override_gu
 (`stock-pipeline sync --override-guards`); the writes of such a run say so in the audit."""
 
 import pandas as pd
-from dagster import (
-    AssetCheckExecutionContext,
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetKey,
-    DagsterEventType,
-    asset_check,
-)
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetIn, asset_check
 
 from stock_pipeline.core.guards import Verdict, diff_verdict, snapshot_verdict
 from stock_pipeline.defs.assets import stock_diff, stock_snapshot
 from stock_pipeline.defs.resources import GuardConfig, PipelineDatabase
 from stock_pipeline.defs.tags import OVERRIDE_TAG, guards_overridden
 from stock_pipeline.store.guard_state import LAST_GOOD_SNAPSHOT_SKUS, read_value, write_value
-
-stock_diff_key = AssetKey("stock_diff")
 
 
 def _result(verdict: Verdict, overridden: bool) -> AssetCheckResult:
@@ -44,19 +35,10 @@ def snapshot_guard(context: AssetCheckExecutionContext, stock_snapshot: pd.DataF
     return _result(verdict, overridden)
 
 
-def _this_runs_metadata(context: AssetCheckExecutionContext, asset_key: AssetKey) -> dict:
-    """Metadata of `asset_key` as materialised by this very run (not another account's run)."""
-    records = context.instance.all_logs(context.run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
-    for record in reversed(records):
-        materialization = record.asset_materialization
-        if materialization and materialization.asset_key == asset_key:
-            return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
-    return {}
-
-
-@asset_check(asset=stock_diff, blocking=True,
+@asset_check(asset=stock_diff, blocking=True, additional_ins={"allegro_offers": AssetIn("allegro_offers")},
              description="Holds writes when one run would end or cut more than STOCK_GUARD_MAX_RISKY_SHARE of the "
                          "account's active offers.")
-def diff_guard(context: AssetCheckExecutionContext, stock_diff: pd.DataFrame, guards: GuardConfig) -> AssetCheckResult:
-    active = int(_this_runs_metadata(context, stock_diff_key).get("active_offers", 0))
+def diff_guard(context: AssetCheckExecutionContext, stock_diff: pd.DataFrame, allegro_offers: pd.DataFrame,
+               guards: GuardConfig) -> AssetCheckResult:
+    active = int((allegro_offers["status"] == "ACTIVE").sum())
     return _result(diff_verdict(stock_diff, active, guards.limits()), guards_overridden(context.run.tags))

@@ -1,14 +1,15 @@
-"""Stores asset values as pickled DataFrames under a base directory, written atomically.
+"""Stores asset values as pickled DataFrames, per run, written atomically.
 
-- Partitioned assets (per account) are kept at `<asset>/<account>.pkl`: the offer map
-  stays where a later run (or the near-real-time path) can read it.
-- The unpartitioned snapshot is kept per run (`stock_snapshot/runs/<run_id>.pkl`) plus
-  a `latest.pkl`. Several account runs materialise it at once; each run's diff must
-  read the snapshot that its own run read and checked, not one another run wrote a
-  moment later. A run that did not materialise it (a manual re-materialisation of
-  the diff alone) reads `latest.pkl`.
-Writes go to a temporary file and are renamed into place, so a reader never sees a
-half-written file and a killed run leaves the previous value intact.
+Each value is kept at `<asset>/<account or _>/runs/<run_id>.pkl`, and a step reads the
+value of its own run (or of the run it re-executes). So a run's diff always uses the
+snapshot and offer map that this run read and its guards checked, concurrent account
+runs never read each other's, and a plan held by a guard is never picked up later by a
+run that did not compute it: materialising `stock_updates` alone fails with a clear
+message instead of sending an old plan.
+
+Assets listed in `latest_readable` (the offer map) are also kept as `latest.pkl` for
+readers outside a run chain. Writes go to a temporary file renamed into place, so a
+reader never sees a half-written file and a killed run leaves the previous value intact.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
-KEEP_SNAPSHOT_RUNS = 20
+KEEP_RUNS = 20
+UNPARTITIONED = "_"
 
 
 def _atomic_dump(value, path: Path) -> None:
@@ -35,32 +37,46 @@ def _atomic_dump(value, path: Path) -> None:
         raise
 
 
+def _mtime_or_none(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # pruned by a concurrent run a moment ago
+        return None
+
+
 class AtomicPickleIOManager(ConfigurableIOManager):
     base_dir: str
+    latest_readable: list[str] = ["allegro_offers"]
 
-    def _asset_dir(self, context: InputContext | OutputContext) -> Path:
-        return Path(self.base_dir, *context.asset_key.path)
+    def _folder(self, context: InputContext | OutputContext, partition: str) -> Path:
+        return Path(self.base_dir, *context.asset_key.path, partition)
 
     def handle_output(self, context: OutputContext, obj) -> None:
-        folder = self._asset_dir(context)
-        if context.has_asset_partitions:
-            _atomic_dump(obj, folder / f"{context.asset_partition_key}.pkl")
-            return
+        partition = context.asset_partition_key if context.has_asset_partitions else UNPARTITIONED
+        folder = self._folder(context, partition)
         _atomic_dump(obj, folder / "runs" / f"{context.run_id}.pkl")
-        _atomic_dump(obj, folder / "latest.pkl")
+        if context.asset_key.to_user_string() in self.latest_readable:
+            _atomic_dump(obj, folder / "latest.pkl")
         self._prune(folder / "runs")
 
     def load_input(self, context: InputContext):
-        folder = self._asset_dir(context)
-        if context.has_asset_partitions:
-            path = folder / f"{self._input_partition(context)}.pkl"
-        else:
-            path = folder / "runs" / f"{context.step_context.run_id}.pkl"
-            if not path.exists():
-                path = folder / "latest.pkl"
-        if not path.exists():
-            raise FileNotFoundError(f"{'/'.join(context.asset_key.path)} has not been materialised yet "
-                                    f"(looked for {path}); materialise it first")
+        partition = self._input_partition(context) if context.has_asset_partitions else UNPARTITIONED
+        folder = self._folder(context, partition)
+        run = context.step_context.dagster_run
+        # A re-execution reads what the run it re-executes produced.
+        for run_id in dict.fromkeys(r for r in (run.run_id, run.parent_run_id, run.root_run_id) if r):
+            path = folder / "runs" / f"{run_id}.pkl"
+            if path.exists():
+                return self._load(path)
+        name = context.asset_key.to_user_string()
+        if name in self.latest_readable and (folder / "latest.pkl").exists():
+            return self._load(folder / "latest.pkl")
+        raise FileNotFoundError(
+            f"{name} ({partition}) was not materialised in this run: materialise the whole account_sync job "
+            "(Materialize all…) so every step works on values read and checked in the same run")
+
+    @staticmethod
+    def _load(path: Path):
         with path.open("rb") as handle:
             return pickle.load(handle)
 
@@ -75,6 +91,6 @@ class AtomicPickleIOManager(ConfigurableIOManager):
 
     @staticmethod
     def _prune(runs: Path) -> None:
-        files = sorted(runs.glob("*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in files[KEEP_SNAPSHOT_RUNS:]:
+        dated = [(mtime, p) for p in runs.glob("*.pkl") if (mtime := _mtime_or_none(p)) is not None]
+        for _, old in sorted(dated, reverse=True)[KEEP_RUNS:]:
             old.unlink(missing_ok=True)

@@ -130,6 +130,18 @@ class AccountTokens:
         self._store = store
         self._name = name
         self._auth = auth
+        # The token last read or refreshed, with its expiry: a run makes thousands of calls,
+        # and the stored row only changes on refresh (ours, or another process's: then a
+        # 401 sends us back to the row).
+        self._cached: tuple[str, datetime] | None = None
+
+    def close(self) -> None:
+        self._auth.close()
+
+    def _remember(self, token: str, row_or_expiry) -> str:
+        expires = row_or_expiry if isinstance(row_or_expiry, datetime) else _aware(row_or_expiry.access_expires_at)
+        self._cached = (token, expires)
+        return token
 
     def _usable(self, row) -> bool:
         expires = _aware(row.access_expires_at)
@@ -143,21 +155,24 @@ class AccountTokens:
         return self._store._opened(self._name, row.access_token)
 
     def current(self) -> str:
+        if self._cached and self._cached[1] - datetime.now(timezone.utc) > REFRESH_MARGIN:
+            return self._cached[0]
         with self._store.engine.connect() as conn:
             row = self._store._row(conn, self._name)
         self._check_active(row)
         access_token = self._access_token(row)
         if self._usable(row):
-            return access_token
+            return self._remember(access_token, row)
         return self._refresh(stale_access_token=access_token)
 
     def after_unauthorised(self, rejected: str) -> str:
+        self._cached = None
         with self._store.engine.connect() as conn:
             row = self._store._row(conn, self._name)
         self._check_active(row)
         access_token = self._access_token(row)
         if access_token != rejected and self._usable(row):
-            return access_token
+            return self._remember(access_token, row)
         return self._refresh(stale_access_token=rejected)
 
     def _refresh(self, stale_access_token: str | None) -> str:
@@ -170,7 +185,7 @@ class AccountTokens:
                 self._check_active(row)
                 access_token = self._access_token(row)
                 if access_token != stale_access_token and self._usable(row):
-                    return access_token  # another process refreshed while we waited for the lock
+                    return self._remember(access_token, row)  # another process refreshed while we waited
                 try:
                     pair = self._auth.refresh(self._store._opened(self._name, row.refresh_token))
                 except InvalidGrantError as exc:
@@ -186,4 +201,4 @@ class AccountTokens:
                 if transaction.is_active:
                     transaction.rollback()
         log.info("token_refreshed", account=self._name, expires_at=pair.expires_at.isoformat())
-        return pair.access_token
+        return self._remember(pair.access_token, pair.expires_at)

@@ -17,7 +17,6 @@ metadata = sa.MetaData()
 
 ACCOUNT_ACTIVE = "active"
 ACCOUNT_NEEDS_REAUTH = "needs_reauth"
-ACCOUNT_DISABLED = "disabled"
 
 accounts = sa.Table(
     "accounts", metadata,

@@ -23,7 +23,6 @@ SUCCESS = "success"
 FAILED = "failed"
 PENDING = "pending"
 NOT_SENT = "not_sent"
-FINAL_STATUSES = (SUCCESS, FAILED)
 
 
 class WritesLog:
