@@ -104,7 +104,11 @@ def cmd_accounts_add(settings: Settings, args) -> int:
     auth = AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret,
                        timeout=settings.allegro_sync_http_timeout)
     if args.refresh_token:
-        pair = auth.refresh(args.refresh_token)
+        # "-" reads it from standard input: a token on the command line shows in `ps` and shell history.
+        token = sys.stdin.readline().strip() if args.refresh_token == "-" else args.refresh_token
+        if not token:
+            raise ValueError("no refresh token on standard input")
+        pair = auth.refresh(token)
     else:
         device = auth.start_device_flow()
         _print(f"Open {device.verification_uri_complete} and confirm the code {device.user_code} "
@@ -200,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     accounts = sub.add_parser("accounts", help="manage seller accounts").add_subparsers(dest="accounts_command", required=True)
     add = accounts.add_parser("add", help="authorise an account (device flow, or an existing refresh token)")
     add.add_argument("name")
-    add.add_argument("--refresh-token", help="exchange this refresh token instead of running the device flow")
+    add.add_argument("--refresh-token", metavar="TOKEN",
+                     help="exchange this refresh token instead of running the device flow ('-': read it from stdin)")
     add.set_defaults(handler=cmd_accounts_add)
     accounts.add_parser("list", help="list accounts and their token state").set_defaults(handler=cmd_accounts_list)
     policy = accounts.add_parser("policy", help="show or change an account's stock policy")

@@ -57,9 +57,6 @@ class Settings:
     # Fernet key(s) for the tokens at rest, comma-separated to rotate (stock_pipeline.store.token_crypto).
     token_encryption_key: str | None = field(default=None, repr=False)
 
-    @property
-    def telegram_enabled(self) -> bool:
-        return bool(self.telegram_bot_token and self.allegro_error_notification_chat_id)
 
 
 def _env_name(field_name: str) -> str:

@@ -43,3 +43,16 @@ def test_bad_setting_names_the_variable(settings, monkeypatch):
     monkeypatch.setenv("ALLEGRO_SYNC_RATE_LIMIT", "fast")
     result = run_cli("accounts", "list")
     assert result.returncode == 2 and "ALLEGRO_SYNC_RATE_LIMIT" in result.stderr
+
+
+def test_refresh_token_can_come_from_stdin_so_it_stays_out_of_ps(settings, simulator):
+    import os
+    import subprocess
+    import sys
+
+    refresh = simulator.add_seller("shop-a")
+    result = subprocess.run([sys.executable, "-m", "stock_pipeline.cli", "accounts", "add", "shop-a",
+                             "--refresh-token", "-"], input=refresh + "\n", capture_output=True, text=True,
+                            env=os.environ.copy(), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert AccountStore(engine_for(settings.stock_pipeline_database_url)).get("shop-a").status == "active"

@@ -8,7 +8,7 @@ def test_defaults_make_the_demo_work_with_nothing_set():
     s = load_settings({})
     assert s.allegro_sync_rate_limit == 9000 and s.allegro_sync_retry_count == 3
     assert s.allegro_sync_retry_delay == 30.0 and s.allegro_sync_schedule == "*/30 * * * *"
-    assert s.redis_url is None and not s.telegram_enabled
+    assert s.redis_url is None and s.telegram_bot_token is None
 
 
 @pytest.mark.parametrize("name,value,message", [

@@ -136,6 +136,7 @@ def test_dry_run_writes_nothing_and_shows_the_plan(settings, simulator, two_acco
     assert result.returncode == 0, result.stderr
     assert write_requests(simulator) == []
     assert "dry run" in result.stderr
+    assert "[shop-a] planned writes:" in result.stdout and "quantity command" in result.stdout
 
 
 def test_unknown_account_is_a_clear_usage_error(settings, simulator, two_accounts):

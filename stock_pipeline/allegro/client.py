@@ -82,17 +82,15 @@ class CallStats:
     by_route: Counter = field(default_factory=Counter)
     rate_limited: int = 0
     retries: int = 0
-    seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def total(self) -> int:
         return sum(self.by_route.values())
 
-    def record(self, route: str, seconds: float) -> None:
+    def record(self, route: str) -> None:
         with self._lock:
             self.by_route[route] += 1
-            self.seconds += seconds
 
 
 @dataclass(frozen=True)
@@ -185,7 +183,7 @@ class AllegroClient:
             raise _Retryable(f"connection failed ({type(exc).__name__})") from None
         finally:
             elapsed = time.monotonic() - started
-            self.stats.record(route, elapsed)
+            self.stats.record(route)
             if self._observe_response:
                 self._observe_response(route, elapsed)
 

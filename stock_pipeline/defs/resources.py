@@ -65,24 +65,25 @@ class StockDatabase(ConfigurableResource):
 
 
 class AllegroApi(ConfigurableResource):
-    """Allegro REST API access through the shared rate limiter."""
+    """Allegro REST API access through the shared rate limiter. Every value comes from
+    Settings (build_resources), where the defaults live."""
 
     api_url: str
     auth_url: str
     client_id: str
     client_secret: str
-    redis_url: Optional[str] = None
-    rate_limit_per_minute: int = 9000
-    retry_count: int = 3
-    retry_delay: float = 30.0
-    timeout: float = 30.0
-    batch_size: int = 1000
-    poll_first_after: float = 1.0
-    poll_timeout: float = 120.0
-    rate_limit_pause: float = 60.0
-    user_offer_changes_per_minute: int = 9000
-    user_offer_changes_per_hour: int = 250_000
-    user_patches_per_minute: int = 2500
+    redis_url: Optional[str]
+    rate_limit_per_minute: int
+    retry_count: int
+    retry_delay: float
+    timeout: float
+    batch_size: int
+    poll_first_after: float
+    poll_timeout: float
+    rate_limit_pause: float
+    user_offer_changes_per_minute: int
+    user_offer_changes_per_hour: int
+    user_patches_per_minute: int
 
     def metrics(self):
         return shared_metrics(self.redis_url)
@@ -107,11 +108,11 @@ class AllegroApi(ConfigurableResource):
 
 
 class GuardConfig(ConfigurableResource):
-    """Thresholds of the guards against a broken warehouse feed."""
+    """Thresholds of the guards against a broken warehouse feed (defaults in Settings)."""
 
-    max_snapshot_shrink: float = 0.3
-    max_risky_share: float = 0.3
-    min_risky_offers: int = 10
+    max_snapshot_shrink: float
+    max_risky_share: float
+    min_risky_offers: int
 
     def limits(self) -> GuardLimits:
         return GuardLimits(max_snapshot_shrink=self.max_snapshot_shrink, max_risky_share=self.max_risky_share,
@@ -119,10 +120,12 @@ class GuardConfig(ConfigurableResource):
 
 
 class TelegramAlerts(ConfigurableResource):
-    api_url: str = "https://api.telegram.org"
-    bot_token: Optional[str] = None
-    chat_id: Optional[str] = None
-    webserver_url: Optional[str] = None
+    """Alerts to ALLEGRO_ERROR_NOTIFICATION_CHAT_ID; off when no bot token is set."""
+
+    api_url: str
+    bot_token: Optional[str]
+    chat_id: Optional[str]
+    webserver_url: Optional[str]
 
     def notifier(self) -> TelegramNotifier | None:
         if not (self.bot_token and self.chat_id):
