@@ -9,6 +9,7 @@ handled and the secret settings are replaced wherever they turn up, even bare).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -60,10 +61,16 @@ def remember_secrets(*values: str | None) -> None:
             _remembered = (tuple(dict.fromkeys(_remembered + tuple(fresh))))[-_MAX_REMEMBERED:]
 
 
-def _literal_secrets() -> list[str]:
-    from_settings = [part.strip() for name in SECRET_VARIABLES for part in os.environ.get(name, "").split(",")]
-    secrets = [s for s in from_settings if len(s) >= _MIN_LITERAL_SECRET] + list(_remembered)
-    return sorted(set(secrets), key=len, reverse=True)  # a secret containing another goes first
+@functools.lru_cache(maxsize=8)
+def _literal_secrets_of(settings_values: tuple[str, ...], remembered: tuple[str, ...]) -> tuple[str, ...]:
+    from_settings = [part.strip() for value in settings_values for part in value.split(",")]
+    secrets = [s for s in from_settings if len(s) >= _MIN_LITERAL_SECRET] + list(remembered)
+    return tuple(sorted(set(secrets), key=len, reverse=True))  # a secret containing another goes first
+
+
+def _literal_secrets() -> tuple[str, ...]:
+    # Called for every string of every log event: rebuilt only when a secret changes.
+    return _literal_secrets_of(tuple(os.environ.get(name, "") for name in sorted(SECRET_VARIABLES)), _remembered)
 
 
 def redact_text(text: str) -> str:
