@@ -72,24 +72,22 @@ def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw.rstrip("/")
 
 
-def _parse_int(name: str, raw: str, minimum: int, maximum: int) -> int:
+def _parse_number(name: str, raw: str, minimum: float, maximum: float, kind=int, what: str = "a whole number"):
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
     if not minimum <= value <= maximum:
         raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
     return value
+
+
+def _parse_int(name: str, raw: str, minimum: int, maximum: int) -> int:
+    return _parse_number(name, raw, minimum, maximum)
 
 
 def _parse_float(name: str, raw: str, minimum: float, maximum: float) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
-    return value
+    return _parse_number(name, raw, minimum, maximum, kind=float, what="a number of seconds")
 
 
 def _parse_share(name: str, raw: str) -> float:
