@@ -37,8 +37,7 @@ class ProgressPrinter:
                 return
             self._last[key] = now
         label = "offers listed" if stage == "listing" else "writes done"
-        shown = f"{done}" if stage == "listing" else f"{done}/{total}"
-        print(f"  [{account}] {label}: {shown}", file=self._stream, flush=True)
+        print(f"  [{account}] {label}: {done}/{total}", file=self._stream, flush=True)
 
 
 def print_summary(summaries) -> None:

@@ -37,7 +37,7 @@ def make_client(settings, simulator):
 
 
 def all_offers(client):
-    return [o for page in client.iter_offer_pages() for o in page]
+    return [o for page, _ in client.iter_offer_pages() for o in page]
 
 
 def test_listing_pages_by_1000_and_stops_at_total_count(make_client, simulator):

@@ -209,15 +209,17 @@ class AllegroClient:
         return self.request("GET", "/sale/offers", route="GET /sale/offers",
                             params={"limit": limit, "offset": offset}).json()
 
-    def iter_offer_pages(self) -> Iterator[list[dict]]:
-        """Every offer of the account, 1000 at a time; stops at totalCount without an extra call."""
+    def iter_offer_pages(self) -> Iterator[tuple[list[dict], int]]:
+        """Every offer of the account, 1000 at a time, with the total Allegro reports;
+        stops at totalCount without an extra call."""
         offset = 0
         while True:
             page = self.list_offers_page(offset)
             offers = page.get("offers") or []
-            yield offers
+            total = int(page.get("totalCount", 0))
+            yield offers, total
             offset += len(offers)
-            if not offers or offset >= int(page.get("totalCount", 0)):
+            if not offers or offset >= total:
                 return
 
     def patch_stock(self, offer_id: str, available: int) -> PatchOutcome:

@@ -101,9 +101,9 @@ def allegro_offers(context: AssetExecutionContext, allegro: AllegroApi, pipeline
     client = allegro.client_for(account, pipeline_db)
     items: list[dict] = []
     try:
-        for page in client.iter_offer_pages():
+        for page, total in client.iter_offer_pages():
             items.extend(page)
-            progress.report(account, "listing", len(items), len(items))
+            progress.report(account, "listing", len(items), max(total, len(items)))
     finally:
         client.close()
     offers = offers_frame(items)
