@@ -243,8 +243,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _glue_option_values(argv: list[str], options: tuple[str, ...] = ("--refresh-token",)) -> list[str]:
+    """`--refresh-token -abc…` → `--refresh-token=-abc…`: tokens are URL-safe base64 and
+    may start with '-', which argparse would otherwise take for an option."""
+    glued: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in options and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] != "-":
+            glued.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            glued.append(argv[i])
+            i += 1
+    return glued
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_glue_option_values(sys.argv[1:] if argv is None else argv))
     configure_logging(json=True if args.json_logs else None)
     try:
         settings = load_settings()

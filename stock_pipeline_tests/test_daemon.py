@@ -225,3 +225,20 @@ def test_daemon_schedules_each_account_senses_new_ones_and_backfills_one(setting
     assert write_requests(simulator, "shop-b")
     assert {r.login for r in simulator.requests if r.path.startswith("/sale/")} == {"shop-b"}
     assert not unfinished(instance)
+
+    # 5. Two runs of one account requested at once: the queue (one run per `dagster/partition`)
+    # starts the second only after the first has finished.
+    backfills = []
+    for _ in range(2):
+        launched = run_tool("dagster", "job", "backfill", "-j", "account_sync", "--partitions", "shop-a",
+                            "-w", str(WORKSPACE), "--noprompt")
+        backfills.append(re.search(r"Launched backfill job `([^`]+)`", launched.stdout)[1])
+    for backfill in backfills:
+        wait_for(f"backfill {backfill}", runs_succeeded(instance, daemon, {"shop-a"}, **{"dagster/backfill": backfill}),
+                 RUN_BOUND, daemon)
+    from dagster import RunsFilter
+
+    records = sorted((r for b in backfills for r in instance.get_run_records(RunsFilter(tags={"dagster/backfill": b}))),
+                     key=lambda r: r.start_time)
+    assert len(records) == 2
+    assert records[0].end_time <= records[1].start_time, "two runs of one account overlapped"
