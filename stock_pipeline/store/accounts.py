@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from stock_pipeline.allegro.auth import AllegroAuth, InvalidGrantError, TokenPair
 from stock_pipeline.errors import AccountNeedsReauthorisationError, AllegroTokenError
 from stock_pipeline.logs import get_logger, remember_secrets
-from stock_pipeline.store.schema import ACCOUNT_ACTIVE, ACCOUNT_NEEDS_REAUTH, accounts
+from stock_pipeline.store.schema import ACCOUNT_ACTIVE, ACCOUNT_NEEDS_REAUTH, accounts, aware_utc
 from stock_pipeline.store.token_crypto import TokenCipher
 
 log = get_logger(__name__)
@@ -50,11 +50,7 @@ class Account:
     updated_at: datetime | None
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
+_aware = aware_utc
 
 
 class AccountStore:

@@ -7,6 +7,7 @@ once there are deployments to carry along.
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -56,6 +57,13 @@ writes = sa.Table(
     sa.Index("ix_writes_account_status", "account", "status"),
 )
 
+def aware_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
@@ -79,7 +87,7 @@ def engine_for(url: str) -> Engine:
 
 def _create_schema(engine: Engine) -> None:
     # Tables defined beside the code that uses them register on `metadata` when imported.
-    from stock_pipeline.store import ended_offers, guard_state, policies  # noqa: F401
+    from stock_pipeline.store import ended_offers, guard_state, policies, sync_status  # noqa: F401
 
     try:
         with engine.begin() as conn:
