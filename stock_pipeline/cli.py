@@ -41,18 +41,22 @@ class ProgressPrinter:
 
 
 def print_summary(summaries) -> None:
-    header = f"{'account':<20} {'result':<8} {'offers':>8} {'changed':>8} {'written':>8} {'failed':>7} {'pending':>8} {'api calls':>10} {'seconds':>8}"
+    header = (f"{'account':<20} {'result':<13} {'offers':>8} {'changed':>8} {'written':>8} {'failed':>7} "
+              f"{'pending':>8} {'api calls':>10} {'seconds':>8}")
     _print(header)
     _print("-" * len(header))
     for s in summaries:
-        _print(f"{s.account:<20} {'ok' if s.success else 'FAILED':<8} {s.offers:>8} {s.changed:>8} {s.written:>8} "
+        _print(f"{s.account:<20} {s.result:<13} {s.offers:>8} {s.changed:>8} {s.written:>8} "
                f"{s.failed:>7} {s.pending:>8} {s.api_calls:>10} {s.duration_seconds:>8}")
+    # One line per problem; the details are in the run's event log (or on the terminal with --verbose).
     for s in summaries:
         if s.error:
-            _print(f"\n{s.account}: {s.error}  (run {s.run_id})")
+            _print(f"\n{s.account}: {s.error}\n  (run {s.run_id})")
+        for note in s.notes:
+            _print(f"\n{s.account}: note: {note}")
 
 
-def print_plans(summaries, rows: int = 20) -> None:
+def print_plans(summaries, rows: int = 20, exported_to: str | None = None) -> None:
     """What a dry run would have sent: calls by kind, then the first offers."""
     for s in summaries:
         if s.plan is None:
@@ -67,13 +71,42 @@ def print_plans(summaries, rows: int = 20) -> None:
         _print(f"  {int((plan['method'] == 'patch').sum())} PATCH call(s)")
         _print(plan[["offer_id", "sku", "before", "after", "action", "method"]].head(rows).to_string(index=False))
         if len(plan) > rows:
-            _print(f"  … and {len(plan) - rows} more")
+            more = f"written to {exported_to}" if exported_to else "export them all with --output FILE.csv|FILE.json"
+            _print(f"  … and {len(plan) - rows} more ({more})")
+
+
+def export_plans(summaries, path: str) -> int:
+    """Every planned write of a dry run, one row per offer, as CSV or JSON (by the file's extension)."""
+    import pandas as pd
+
+    frames = [s.plan.assign(account=s.account) for s in summaries if s.plan is not None]
+    columns = ["account", "offer_id", "sku", "before", "after", "action", "method", "batch", "would_be_held",
+               "held_by"]
+    plan = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    if path.lower().endswith(".json"):
+        plan.to_json(path, orient="records", indent=1, force_ascii=False)
+    else:
+        plan.to_csv(path, index=False)
+    return len(plan)
+
+
+def _check_output_path(path: str | None) -> None:
+    if path is None:
+        return
+    if not path.lower().endswith((".csv", ".json")):
+        raise ValueError(f"--output {path}: name a .csv or .json file")
+    from pathlib import Path
+
+    if not Path(path).absolute().parent.is_dir():
+        raise ValueError(f"--output {path}: the folder does not exist")
 
 
 def cmd_sync(settings: Settings, args) -> int:
-    from stock_pipeline.definitions import build_definitions
-    from stock_pipeline.sync_runner import select_accounts, sync_accounts
+    from stock_pipeline.sync_runner import any_configuration_problem, select_accounts, sync_accounts
 
+    if args.output and not args.dry_run:
+        raise ValueError("--output exports the plan of a dry run; add --dry-run")
+    _check_output_path(args.output)  # before any call is spent
     accounts = select_accounts(settings.stock_pipeline_database_url, args.account)
     if not accounts:
         _print("no active accounts; add one with: stock-pipeline accounts add NAME", file=sys.stderr)
@@ -81,14 +114,19 @@ def cmd_sync(settings: Settings, args) -> int:
     printer = ProgressPrinter()
     progress.add_listener(printer)
     try:
-        _print(f"syncing {len(accounts)} account(s){' (dry run: nothing is written)' if args.dry_run else ''}…", file=sys.stderr)
-        summaries = sync_accounts(build_definitions(settings), accounts,
-                                  dry_run=args.dry_run, override_guards=args.override_guards)
+        _print(f"syncing {len(accounts)} account(s){' (dry run: nothing is written or remembered)' if args.dry_run else ''}…",
+               file=sys.stderr)
+        summaries = sync_accounts(settings, accounts, dry_run=args.dry_run, override_guards=args.override_guards,
+                                  verbose=args.verbose)
     finally:
         progress.remove_listener(printer)
     if args.dry_run:
-        print_plans(summaries)
+        if args.output:
+            _print(f"{export_plans(summaries, args.output)} planned write(s) written to {args.output}", file=sys.stderr)
+        print_plans(summaries, exported_to=args.output)
     print_summary(summaries)
+    if any_configuration_problem(summaries):
+        return EXIT_USAGE
     return EXIT_OK if all(s.success for s in summaries) else EXIT_FAILED
 
 
@@ -136,7 +174,6 @@ def cmd_accounts_list(settings: Settings, args) -> int:
 def cmd_accounts_policy(settings: Settings, args) -> int:
     from dataclasses import replace
 
-    from stock_pipeline.core.policy import StockPolicy
     from stock_pipeline.store.accounts import AccountStore
     from stock_pipeline.store.policies import PolicyStore
     from stock_pipeline.store.schema import engine_for
@@ -219,7 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = sub.add_parser("sync", help="sync stock now, through Dagster")
     sync.add_argument("--account", action="append", help="only this account (repeatable); default: all active")
-    sync.add_argument("--dry-run", action="store_true", help="plan and show the writes, send nothing")
+    sync.add_argument("--dry-run", action="store_true",
+                      help="rehearse: plan and show the writes and what the guards would say; send, record and "
+                           "remember nothing")
+    sync.add_argument("--output", metavar="FILE",
+                      help="with --dry-run: write the full plan to FILE (.csv or .json), not only the first 20 rows")
+    sync.add_argument("--verbose", action="store_true", help="show Dagster's own log records on the terminal")
     sync.add_argument("--override-guards", action="store_true",
                       help="write even if a guard (empty/shrunk snapshot, mass ending) holds the writes; audited")
     sync.set_defaults(handler=cmd_sync)

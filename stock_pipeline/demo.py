@@ -101,7 +101,6 @@ def run_demo(keep_running: bool = False) -> int:
     os.environ.update(env)
     os.environ.pop("REDIS_URL", None)  # the demo uses the in-process limiter
 
-    from stock_pipeline.definitions import build_definitions
     from stock_pipeline.settings import load_settings
     from stock_pipeline.store.accounts import AccountStore
     from stock_pipeline.store.schema import engine_for
@@ -129,7 +128,7 @@ def run_demo(keep_running: bool = False) -> int:
     progress.add_listener(printer)
     started = time.monotonic()
     try:
-        summaries = sync_accounts(build_definitions(settings), list(DEMO_ACCOUNTS))
+        summaries = sync_accounts(settings, list(DEMO_ACCOUNTS))
     finally:
         progress.remove_listener(printer)
     print()

@@ -1,22 +1,34 @@
 """Runs the account job through Dagster from outside the daemon (the CLI, the demo):
 one in-process run per account, recorded in the instance at DAGSTER_HOME, so the
-UI shows CLI syncs beside scheduled ones."""
+UI shows CLI syncs beside scheduled ones. A dry run runs the rehearsal job instead,
+which materialises and remembers nothing.
+
+The figures returned are read back from the audit and the run's event log
+(defs/run_outcome.py), the same records the hooks, the metrics and the UI use."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from dagster import DagsterInstance, Definitions
+from dagster import DagsterEventType, DagsterInstance, Definitions
 
+from stock_pipeline.definitions import build_definitions
+from stock_pipeline.defs.account_steps import PROBLEM_CONFIGURATION
 from stock_pipeline.defs.assets import accounts_partitions
-from stock_pipeline.defs.automation import account_sync_job, step_failure_message
-from stock_pipeline.defs.tags import ACCOUNT_TAG, DRY_RUN_TAG, OVERRIDE_TAG
+from stock_pipeline.defs.automation import account_sync_job
+from stock_pipeline.defs.rehearsal import account_rehearsal, rehearse_account_sync
+from stock_pipeline.defs.run_outcome import read_run_outcome, step_failures, step_metadata
+from stock_pipeline.defs.tags import ACCOUNT_TAG, OVERRIDE_TAG
+from stock_pipeline.settings import Settings
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import engine_for
+from stock_pipeline.store.writes_log import WritesLog
 
 
 @dataclass
@@ -24,6 +36,7 @@ class AccountSummary:
     account: str
     success: bool
     run_id: str | None = None
+    result: str = "success"  # success / failed / held / rehearsed
     offers: int = 0
     changed: int = 0
     written: int = 0
@@ -32,7 +45,17 @@ class AccountSummary:
     api_calls: int = 0
     duration_seconds: float = 0.0
     error: str | None = None
-    plan: pd.DataFrame | None = None  # the planned writes (kept for --dry-run output)
+    problem: str | None = None  # the kind of problem that ended the run (configuration → exit 2)
+    notes: tuple[str, ...] = ()  # things the seller should know even when the run succeeded
+    plan: pd.DataFrame | None = None  # the full plan of a dry run
+
+
+class _HideMissingInstanceConfig(logging.Filter):
+    """Dagster warns on every start when DAGSTER_HOME has no dagster.yaml; an empty
+    configuration is a valid choice (Dagster's defaults), so the CLI keeps quiet about it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No dagster instance configuration file" not in record.getMessage()
 
 
 def ensure_dagster_home() -> str:
@@ -41,23 +64,13 @@ def ensure_dagster_home() -> str:
         home = str(Path.home() / ".stock_pipeline" / "dagster_home")
         os.environ["DAGSTER_HOME"] = home
     Path(home).mkdir(parents=True, exist_ok=True)
+    config = Path(home) / "dagster.yaml"
+    if not config.exists():  # the embedded instance of the demo: SQLite inside DAGSTER_HOME, runs in-process
+        shutil.copy(Path(__file__).with_name("dagster_embedded.yaml"), config)
+    dagster_logger = logging.getLogger("dagster")
+    if not any(isinstance(f, _HideMissingInstanceConfig) for f in dagster_logger.filters):
+        dagster_logger.addFilter(_HideMissingInstanceConfig())
     return home
-
-
-def _metadata(result, node: str) -> dict:
-    values: dict = {}
-    for event in result.asset_materializations_for_node(node):
-        values.update({k: getattr(v, "value", v) for k, v in event.metadata.items()})
-    return values
-
-
-def _failure(result) -> str | None:
-    held = [f"{e.check_name}: {e.description}" for e in result.get_asset_check_evaluations() if not e.passed]
-    if held:  # a guard's own words say more than "blocking check failed"
-        return "; ".join(held)
-    for event in result.get_step_failure_events():
-        return step_failure_message(event)
-    return None if result.success else "run failed"
 
 
 def select_accounts(database_url: str, requested: list[str] | None) -> list[str]:
@@ -72,36 +85,75 @@ def select_accounts(database_url: str, requested: list[str] | None) -> list[str]
     return list(dict.fromkeys(requested))
 
 
-def sync_accounts(defs: Definitions, accounts: list[str], *, dry_run: bool = False, override_guards: bool = False,
-                  instance: DagsterInstance | None = None) -> list[AccountSummary]:
+def _run_config(verbose: bool) -> dict:
+    # The event log keeps every event; the terminal gets the progress lines and the summary,
+    # not Dagster's own ERROR records with their stack traces (unless --verbose).
+    return {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
+
+
+def _notes(metadata: dict[str, dict]) -> tuple[str, ...]:
+    snapshot = metadata.get("stock_snapshot", {})
+    bad = int(snapshot.get("bad_rows", 0) or 0)
+    return (f"{bad} warehouse row(s) excluded as bad (their SKUs were left alone); see the run's stock_snapshot "
+            "metadata",) if bad else ()
+
+
+def _sync_one(job, account: str, instance: DagsterInstance, override_guards: bool, verbose: bool,
+              writes_log: WritesLog) -> AccountSummary:
+    started = time.monotonic()
+    result = job.execute_in_process(
+        partition_key=account, instance=instance, raise_on_error=False, run_config=_run_config(verbose),
+        tags={ACCOUNT_TAG: account, **({OVERRIDE_TAG: "true"} if override_guards else {})})
+    outcome = read_run_outcome(instance, result.run_id, account, writes_log, success=result.success)
+    return AccountSummary(
+        account=account, success=result.success, run_id=result.run_id, result=outcome.result,
+        offers=outcome.offers or 0, changed=outcome.changed or 0, written=outcome.written, failed=outcome.failed,
+        pending=outcome.pending, api_calls=outcome.api_calls, duration_seconds=round(time.monotonic() - started, 2),
+        error=outcome.error, problem=outcome.problem, notes=_notes(step_metadata(instance, result.run_id)))
+
+
+def _output_metadata(instance: DagsterInstance, run_id: str) -> dict:
+    values: dict = {}
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.STEP_OUTPUT):
+        values.update({k: getattr(v, "value", v) for k, v in record.dagster_event.event_specific_data.metadata.items()})
+    return values
+
+
+def _rehearse_one(job, account: str, instance: DagsterInstance, verbose: bool) -> AccountSummary:
+    started = time.monotonic()
+    result = job.execute_in_process(partition_key=account, instance=instance, raise_on_error=False,
+                                    run_config=_run_config(verbose), tags={ACCOUNT_TAG: account})
+    failures = step_failures(instance, result.run_id)
+    error, problem = failures[0] if failures else (None, None)
+    meta = _output_metadata(instance, result.run_id)
+    plan = result.output_for_node(rehearse_account_sync.name) if result.success else None
+    held = list(meta.get("held_by") or [])
+    return AccountSummary(
+        account=account, success=result.success, run_id=result.run_id,
+        result="would be held" if held else ("rehearsed" if result.success else "failed"),
+        offers=int(meta.get("offers", 0)), changed=int(meta.get("changed", 0)), api_calls=int(meta.get("api_calls", 0)),
+        duration_seconds=round(time.monotonic() - started, 2),
+        error=error or ("; ".join(held) if held else None) or (None if result.success else "the dry run failed"),
+        problem=problem, plan=plan)
+
+
+def sync_accounts(settings: Settings, accounts: list[str], *, dry_run: bool = False, override_guards: bool = False,
+                  verbose: bool = False, instance: DagsterInstance | None = None,
+                  defs: Definitions | None = None) -> list[AccountSummary]:
     ensure_dagster_home()
+    defs = defs or build_definitions(settings)
     instance = instance or DagsterInstance.get()
     existing = set(instance.get_dynamic_partitions(accounts_partitions.name))
     missing = [a for a in accounts if a not in existing]
     if missing:
         instance.add_dynamic_partitions(accounts_partitions.name, missing)
+    if dry_run:
+        rehearsal = defs.resolve_job_def(account_rehearsal.name)
+        return [_rehearse_one(rehearsal, account, instance, verbose) for account in accounts]
     job = defs.resolve_job_def(account_sync_job.name)
-    summaries = []
-    for account in accounts:
-        started = time.monotonic()
-        result = job.execute_in_process(
-            partition_key=account, instance=instance, raise_on_error=False,
-            run_config={"ops": {"stock_updates": {"config": {"dry_run": dry_run}}},
-                        # The event log keeps every event; the terminal gets our progress lines instead.
-                        "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            tags={ACCOUNT_TAG: account, DRY_RUN_TAG: str(dry_run).lower(),
-                  **({OVERRIDE_TAG: "true"} if override_guards else {})},
-        )
-        offers = _metadata(result, "allegro_offers")
-        diff = _metadata(result, "stock_diff")
-        updates = _metadata(result, "stock_updates")
-        summaries.append(AccountSummary(
-            account=account, success=result.success, run_id=result.run_id,
-            offers=int(offers.get("offers", 0)), changed=int(diff.get("changed", 0)),
-            written=int(updates.get("written", 0)), failed=int(updates.get("failed", 0)),
-            pending=int(updates.get("pending", 0)),
-            api_calls=int(offers.get("api_calls", 0)) + int(updates.get("api_calls", 0)),
-            duration_seconds=round(time.monotonic() - started, 2), error=_failure(result),
-            plan=result.output_for_node("stock_diff") if dry_run and result.is_node_success("stock_diff") else None,
-        ))
-    return summaries
+    writes_log = WritesLog(engine_for(settings.stock_pipeline_database_url))
+    return [_sync_one(job, account, instance, override_guards, verbose, writes_log) for account in accounts]
+
+
+def any_configuration_problem(summaries: list[AccountSummary]) -> bool:
+    return any(s.problem == PROBLEM_CONFIGURATION for s in summaries)

@@ -174,12 +174,11 @@ def send_failure_alert(defs, instance, run) -> None:
     """Evaluates the run-failure sensor for `run`, as the daemon would."""
     from dagster import build_run_status_sensor_context
 
-    from stock_pipeline.defs.automation import telegram_on_run_failure
-
+    telegram_on_run_failure = defs.resolve_sensor_def("telegram_on_run_failure")
     failure = next(e for e in instance.all_logs(run.run_id)
                    if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
     context = build_run_status_sensor_context(
         sensor_name="telegram_on_run_failure", dagster_event=failure.dagster_event, dagster_instance=instance,
         dagster_run=run, resources={name: defs.resources[name] for name in ("telegram", "allegro", "pipeline_db")},
     ).for_run_failure()
-    telegram_on_run_failure(context)
+    return telegram_on_run_failure(context)

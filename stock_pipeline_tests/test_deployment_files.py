@@ -11,7 +11,6 @@ import re
 import shlex
 import subprocess
 from dataclasses import fields
-from pathlib import Path
 
 import jsonschema
 import pytest

@@ -18,7 +18,7 @@ def test_failed_run_sends_one_escaped_telegram_message(settings, simulator, tele
     instance = DagsterInstance.get()
     defs = build_definitions(settings)
 
-    [summary] = sync_accounts(defs, ["shop-a"], instance=instance)
+    [summary] = sync_accounts(settings, ["shop-a"], instance=instance, defs=defs)
     assert not summary.success and "re-authorisation" in summary.error
 
     run = instance.get_run_by_id(summary.run_id)

@@ -9,10 +9,7 @@ import subprocess
 import sys
 import time
 
-import pandas as pd
-import pytest
 
-from stock_pipeline.definitions import build_definitions
 from stock_pipeline.settings import load_settings
 from stock_pipeline.store.account_lock import account_write_lock
 from stock_pipeline.store.accounts import AccountStore
@@ -110,7 +107,7 @@ def test_pipeline_database_unavailable_fails_cleanly(settings, simulator, monkey
     result = run_cli("sync", "--account", "shop-a")
     assert result.returncode == 1 and "STOCK_PIPELINE_DATABASE_URL" in result.stderr
     # Inside a Dagster run (as the daemon would launch it): the run fails, nothing is written.
-    [summary] = sync_accounts(build_definitions(load_settings()), ["shop-a"])
+    [summary] = sync_accounts(load_settings(), ["shop-a"])
     assert not summary.success and "STOCK_PIPELINE_DATABASE_URL" in summary.error
     assert write_requests(simulator) == []
 

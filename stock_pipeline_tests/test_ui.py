@@ -163,7 +163,6 @@ def synced_instance(settings, simulator):
     """Two accounts synced once through Dagster (which adds them as partitions)."""
     from dagster import DagsterInstance
 
-    from stock_pipeline.definitions import build_definitions
     from stock_pipeline.sync_runner import sync_accounts
 
     for account in ACCOUNTS:
@@ -171,7 +170,7 @@ def synced_instance(settings, simulator):
         seed(simulator, account, [("SKU-1", 1, "ACTIVE"), ("SKU-2", 1, "ACTIVE")])
     write_stock(settings.stock_database_url, [("SKU-1", 3), ("SKU-2", 4)])
     with DagsterInstance.get() as instance:
-        summaries = sync_accounts(build_definitions(settings), list(ACCOUNTS), instance=instance)
+        summaries = sync_accounts(settings, list(ACCOUNTS), instance=instance)
         assert all(s.success for s in summaries), summaries
         yield instance
 

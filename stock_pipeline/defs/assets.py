@@ -1,53 +1,55 @@
-"""The four assets. Each calls plain functions from core/ and the adapters; nothing
-here decides stock rules."""
+"""The four assets. Each calls the shared steps (defs/account_steps.py, which call
+core/ and the adapters); nothing here decides stock rules. What only a real sync does
+lives here: the bad-rows alert, metrics, the per-account lock and the writes."""
 
 import hashlib
 import time
+import warnings
 
 import pandas as pd
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
-    Config,
     DynamicPartitionsDefinition,
     Failure,
-    MetadataValue,
     Output,
     asset,
 )
 
 from stock_pipeline import progress
 from stock_pipeline.apply_writes import PollPolicy, WriteApplier
-from stock_pipeline.core.diff import compute_diff, offers_frame
-from stock_pipeline.core.plan import minimum_calls, plan_writes
-from stock_pipeline.core.policy import apply_policy
-from stock_pipeline.core.snapshot import CleanSnapshot, clean_snapshot
+from stock_pipeline.core.snapshot import CleanSnapshot
+from stock_pipeline.defs.account_steps import (
+    PLAN_COLUMNS,
+    PROBLEM_WRITES,
+    failures_as_sentences,
+    list_offers,
+    offers_metadata,
+    plan_account,
+    plan_metadata,
+    preview,
+    read_snapshot,
+    snapshot_metadata,
+)
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase, TelegramAlerts
 from stock_pipeline.defs.tags import guards_overridden
 from stock_pipeline.logs import get_logger
 from stock_pipeline.notify.telegram import TelegramError, bad_rows_message
-from stock_pipeline.stock_source import read_stock
 from stock_pipeline.store.account_lock import account_write_lock
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.guard_state import BAD_ROWS_FINGERPRINT, read_value, write_value
-from stock_pipeline.store.policies import PolicyStore
-from stock_pipeline.store.writes_log import FAILED, PENDING, SUCCESS
+from stock_pipeline.store.writes_log import FAILED, NOT_SENT, PENDING, SUCCESS
 
 log = get_logger(__name__)
 
 accounts_partitions = DynamicPartitionsDefinition(name="accounts")
+# Partitioned checks are "preview" in Dagster 1.13; without them each account's guard and
+# write-confirmation evaluations would show partition "—" and mix every account in one plot.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 OWNERS = ["team:stock-sync"]
-PREVIEW_ROWS = 20
-
-
-class UpdatesConfig(Config):
-    dry_run: bool = False
-
-
-def _preview(frame: pd.DataFrame) -> MetadataValue:
-    if frame.empty:
-        return MetadataValue.md("_nothing to change_")
-    return MetadataValue.md(frame.head(PREVIEW_ROWS).to_markdown(index=False)
-                            + (f"\n\n… and {len(frame) - PREVIEW_ROWS} more" if len(frame) > PREVIEW_ROWS else ""))
+WRITES_CONFIRMED = "writes_confirmed"
 
 
 def _alert_new_bad_rows(context: AssetExecutionContext, snapshot: CleanSnapshot, pipeline_db: PipelineDatabase,
@@ -77,44 +79,28 @@ def _alert_new_bad_rows(context: AssetExecutionContext, snapshot: CleanSnapshot,
 def stock_snapshot(context: AssetExecutionContext, stock_db: StockDatabase, pipeline_db: PipelineDatabase,
                    telegram: TelegramAlerts) -> Output[pd.DataFrame]:
     started = time.monotonic()
-    snapshot = clean_snapshot(read_stock(stock_db.url, stock_db.query))
+    with failures_as_sentences():
+        snapshot = read_snapshot(stock_db)
     if snapshot.problems:
         context.log.warning(f"excluded {len(snapshot.bad_rows)} bad stock rows: {snapshot.problems}")
     _alert_new_bad_rows(context, snapshot, pipeline_db, telegram)
-    return Output(snapshot.stock, metadata={
-        "rows_read": snapshot.rows_read,
-        "skus": int(snapshot.stock["sku"].nunique()),
-        "bad_rows": len(snapshot.bad_rows),
-        "bad_row_problems": MetadataValue.json(snapshot.problems),
-        "duplicate_sku_rows": snapshot.duplicate_skus,
-        "units_total": int(snapshot.stock["stock"].sum()),
-        "duration_seconds": round(time.monotonic() - started, 3),
-    })
+    return Output(snapshot.stock, metadata={**snapshot_metadata(snapshot),
+                                            "duration_seconds": round(time.monotonic() - started, 3)})
 
 
+# deps on the snapshot: the warehouse is read (and its guard passed) before any Allegro call is spent.
 @asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
+       deps=[stock_snapshot],
        description="Every offer of the account from GET /sale/offers (1000 per page): offer id, external.id (SKU), "
                    "stock.available, publication.status. Kept per account for later runs.")
 def allegro_offers(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase) -> Output[pd.DataFrame]:
     account = context.partition_key
     started = time.monotonic()
-    client = allegro.client_for(account, pipeline_db)
-    items: list[dict] = []
-    try:
-        for page, total in client.iter_offer_pages():
-            items.extend(page)
-            progress.report(account, "listing", len(items), max(total, len(items)))
-    finally:
-        client.close()
-    offers = offers_frame(items)
-    allegro.metrics().record_listing(account, offers=len(offers), api_calls=client.stats.total)
-    return Output(offers, metadata={
-        "offers": len(offers),
-        "offers_without_sku": int(offers["sku"].isna().sum()),
-        "by_status": MetadataValue.json({str(k): int(v) for k, v in offers["status"].value_counts().items()}),
-        "api_calls": client.stats.total,
-        "duration_seconds": round(time.monotonic() - started, 3),
-    })
+    with failures_as_sentences(account):
+        listing = list_offers(allegro, pipeline_db, account)
+    allegro.metrics().record_listing(account, offers=len(listing.offers), api_calls=listing.api_calls)
+    return Output(listing.offers, metadata={**offers_metadata(listing.offers), "api_calls": listing.api_calls,
+                                            "duration_seconds": round(time.monotonic() - started, 3)})
 
 
 @asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
@@ -122,25 +108,9 @@ def allegro_offers(context: AssetExecutionContext, allegro: AllegroApi, pipeline
                    "write for each (PATCH, quantity command, END or ACTIVATE command, grouped by target value).")
 def stock_diff(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase,
                stock_snapshot: pd.DataFrame, allegro_offers: pd.DataFrame) -> Output[pd.DataFrame]:
-    account = context.partition_key
-    policy = PolicyStore(pipeline_db.engine()).get(account)
-    ended_by_us = EndedOffers(pipeline_db.engine()).ours(account)
-    targets = apply_policy(stock_snapshot, policy)
-    diff = compute_diff(allegro_offers, targets, ended_by_us, case_insensitive_skus=policy.case_insensitive_skus)
-    plan = plan_writes(diff, allegro.batch_size)
-    commands = plan.loc[plan["batch"] >= 0, "batch"].nunique()
-    return Output(plan, metadata={
-        "offers": len(allegro_offers),
-        "active_offers": int((allegro_offers["status"] == "ACTIVE").sum()),
-        "changed": len(plan),
-        "to_end": int((plan["action"] == "end").sum()),
-        "to_activate": int((plan["action"] == "activate").sum()),
-        "policy": MetadataValue.json(policy.to_dict()),
-        "planned_patches": int((plan["method"] == "patch").sum()),
-        "planned_commands": int(commands),
-        "minimum_api_calls": minimum_calls(len(allegro_offers), diff, allegro.batch_size),
-        "preview": _preview(plan[["offer_id", "sku", "before", "after", "action", "method"]]),
-    })
+    with failures_as_sentences(context.partition_key):
+        planned = plan_account(pipeline_db, context.partition_key, stock_snapshot, allegro_offers, allegro.batch_size)
+    return Output(planned.plan, metadata=plan_metadata(planned, allegro_offers))
 
 
 def _forget_offers_ended_no_more(ended: EndedOffers, account: str, offers: pd.DataFrame) -> None:
@@ -150,56 +120,57 @@ def _forget_offers_ended_no_more(ended: EndedOffers, account: str, offers: pd.Da
 
 
 @asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
-       description="The writes sent to Allegro and what each did (success / failed / pending). Fails the run "
-                   "when a write failed, so the failure sensor alerts.")
-def stock_updates(context: AssetExecutionContext, config: UpdatesConfig, allegro: AllegroApi,
-                  pipeline_db: PipelineDatabase, stock_diff: pd.DataFrame,
-                  allegro_offers: pd.DataFrame) -> Output[pd.DataFrame]:
+       check_specs=[AssetCheckSpec(WRITES_CONFIRMED, asset="stock_updates", partitions_def=accounts_partitions,
+                                   description="Every write of the run was confirmed by Allegro (none failed, none "
+                                               "left pending).")],
+       description="The writes sent to Allegro and what each did (success / failed / pending). Materialised with "
+                   "its figures even when some writes failed; the run then fails, so the failure sensor alerts.")
+def stock_updates(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase,
+                  stock_diff: pd.DataFrame, allegro_offers: pd.DataFrame):
     account = context.partition_key
     started = time.monotonic()
-    if config.dry_run:
-        context.log.info(f"dry run: {len(stock_diff)} planned writes not sent")
-        return Output(stock_diff.assign(status="dry_run"), metadata={
-            "dry_run": True, "changed": len(stock_diff), "written": 0, "failed": 0, "pending": 0, "api_calls": 0,
-            "preview": _preview(stock_diff[["offer_id", "sku", "before", "after", "action", "method"]]),
-        })
-    client = allegro.client_for(account, pipeline_db)
+    with failures_as_sentences(account):
+        client = allegro.client_for(account, pipeline_db)
     ended = EndedOffers(pipeline_db.engine())
     applier = WriteApplier(client, pipeline_db.writes_log(guards_overridden(context.run.tags)),
                            run_id=context.run.run_id, account=account, ended_offers=ended,
                            poll=PollPolicy(first_poll_after=allegro.poll_first_after, timeout=allegro.poll_timeout),
                            progress=lambda stage, done, total: progress.report(account, stage, done, total))
     try:
-        with account_write_lock(pipeline_db.engine(), account):
+        with failures_as_sentences(account), account_write_lock(pipeline_db.engine(), account):
             _forget_offers_ended_no_more(ended, account, allegro_offers)
             still_pending = applier.resolve_pending()
             results = applier.apply(stock_diff)
-    except Exception:
-        allegro.metrics().record_run(account, api_calls=client.stats.total, success=False,
-                                     duration_seconds=time.monotonic() - started)
-        raise
     finally:
         client.close()
+        allegro.metrics().record_api_calls(account, client.stats.total)
     counts = results["status"].value_counts()
-    failed = results[results["status"] == FAILED]
+    failed = results[results["status"].isin([FAILED, NOT_SENT])]
+    pending = int(counts.get(PENDING, 0))
     metadata = {
-        "dry_run": False,
         "changed": len(results),
         "written": int(counts.get(SUCCESS, 0)),
-        "failed": int(counts.get(FAILED, 0)),
-        "pending": int(counts.get(PENDING, 0)),
+        "failed": len(failed),
+        "pending": pending,
         "pending_from_earlier_runs": still_pending,
         "api_calls": client.stats.total,
         "rate_limited_answers": client.stats.rate_limited,
         "retries": client.stats.retries,
         "duration_seconds": round(time.monotonic() - started, 3),
-        "failures": _preview(failed[["offer_id", "sku", "before", "after", "error"]]),
+        "failures": preview(failed[["offer_id", "sku", "before", "after", "error"]], empty="no failed writes"),
+        "writes": preview(results[PLAN_COLUMNS + ["status"]]),
     }
-    allegro.metrics().record_run(account, changed=len(results), written=metadata["written"], failed=metadata["failed"],
-                                 pending=metadata["pending"], api_calls=client.stats.total,
-                                 duration_seconds=metadata["duration_seconds"], success=failed.empty)
+    yield Output(results, metadata=metadata)
+    yield AssetCheckResult(
+        check_name=WRITES_CONFIRMED, passed=failed.empty and not pending,
+        severity=AssetCheckSeverity.ERROR if not failed.empty else AssetCheckSeverity.WARN,
+        description=(f"{metadata['written']} of {len(results)} writes confirmed, {len(failed)} failed, "
+                     f"{pending} still pending"),
+        metadata={k: metadata[k] for k in ("changed", "written", "failed", "pending")})
     if not failed.empty:
-        raise Failure(description=f"{len(failed)} of {len(results)} writes failed for account {account}; "
-                                  f"first: offer {failed['offer_id'].iloc[0]}: {failed['error'].iloc[0]}",
-                      metadata=metadata)
-    return Output(results, metadata=metadata)
+        raise Failure(description=f"{len(failed)} of {len(results)} writes failed for account {account} "
+                                  f"({metadata['written']} written, {pending} pending); first: offer "
+                                  f"{failed['offer_id'].iloc[0]}: {failed['error'].iloc[0]}",
+                      metadata={"problem": PROBLEM_WRITES,
+                                **{k: metadata[k] for k in ("changed", "written", "failed", "pending", "api_calls")},
+                                "failures": metadata["failures"]}, allow_retries=False)

@@ -31,11 +31,12 @@ from dagster import (
     sensor,
 )
 
-from stock_pipeline.defs.assets import accounts_partitions
-from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, TelegramAlerts
-from stock_pipeline.defs.tags import ACCOUNT_TAG
 from sqlalchemy.exc import SQLAlchemyError
 
+from stock_pipeline.defs.assets import accounts_partitions
+from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, TelegramAlerts
+from stock_pipeline.defs.run_outcome import record_failure, record_success, step_failures
+from stock_pipeline.defs.tags import ACCOUNT_TAG
 from stock_pipeline.errors import AllegroSyncError
 from stock_pipeline.logs import get_logger
 from stock_pipeline.notify.telegram import TelegramError, failure_message
@@ -49,6 +50,9 @@ account_sync_job = define_asset_job(
     "account_sync",
     selection=AssetSelection.assets("stock_snapshot", "allegro_offers", "stock_diff", "stock_updates"),
     executor_def=in_process_executor,
+    # The run's outcome (metrics, the account's sync status) is recorded by the run itself,
+    # once, whether the CLI, the schedule, the UI or a backfill started it.
+    hooks={record_success, record_failure},
     description="Sync one account: read the warehouse, list the account's offers, diff, write the differences.",
 )
 
@@ -89,20 +93,6 @@ def build_schedule(cron: str):
     return account_sync_schedule
 
 
-def step_failure_message(event) -> str | None:
-    """The human reason of a failed step: a Failure's description, else the root cause
-    (Dagster wraps user errors in DagsterExecutionStepExecutionError)."""
-    data = event.step_failure_data
-    if not data or not data.error:
-        return event.message
-    if data.user_failure_data and data.user_failure_data.description:
-        return data.user_failure_data.description
-    error = data.error
-    while error.cls_name.startswith("Dagster") and error.cause is not None:
-        error = error.cause
-    return f"{error.cls_name}: {error.message.strip()}"
-
-
 def _failed_checks(context: RunFailureSensorContext) -> list[str]:
     records = context.instance.all_logs(context.dagster_run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
     evaluations = [r.dagster_event.event_specific_data for r in records if r.dagster_event]
@@ -118,31 +108,47 @@ def _failed_offers(pipeline_db: PipelineDatabase, run_id: str) -> list[dict]:
     return failed.to_dict("records")
 
 
-def _run_error(context: RunFailureSensorContext) -> str:
-    messages = _failed_checks(context) + [step_failure_message(e) for e in context.get_step_failure_events()]
+def _run_error(context: RunFailureSensorContext, failures: list[str]) -> str:
+    # A guard's Failure already carries its check's sentence; the evaluations are the fallback.
+    messages = failures or _failed_checks(context)
     if not any(messages) and context.failure_event.message:
-        messages.append(context.failure_event.message)
+        messages = [context.failure_event.message]
     return "\n".join(dict.fromkeys(m for m in messages if m)) or "unknown error"
 
 
-@run_failure_sensor(name="telegram_on_run_failure", default_status=DefaultSensorStatus.RUNNING,
-                    monitored_jobs=[account_sync_job],
-                    description="Sends one Telegram message per failed run (ALLEGRO_ERROR_NOTIFICATION_CHAT_ID).")
-def telegram_on_run_failure(context: RunFailureSensorContext, telegram: TelegramAlerts, allegro: AllegroApi,
-                            pipeline_db: PipelineDatabase):
-    notifier = telegram.notifier()
-    run = context.dagster_run
-    account = run.tags.get("dagster/partition") or run.tags.get(ACCOUNT_TAG)
-    if account and "stock_updates" not in {e.step_key for e in context.get_step_failure_events()}:
-        allegro.metrics().record_run(account, success=False)  # stock_updates records its own failures
-    if notifier is None:
-        log.warning("run_failed_no_telegram", run_id=run.run_id, account=account)
-        return
-    text = failure_message(account=account, run_id=run.run_id, job=run.job_name, error=_run_error(context),
-                           run_url=telegram.run_url(run.run_id), offers=_failed_offers(pipeline_db, run.run_id),
-                           when=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    try:
-        notifier.send(text)
-    except TelegramError as exc:
-        log.error("telegram_alert_failed", run_id=run.run_id, error=str(exc))
-        raise
+TELEGRAM_VARIABLES = "TELEGRAM_BOT_TOKEN and ALLEGRO_ERROR_NOTIFICATION_CHAT_ID"
+
+
+def build_failure_sensor(telegram_configured: bool):
+    description = ("Sends one Telegram message per failed run (ALLEGRO_ERROR_NOTIFICATION_CHAT_ID)." if telegram_configured
+                   else f"NOT CONFIGURED: {TELEGRAM_VARIABLES} are not set, so failed runs alert no one. Each failed "
+                        "run shows here as a skipped tick. Set both variables and reload the code location.")
+
+    @run_failure_sensor(name="telegram_on_run_failure", default_status=DefaultSensorStatus.RUNNING,
+                        monitored_jobs=[account_sync_job], description=description)
+    def telegram_on_run_failure(context: RunFailureSensorContext, telegram: TelegramAlerts, allegro: AllegroApi,
+                                pipeline_db: PipelineDatabase):
+        run = context.dagster_run
+        account = run.tags.get("dagster/partition") or run.tags.get(ACCOUNT_TAG)
+        failures = [sentence for sentence, _ in step_failures(context.instance, run.run_id)]
+        if account and not failures:
+            # No step failed, so the job's failure hook never ran (the run worker died, or the
+            # run failed to start): this is the only place that failure is counted.
+            allegro.metrics().record_run(account, success=False)
+        notifier = telegram.notifier()
+        if notifier is None:
+            log.warning("run_failed_no_telegram", run_id=run.run_id, account=account)
+            return SkipReason(f"run {run.run_id} ({account or 'no account'}) failed and nobody was alerted: "
+                              f"Telegram is not configured ({TELEGRAM_VARIABLES}).")
+        text = failure_message(account=account, run_id=run.run_id, job=run.job_name,
+                               error=_run_error(context, failures), run_url=telegram.run_url(run.run_id),
+                               offers=_failed_offers(pipeline_db, run.run_id),
+                               when=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        try:
+            notifier.send(text)
+        except TelegramError as exc:
+            log.error("telegram_alert_failed", run_id=run.run_id, error=str(exc))
+            raise
+        return None
+
+    return telegram_on_run_failure

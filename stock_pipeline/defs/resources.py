@@ -91,7 +91,9 @@ class AllegroApi(ConfigurableResource):
     def auth(self) -> AllegroAuth:
         return AllegroAuth(self.auth_url, self.client_id, self.client_secret, timeout=self.timeout)
 
-    def client_for(self, account: str, database: PipelineDatabase) -> AllegroClient:
+    def client_for(self, account: str, database: PipelineDatabase, record_metrics: bool = True) -> AllegroClient:
+        """A client for one account. A rehearsal (dry run) passes record_metrics=False:
+        it must leave the metrics as they were."""
         tokens = database.accounts().tokens_for(account, self.auth())
         limiter = shared_limiter(self.redis_url, f"allegro:rate:{self.client_id}",
                                  (RateSpec(self.rate_limit_per_minute, 60.0),))
@@ -104,7 +106,7 @@ class AllegroApi(ConfigurableResource):
         return AllegroClient(self.api_url, tokens, limiter, retry_count=self.retry_count,
                              retry_delay=self.retry_delay, timeout=self.timeout,
                              rate_limit_pause=self.rate_limit_pause, write_budgets=budgets, account=account,
-                             observe_response=self.metrics().observe_api_response)
+                             observe_response=self.metrics().observe_api_response if record_metrics else None)
 
 
 class GuardConfig(ConfigurableResource):

@@ -176,6 +176,11 @@ class AllegroSimulator(LoopbackServer):
         """An out-of-band change of stock, status and/or ended_by (the seller, another app)."""
         self.marketplace.set_offer(offer_id, **changes)
 
+    def lock_offers(self, offer_ids: Iterable[str], locked: bool = True) -> None:
+        """Offers whose writes Allegro refuses (PATCH 422, command task FAIL), as it does
+        for offers under moderation: a partly failed run without any transport fault."""
+        self.marketplace.lock_offers(offer_ids, locked)
+
     # ---- faults ----------------------------------------------------------------------
 
     def set_faults(self, rate: float, kinds: Iterable[str] = FAULT_KINDS, seed: int | None = None,

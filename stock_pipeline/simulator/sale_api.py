@@ -19,6 +19,7 @@ from stock_pipeline.simulator.state import (
     CommandIdInUse,
     Offer,
     OfferNotFound,
+    OfferLocked,
     OperationInProgress,
     Task,
     allegro_error,
@@ -216,6 +217,8 @@ class SaleApi:
                 request.login, offer_id, available, self._sim.operation_delay if asynchronous else None)
         except OfferNotFound:
             return _offer_not_found(offer_id)
+        except OfferLocked:
+            return error_reply(422, "OfferLockedException", f"Offer {offer_id} is locked and cannot be edited now")
         except OperationInProgress:
             return error_reply(409, "ConflictException",
                                f"The previous edition of offer {offer_id} is still being processed")

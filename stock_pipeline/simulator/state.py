@@ -36,6 +36,11 @@ class OperationInProgress(Exception):
     """A PATCH of the offer answered 202 is still being processed."""
 
 
+class OfferLocked(Exception):
+    """The offer cannot be edited now (Allegro refuses writes to offers under moderation
+    or blocked by an administrator); test-only, set with Marketplace.lock_offers."""
+
+
 class CommandIdInUse(Exception):
     """The command id was used before: command ids are idempotency keys."""
 
@@ -108,6 +113,7 @@ class Marketplace:
         self._timeline: list[tuple[float, int, Callable[[], None]]] = []
         self._sequence = itertools.count()  # keeps the heap's order for equal due times
         self._next_offer_id = FIRST_GENERATED_OFFER_ID
+        self._locked: set[str] = set()  # offers whose writes are refused
 
     # ---- lazy asynchronous work ------------------------------------------------------
 
@@ -177,6 +183,10 @@ class Marketplace:
             self._settle()
             return copy.copy(self._offers[offer_id])
 
+    def lock_offers(self, offer_ids: Iterable[str], locked: bool = True) -> None:
+        with self._lock:
+            (self._locked.update if locked else self._locked.difference_update)(set(offer_ids))
+
     def set_offer(self, offer_id: str, **changes: Any) -> None:
         """An out-of-band change (the seller in the web panel, another application)."""
         with self._lock:
@@ -217,6 +227,8 @@ class Marketplace:
         with self._lock:
             now = self._settle()
             offer = self._owned(login, offer_id)
+            if offer_id in self._locked:
+                raise OfferLocked(offer_id)
             if offer_id in self._running_operation:
                 raise OperationInProgress(offer_id)
             if delay is None:
@@ -275,6 +287,8 @@ class Marketplace:
             offer = self._offers.get(task.offer_id)
             if offer is None or offer.login != command.login:
                 _fail(task, "OfferNotFoundException", f"Offer {task.offer_id} not found")
+            elif offer.id in self._locked:
+                _fail(task, "OfferLockedException", f"Offer {offer.id} is locked and cannot be edited now")
             else:
                 apply_task(command.change, offer, task, command.due_at)
             task.finished_at = command.due_at

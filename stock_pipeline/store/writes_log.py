@@ -82,6 +82,13 @@ class WritesLog:
         with self.engine.connect() as conn:
             return pd.DataFrame(conn.execute(query).mappings().all(), columns=columns)
 
+    def status_counts(self, run_id: str) -> dict[str, int]:
+        """How many of a run's writes ended in each status: what the run's summary reports."""
+        query = (sa.select(writes.c.status, sa.func.count()).where(writes.c.run_id == run_id)
+                 .group_by(writes.c.status))
+        with self.engine.connect() as conn:
+            return {status: int(count) for status, count in conn.execute(query)}
+
     def history(self, *, sku: str | None = None, offer_id: str | None = None, account: str | None = None,
                 run_id: str | None = None, status: str | None = None, limit: int = 200) -> pd.DataFrame:
         query = sa.select(writes).order_by(writes.c.id.desc()).limit(limit)

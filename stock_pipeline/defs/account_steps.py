@@ -1,0 +1,168 @@
+"""The work of each step of an account sync, shared by the assets (a real sync) and the
+rehearsal job (a dry run), so a rehearsal plans exactly what a sync would send.
+
+Each step only reads; what a real sync remembers (guard baselines, alert fingerprints,
+metrics, the audit) is done by the assets around these calls, never here.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pandas as pd
+from dagster import Failure, MetadataValue
+
+from stock_pipeline import progress
+from stock_pipeline.core.diff import compute_diff, offers_frame
+from stock_pipeline.core.guards import Verdict
+from stock_pipeline.core.plan import minimum_calls, plan_writes
+from stock_pipeline.core.policy import StockPolicy, apply_policy
+from stock_pipeline.core.snapshot import CleanSnapshot, clean_snapshot
+from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase
+from stock_pipeline.defs.tags import OVERRIDE_TAG
+from stock_pipeline.errors import (
+    AccountNeedsReauthorisationError,
+    AllegroSyncError,
+    PipelineDatabaseUnavailableError,
+    RateLimiterUnavailableError,
+    SettingsError,
+)
+from stock_pipeline.stock_source import StockSourceError, read_stock
+from stock_pipeline.store.ended_offers import EndedOffers
+from stock_pipeline.store.policies import PolicyStore
+
+PREVIEW_ROWS = 20
+PLAN_COLUMNS = ["offer_id", "sku", "before", "after", "action", "method"]
+
+# The `problem` metadata of a Failure: the CLI exits 2 for configuration problems, and
+# the hooks record a guard hold as "held" rather than "failed".
+PROBLEM_CONFIGURATION = "configuration"
+PROBLEM_ACCOUNT = "account"
+PROBLEM_HELD = "held"
+PROBLEM_SERVICE = "service"
+PROBLEM_ALLEGRO = "allegro"
+PROBLEM_WRITES = "writes"
+
+
+@contextmanager
+def failures_as_sentences(account: str | None = None):
+    """Known problems end the step as a Dagster Failure whose description is the
+    problem's own sentence, so the run page, the alert and the CLI lead with it instead
+    of a stack trace."""
+    try:
+        yield
+    except Failure:
+        raise
+    except (StockSourceError, SettingsError) as exc:
+        raise Failure(description=str(exc), metadata={"problem": PROBLEM_CONFIGURATION},
+                      allow_retries=False) from None
+    except AccountNeedsReauthorisationError as exc:
+        raise Failure(description=str(exc), metadata={"problem": PROBLEM_ACCOUNT, "account": account or ""},
+                      allow_retries=False) from None
+    except (PipelineDatabaseUnavailableError, RateLimiterUnavailableError) as exc:
+        raise Failure(description=str(exc), metadata={"problem": PROBLEM_SERVICE}, allow_retries=False) from None
+    except AllegroSyncError as exc:
+        raise Failure(description=str(exc), metadata={"problem": PROBLEM_ALLEGRO}, allow_retries=False) from None
+
+
+def read_snapshot(stock_db: StockDatabase) -> CleanSnapshot:
+    try:
+        return clean_snapshot(read_stock(stock_db.url, stock_db.query))
+    except ValueError as exc:  # the query's columns are wrong: a configuration problem
+        raise StockSourceError(f"STOCK_QUERY: {exc}") from None
+
+
+def snapshot_metadata(snapshot: CleanSnapshot) -> dict:
+    return {
+        "rows_read": snapshot.rows_read,
+        "skus": int(snapshot.stock["sku"].nunique()),
+        "bad_rows": len(snapshot.bad_rows),
+        "bad_row_problems": MetadataValue.json(snapshot.problems),
+        "duplicate_sku_rows": snapshot.duplicate_skus,
+        "units_total": int(snapshot.stock["stock"].sum()),
+    }
+
+
+@dataclass(frozen=True)
+class Listing:
+    offers: pd.DataFrame
+    api_calls: int
+
+
+def list_offers(allegro: AllegroApi, pipeline_db: PipelineDatabase, account: str, *,
+                record_metrics: bool = True) -> Listing:
+    client = allegro.client_for(account, pipeline_db, record_metrics=record_metrics)
+    items: list[dict] = []
+    try:
+        for page, total in client.iter_offer_pages():
+            items.extend(page)
+            progress.report(account, "listing", len(items), max(total, len(items)))
+    finally:
+        client.close()
+    return Listing(offers_frame(items), client.stats.total)
+
+
+def offers_metadata(offers: pd.DataFrame) -> dict:
+    return {
+        "offers": len(offers),
+        "offers_without_sku": int(offers["sku"].isna().sum()),
+        "by_status": MetadataValue.json({str(k): int(v) for k, v in offers["status"].value_counts().items()}),
+    }
+
+
+@dataclass(frozen=True)
+class AccountPlan:
+    plan: pd.DataFrame
+    policy: StockPolicy
+    minimum_api_calls: int
+
+
+def plan_account(pipeline_db: PipelineDatabase, account: str, snapshot_stock: pd.DataFrame, offers: pd.DataFrame,
+                 batch_size: int) -> AccountPlan:
+    policy = PolicyStore(pipeline_db.engine()).get(account)
+    ended_by_us = EndedOffers(pipeline_db.engine()).ours(account)
+    targets = apply_policy(snapshot_stock, policy)
+    diff = compute_diff(offers, targets, ended_by_us, case_insensitive_skus=policy.case_insensitive_skus)
+    return AccountPlan(plan_writes(diff, batch_size), policy, minimum_calls(len(offers), diff, batch_size))
+
+
+def plan_metadata(planned: AccountPlan, offers: pd.DataFrame) -> dict:
+    plan = planned.plan
+    return {
+        "offers": len(offers),
+        "active_offers": active_offers(offers),
+        "changed": len(plan),
+        "to_end": int((plan["action"] == "end").sum()),
+        "to_activate": int((plan["action"] == "activate").sum()),
+        "policy": MetadataValue.json(planned.policy.to_dict()),
+        "planned_patches": int((plan["method"] == "patch").sum()),
+        "planned_commands": int(plan.loc[plan["batch"] >= 0, "batch"].nunique()),
+        "minimum_api_calls": planned.minimum_api_calls,
+        "preview": preview(plan[PLAN_COLUMNS]),
+    }
+
+
+def active_offers(offers: pd.DataFrame) -> int:
+    return int((offers["status"] == "ACTIVE").sum())
+
+
+def preview(frame: pd.DataFrame, empty: str = "nothing to change") -> MetadataValue:
+    if frame.empty:
+        return MetadataValue.md(f"_{empty}_")
+    return MetadataValue.md(frame.head(PREVIEW_ROWS).to_markdown(index=False)
+                            + (f"\n\n… and {len(frame) - PREVIEW_ROWS} more" if len(frame) > PREVIEW_ROWS else ""))
+
+
+def override_hint(account: str) -> str:
+    return (f"Review the plan with `stock-pipeline sync --dry-run --account {account}`; if the change is real, "
+            f"run `stock-pipeline sync --account {account} --override-guards` (or launch the run with the tag "
+            f"{OVERRIDE_TAG}=true); overridden writes are marked in the audit.")
+
+
+def held_failure(check_name: str, verdict: Verdict, account: str | None) -> Failure:
+    """A guard hold as one sentence with the way out, for the run page, the alert and the CLI."""
+    reason = verdict.description.replace(": writes held", "")
+    where = f" for account {account}" if account else ""
+    return Failure(description=f"{check_name} held the writes{where}: {reason}. {override_hint(account or 'NAME')}",
+                   metadata={"problem": PROBLEM_HELD, "guard": check_name, **verdict.metadata}, allow_retries=False)
