@@ -20,7 +20,8 @@ from stock_pipeline.apply_writes import PollPolicy, WriteApplier
 from stock_pipeline.core.diff import compute_diff, offers_frame
 from stock_pipeline.core.plan import minimum_calls, plan_writes
 from stock_pipeline.core.policy import apply_policy
-from stock_pipeline.core.snapshot import CleanSnapshot, clean_snapshot
+from stock_pipeline.core.snapshot import (CleanSnapshot, bad_rows_preview, bad_rows_records, bad_rows_warning,
+                                          capped_note, clean_snapshot)
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase, TelegramAlerts
 from stock_pipeline.defs.tags import guards_overridden
 from stock_pipeline.logs import get_logger
@@ -62,7 +63,7 @@ def _alert_new_bad_rows(context: AssetExecutionContext, snapshot: CleanSnapshot,
     notifier = telegram.notifier()
     if fingerprint and notifier:
         try:
-            notifier.send(bad_rows_message(bad_rows=bad.head(200).to_dict("records"), problems=snapshot.problems,
+            notifier.send(bad_rows_message(bad_rows=bad_rows_records(snapshot, 200), problems=snapshot.problems,
                                            run_url=telegram.run_url(context.run.run_id)))
         except TelegramError as exc:  # the sync goes on; the next run tries the warning again
             context.log.warning(f"bad-row warning not sent: {exc}")
@@ -72,20 +73,25 @@ def _alert_new_bad_rows(context: AssetExecutionContext, snapshot: CleanSnapshot,
 
 @asset(group_name="warehouse", owners=OWNERS, io_manager_key="frames_io_manager",
        description="Stock rows from the seller's warehouse database (STOCK_QUERY), cleaned: SKUs trimmed, bad rows "
-                   "(empty SKU, NULL, negative or non-integer stock) excluded, counted and reported; rows of one SKU are "
-                   "combined later by each account's policy.")
+                   "(empty SKU; stock NULL, negative, not a whole number, or above STOCK_MAX_PLAUSIBLE_STOCK) excluded, "
+                   "counted and named; rows of one SKU are combined later by each account's policy.")
 def stock_snapshot(context: AssetExecutionContext, stock_db: StockDatabase, pipeline_db: PipelineDatabase,
                    telegram: TelegramAlerts) -> Output[pd.DataFrame]:
     started = time.monotonic()
-    snapshot = clean_snapshot(read_stock(stock_db.url, stock_db.query))
+    snapshot = clean_snapshot(read_stock(stock_db.url, stock_db.query), max_plausible=stock_db.max_plausible_stock)
     if snapshot.problems:
-        context.log.warning(f"excluded {len(snapshot.bad_rows)} bad stock rows: {snapshot.problems}")
+        context.log.warning(bad_rows_warning(snapshot))
+    if snapshot.capped_rows:
+        context.log.info(capped_note(snapshot))
     _alert_new_bad_rows(context, snapshot, pipeline_db, telegram)
     return Output(snapshot.stock, metadata={
         "rows_read": snapshot.rows_read,
         "skus": int(snapshot.stock["sku"].nunique()),
         "bad_rows": len(snapshot.bad_rows),
         "bad_row_problems": MetadataValue.json(snapshot.problems),
+        "bad_rows_preview": MetadataValue.md(bad_rows_preview(snapshot, PREVIEW_ROWS)),
+        "rows_capped_at_99999": snapshot.capped_rows,
+        "max_plausible_stock": snapshot.max_plausible,
         "duplicate_sku_rows": snapshot.duplicate_skus,
         "units_total": int(snapshot.stock["stock"].sum()),
         "duration_seconds": round(time.monotonic() - started, 3),
