@@ -54,6 +54,8 @@ class Settings:
     stock_guard_max_snapshot_shrink: float = 0.3
     stock_guard_max_risky_share: float = 0.3
     stock_guard_min_risky_offers: int = 10
+    # A stock value above this is a broken feed (a bad row), not stock; see core/snapshot.py.
+    stock_max_plausible_stock: int = 1_000_000
     # Fernet key(s) for the tokens at rest, comma-separated to rotate (stock_pipeline.store.token_crypto).
     token_encryption_key: str | None = field(default=None, repr=False)
 
@@ -158,6 +160,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[f.name] = _parse_share(name, raw)
         elif f.name == "stock_guard_min_risky_offers":
             values[f.name] = _parse_int(name, raw, 0, 10_000_000)
+        elif f.name == "stock_max_plausible_stock":
+            # At least Allegro's own maximum; at most 2^53, where float64 still holds every whole number.
+            values[f.name] = _parse_int(name, raw, 99_999, 2**53)
         elif f.name == "allegro_sync_batch_size":
             values[f.name] = _parse_int(name, raw, 1, 1000)  # Allegro's command maximum
         elif f.name == "allegro_sync_retry_count":

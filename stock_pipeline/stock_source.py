@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from pandas.api.types import infer_dtype
 
 from stock_pipeline.errors import AllegroSyncError
 
@@ -13,11 +17,19 @@ class StockSourceError(AllegroSyncError):
 
 
 def read_stock(database_url: str, query: str) -> pd.DataFrame:
-    """Raw rows (`sku`, `stock`) as the warehouse returns them; cleaning happens in core.snapshot."""
+    """Raw rows (`sku`, `stock`) with the values the database driver returned; cleaning
+    happens in core.snapshot.
+
+    Not pd.read_sql_query: its type inference is lossy for exactly the values the
+    cleaning must judge. An integer column with one NULL becomes float64 (2^63 - 1 reads
+    as 9.223372036854776e18), NUMERIC becomes float (Decimal('12.0000000000000001') reads
+    as 12.0), and NULL becomes NaN, indistinguishable from a NaN the warehouse stored."""
     engine = sa.create_engine(database_url)
     try:
         with engine.connect() as conn:
-            frame = pd.read_sql_query(sa.text(query), conn)
+            result = conn.execute(sa.text(query))
+            columns = [str(c).lower() for c in result.keys()]
+            rows = result.fetchall()
     except sa.exc.OperationalError as exc:
         raise StockSourceError(f"cannot read the warehouse database (STOCK_DATABASE_URL "
                                f"{engine.url.render_as_string(hide_password=True)}): {_first_line(exc)}") from None
@@ -25,8 +37,28 @@ def read_stock(database_url: str, query: str) -> pd.DataFrame:
         raise StockSourceError(f"STOCK_QUERY failed: {_first_line(exc)}") from None
     finally:
         engine.dispose()
-    frame.columns = [str(c).lower() for c in frame.columns]
-    return frame
+    return raw_frame(columns, rows)
+
+
+def raw_frame(columns: list[str], rows: Sequence[Sequence]) -> pd.DataFrame:
+    values = list(zip(*rows)) if rows else [()] * len(columns)
+    return pd.DataFrame({i: _exact_column(column) for i, column in enumerate(values)},
+                        index=pd.RangeIndex(len(rows))).set_axis(columns, axis=1)
+
+
+def _exact_column(values: Sequence) -> np.ndarray:
+    """int64 or float64 when every value already is one (the cleaning's fast paths), else
+    the driver's own objects: Python ints of any size, Decimals, str, None."""
+    column = np.fromiter(values, dtype=object, count=len(values))
+    kind = infer_dtype(column, skipna=False)
+    if kind == "integer":
+        try:
+            return column.astype(np.int64)
+        except OverflowError:  # beyond int64: kept as Python ints, reported as too large
+            return column
+    if kind == "floating":
+        return column.astype(np.float64)
+    return column
 
 
 def _first_line(exc: sa.exc.SQLAlchemyError) -> str:

@@ -13,12 +13,13 @@ def test_asset_graph_snapshot():
              for key in graph.get_all_asset_keys()}
     assert edges == {
         "stock_snapshot": [],
-        "allegro_offers": [],
+        "allegro_offers": ["stock_snapshot"],  # the warehouse is read (and checked) before any Allegro call
         "stock_diff": ["allegro_offers", "stock_snapshot"],
         "stock_updates": ["allegro_offers", "stock_diff"],
     }
     checks = {key.name: key.asset_key.to_user_string() for key in graph.asset_check_keys}
-    assert checks == {"snapshot_guard": "stock_snapshot", "diff_guard": "stock_diff"}
+    assert checks == {"snapshot_guard": "stock_snapshot", "diff_guard": "stock_diff",
+                      "writes_confirmed": "stock_updates"}
     partitioned = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).partitions_def}
     assert partitioned == {"allegro_offers", "stock_diff", "stock_updates"}
 
@@ -32,3 +33,11 @@ def test_automation_is_on_by_default():
         assert defs.resolve_sensor_def(name).default_status == DefaultSensorStatus.RUNNING
     job = defs.resolve_job_def("account_sync")
     assert job.partitions_def.name == "accounts"
+
+
+def test_dry_runs_are_a_job_that_materialises_nothing():
+    defs = build_definitions(load_settings({}))
+    rehearsal = defs.resolve_job_def("account_rehearsal")
+    assert rehearsal.partitions_def.name == "accounts"
+    assert [node.name for node in rehearsal.nodes] == ["rehearse_account_sync"]
+    assert defs.resolve_sensor_def("telegram_on_run_failure").description.startswith("NOT CONFIGURED")

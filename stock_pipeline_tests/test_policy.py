@@ -33,6 +33,11 @@ def test_cap_and_allegro_maximum():
     assert targets(rows(("A", 10**7),), StockPolicy()) == {"A": 99_999}
 
 
+def test_a_sum_beyond_int64_saturates_instead_of_wrapping_to_zero():
+    many_huge_rows = rows(*[("A", 2**53)] * 2000)  # 2000 x 2^53 > 2^63
+    assert targets(many_huge_rows, StockPolicy()) == {"A": 99_999}
+
+
 def test_case_insensitive_skus_are_merged():
     assert targets(rows(("abc", 1), ("ABC", 2)), StockPolicy(case_insensitive_skus=True)) == {"ABC": 3}
 

@@ -82,6 +82,31 @@ def test_bad_rows_never_zero_an_offer_and_are_reported_once(settings, simulator,
     assert len(telegram.messages) == 1  # the same broken rows are not reported again
 
 
+def test_an_impossible_stock_value_leaves_its_offer_alone_while_the_others_sync(settings, simulator, telegram, shop):
+    from dagster import AssetKey
+
+    # The INTEGER column stores 99999999999999999999 as the REAL 1e20. Cast to int64 it
+    # once wrapped to -2^63, was clipped to 0 and ended the offer; one inf crashed the run.
+    rows = [("S00", "99999999999999999999"), ("S01", float("inf")), ("S02", 150_000)]
+    write_stock(settings.stock_database_url, rows + [(f"S{i:02d}", 6) for i in range(3, 40)])
+    result = run_cli("sync")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for sku in ("S00", "S01"):
+        offer = simulator.offer(shop[sku])
+        assert (offer["status"], offer["stock"]) == ("ACTIVE", 5)
+    assert simulator.offer(shop["S02"])["stock"] == 99_999  # real stock above Allegro's maximum: capped
+    assert all(simulator.offer(shop[f"S{i:02d}"])["stock"] == 6 for i in range(3, 40))
+
+    [warning] = telegram.messages
+    assert "stock above the plausible maximum (1000000): 1" in warning["text"]
+    assert "SKU <code>S00</code> stock <code>1e+20</code>" in warning["text"]
+    assert "SKU <code>S01</code> stock <code>inf</code>: stock is not a finite number" in warning["text"]
+    event = DagsterInstance.get().get_latest_materialization_event(AssetKey("stock_snapshot"))
+    metadata = event.asset_materialization.metadata
+    assert metadata["bad_rows"].value == 2 and metadata["rows_capped_at_99999"].value == 1
+    assert "| S00 | 1e+20 | stock above the plausible maximum (1000000) |" in metadata["bad_rows_preview"].value
+
+
 def test_pipeline_ended_offers_come_back_and_seller_ended_stay_ended(settings, simulator, shop):
     simulator.set_offer(shop["S01"], status="ENDED", ended_by="USER")  # the seller ended it by hand
     write_stock(settings.stock_database_url, [(f"S{i:02d}", 0 if i in (0, 1) else 5) for i in range(40)])

@@ -246,3 +246,30 @@ def test_ui_shows_the_assets_and_partitions_and_launches_one_account(page, synce
     wait_for("a run of shop-b launched from the UI",
              lambda: len(account_sync_runs(synced_instance, "shop-b")) > before["shop-b"], PAGE_BOUND, webserver.process)
     assert len(account_sync_runs(synced_instance, "shop-a")) == before["shop-a"]
+
+
+def test_failed_runs_read_as_one_sentence_on_the_run_page(page, settings, simulator, synced_instance, webserver,
+                                                          monkeypatch, tmp_path):
+    """A guard hold, a bad query and a needs-reauthorisation run, each as the operator opens it."""
+    from stock_pipeline.settings import load_settings
+    from stock_pipeline.sync_runner import sync_accounts
+
+    def failed_run(expected_start: str) -> tuple[str, str]:
+        [summary] = sync_accounts(load_settings(), ["shop-a"], instance=synced_instance)
+        assert not summary.success and summary.error.startswith(expected_start), summary.error
+        return summary.run_id, summary.error
+
+    write_stock(settings.stock_database_url, [("SKU-1", 0), ("SKU-2", 0)])
+    monkeypatch.setenv("STOCK_GUARD_MIN_RISKY_OFFERS", "1")
+    held = failed_run("diff_guard held the writes for account shop-a")
+    monkeypatch.setenv("STOCK_QUERY", "SELECT sku, stock FROM no_such_table")
+    bad_query = failed_run("STOCK_QUERY")
+    monkeypatch.setenv("STOCK_QUERY", "SELECT sku, stock FROM products")
+    simulator.revoke_tokens("shop-a")
+    simulator.expire_access_tokens("shop-a")
+    reauth = failed_run("account 'shop-a' needs re-authorisation")
+
+    for name, (run_id, sentence) in {"held": held, "bad-query": bad_query, "reauth": reauth}.items():
+        text = page.open(f"{webserver.url}/runs/{run_id}", sentence[:60])
+        page.screenshot(tmp_path / f"run-{name}.png")
+        assert "DagsterAssetCheckFailedError" not in text

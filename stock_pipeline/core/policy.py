@@ -47,7 +47,10 @@ def apply_policy(rows: pd.DataFrame, policy: StockPolicy) -> pd.DataFrame:
     """Warehouse rows (sku, stock; a SKU may repeat) → one target quantity per SKU."""
     codes, skus = pd.factorize(normalise_skus(rows["sku"], policy))
     if policy.combine == "sum":  # the default: one pass of bincount instead of a groupby
-        stock = np.bincount(codes, weights=rows["stock"].to_numpy(dtype="int64"), minlength=len(skus)).astype("int64")
+        sums = np.bincount(codes, weights=rows["stock"].to_numpy(dtype="int64"), minlength=len(skus))
+        # Saturated, not cast blindly: rows at a huge plausible maximum could sum past
+        # int64, wrap to a negative and end the offer.
+        stock = np.minimum(sums, float(2**62)).astype("int64")
     else:
         stock = rows["stock"].groupby(codes).agg(policy.combine).to_numpy(dtype="int64")
     reserve = policy.reserve_units + np.ceil(stock * policy.reserve_percent / 100.0).astype("int64")

@@ -18,7 +18,7 @@ from stock_pipeline.core.diff import compute_diff, offers_frame
 from stock_pipeline.core.guards import Verdict
 from stock_pipeline.core.plan import minimum_calls, plan_writes
 from stock_pipeline.core.policy import StockPolicy, apply_policy
-from stock_pipeline.core.snapshot import CleanSnapshot, clean_snapshot
+from stock_pipeline.core.snapshot import CleanSnapshot, bad_rows_preview, clean_snapshot
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase
 from stock_pipeline.defs.tags import OVERRIDE_TAG
 from stock_pipeline.errors import (
@@ -68,7 +68,7 @@ def failures_as_sentences(account: str | None = None):
 
 def read_snapshot(stock_db: StockDatabase) -> CleanSnapshot:
     try:
-        return clean_snapshot(read_stock(stock_db.url, stock_db.query))
+        return clean_snapshot(read_stock(stock_db.url, stock_db.query), max_plausible=stock_db.max_plausible_stock)
     except ValueError as exc:  # the query's columns are wrong: a configuration problem
         raise StockSourceError(f"STOCK_QUERY: {exc}") from None
 
@@ -79,6 +79,9 @@ def snapshot_metadata(snapshot: CleanSnapshot) -> dict:
         "skus": int(snapshot.stock["sku"].nunique()),
         "bad_rows": len(snapshot.bad_rows),
         "bad_row_problems": MetadataValue.json(snapshot.problems),
+        "bad_rows_preview": MetadataValue.md(bad_rows_preview(snapshot, PREVIEW_ROWS)),
+        "rows_capped_at_99999": snapshot.capped_rows,
+        "max_plausible_stock": snapshot.max_plausible,
         "duplicate_sku_rows": snapshot.duplicate_skus,
         "units_total": int(snapshot.stock["stock"].sum()),
     }

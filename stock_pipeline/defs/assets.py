@@ -20,7 +20,7 @@ from dagster import (
 
 from stock_pipeline import progress
 from stock_pipeline.apply_writes import PollPolicy, WriteApplier
-from stock_pipeline.core.snapshot import CleanSnapshot
+from stock_pipeline.core.snapshot import CleanSnapshot, bad_rows_records, bad_rows_warning, capped_note
 from stock_pipeline.defs.account_steps import (
     PLAN_COLUMNS,
     PROBLEM_WRITES,
@@ -64,7 +64,7 @@ def _alert_new_bad_rows(context: AssetExecutionContext, snapshot: CleanSnapshot,
     notifier = telegram.notifier()
     if fingerprint and notifier:
         try:
-            notifier.send(bad_rows_message(bad_rows=bad.head(200).to_dict("records"), problems=snapshot.problems,
+            notifier.send(bad_rows_message(bad_rows=bad_rows_records(snapshot, 200), problems=snapshot.problems,
                                            run_url=telegram.run_url(context.run.run_id)))
         except TelegramError as exc:  # the sync goes on; the next run tries the warning again
             context.log.warning(f"bad-row warning not sent: {exc}")
@@ -74,15 +74,17 @@ def _alert_new_bad_rows(context: AssetExecutionContext, snapshot: CleanSnapshot,
 
 @asset(group_name="warehouse", owners=OWNERS, io_manager_key="frames_io_manager",
        description="Stock rows from the seller's warehouse database (STOCK_QUERY), cleaned: SKUs trimmed, bad rows "
-                   "(empty SKU, NULL, negative or non-integer stock) excluded, counted and reported; rows of one SKU are "
-                   "combined later by each account's policy.")
+                   "(empty SKU; stock NULL, negative, not a whole number, or above STOCK_MAX_PLAUSIBLE_STOCK) excluded, "
+                   "counted and named; rows of one SKU are combined later by each account's policy.")
 def stock_snapshot(context: AssetExecutionContext, stock_db: StockDatabase, pipeline_db: PipelineDatabase,
                    telegram: TelegramAlerts) -> Output[pd.DataFrame]:
     started = time.monotonic()
     with failures_as_sentences():
         snapshot = read_snapshot(stock_db)
     if snapshot.problems:
-        context.log.warning(f"excluded {len(snapshot.bad_rows)} bad stock rows: {snapshot.problems}")
+        context.log.warning(bad_rows_warning(snapshot))
+    if snapshot.capped_rows:
+        context.log.info(capped_note(snapshot))
     _alert_new_bad_rows(context, snapshot, pipeline_db, telegram)
     return Output(snapshot.stock, metadata={**snapshot_metadata(snapshot),
                                             "duration_seconds": round(time.monotonic() - started, 3)})

@@ -58,10 +58,12 @@ class PipelineDatabase(ConfigurableResource):
 
 
 class StockDatabase(ConfigurableResource):
-    """The seller's warehouse (`STOCK_DATABASE_URL`, `STOCK_QUERY`)."""
+    """The seller's warehouse (`STOCK_DATABASE_URL`, `STOCK_QUERY`) and the largest stock
+    value believed (`STOCK_MAX_PLAUSIBLE_STOCK`)."""
 
     url: str
     query: str
+    max_plausible_stock: int
 
 
 class AllegroApi(ConfigurableResource):
@@ -148,7 +150,7 @@ def build_resources(settings: Settings) -> dict:
     return {
         "pipeline_db": PipelineDatabase(url=_from_env("STOCK_PIPELINE_DATABASE_URL", settings.stock_pipeline_database_url)),
         "stock_db": StockDatabase(url=_from_env("STOCK_DATABASE_URL", settings.stock_database_url),
-                                  query=settings.stock_query),
+                                  query=settings.stock_query, max_plausible_stock=settings.stock_max_plausible_stock),
         "allegro": AllegroApi(
             api_url=settings.allegro_api_url, auth_url=settings.allegro_auth_url,
             client_id=settings.allegro_client_id,
