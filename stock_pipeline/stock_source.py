@@ -26,15 +26,20 @@ def read_stock(database_url: str, query: str) -> pd.DataFrame:
     as 12.0), and NULL becomes NaN, indistinguishable from a NaN the warehouse stored."""
     engine = sa.create_engine(database_url)
     try:
-        with engine.connect() as conn:
-            result = conn.execute(sa.text(query))
-            columns = [str(c).lower() for c in result.keys()]
-            rows = result.fetchall()
-    except sa.exc.OperationalError as exc:
-        raise StockSourceError(f"cannot read the warehouse database (STOCK_DATABASE_URL "
-                               f"{engine.url.render_as_string(hide_password=True)}): {_first_line(exc)}") from None
-    except sa.exc.SQLAlchemyError as exc:
-        raise StockSourceError(f"STOCK_QUERY failed: {_first_line(exc)}") from None
+        try:
+            conn = engine.connect()
+        except sa.exc.SQLAlchemyError as exc:
+            raise StockSourceError(f"cannot connect to the warehouse database (STOCK_DATABASE_URL "
+                                   f"{engine.url.render_as_string(hide_password=True)}): {_first_line(exc)}") from None
+        # Connected: whatever fails now is the query's (SQLite reports a missing table as
+        # an OperationalError, which is not a connection problem).
+        with conn:
+            try:
+                result = conn.execute(sa.text(query))
+                columns = [str(c).lower() for c in result.keys()]
+                rows = result.fetchall()
+            except sa.exc.SQLAlchemyError as exc:
+                raise StockSourceError(f"STOCK_QUERY failed: {_first_line(exc)}") from None
     finally:
         engine.dispose()
     return raw_frame(columns, rows)

@@ -14,6 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from dagster import DagsterEventType, DagsterInstance, Definitions
@@ -99,7 +100,7 @@ def _notes(metadata: dict[str, dict]) -> tuple[str, ...]:
 
 
 def _sync_one(job, account: str, instance: DagsterInstance, override_guards: bool, verbose: bool,
-              writes_log: WritesLog) -> AccountSummary:
+              writes_log: Callable[[], WritesLog]) -> AccountSummary:
     started = time.monotonic()
     result = job.execute_in_process(
         partition_key=account, instance=instance, raise_on_error=False, run_config=_run_config(verbose),
@@ -151,7 +152,9 @@ def sync_accounts(settings: Settings, accounts: list[str], *, dry_run: bool = Fa
         rehearsal = defs.resolve_job_def(account_rehearsal.name)
         return [_rehearse_one(rehearsal, account, instance, verbose) for account in accounts]
     job = defs.resolve_job_def(account_sync_job.name)
-    writes_log = WritesLog(engine_for(settings.stock_pipeline_database_url))
+    def writes_log() -> WritesLog:  # opened only to read the outcome: a run may fail for want of this very database
+        return WritesLog(engine_for(settings.stock_pipeline_database_url))
+
     return [_sync_one(job, account, instance, override_guards, verbose, writes_log) for account in accounts]
 
 

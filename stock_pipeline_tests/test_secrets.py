@@ -141,7 +141,7 @@ def test_encrypted_tokens_without_a_key_or_with_another_key_are_a_clear_error(se
     with pytest.raises(TokenEncryptionError, match=WRONG_KEY):
         store().tokens_for("shop-a", _auth(settings)).current()
     result = run_cli("sync", "--account", "shop-a")  # through Dagster: the run fails with the message
-    assert result.returncode == 1
+    assert result.returncode == 2  # a configuration problem found during the run
     assert WRONG_KEY in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert store().get("shop-a").status == "active"  # the account is fine: the key is wrong

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from dagster import DagsterEventType, DagsterInstance, Failure, HookContext, failure_hook, success_hook
 
 from stock_pipeline.defs.account_steps import PROBLEM_HELD
+from stock_pipeline.errors import PipelineDatabaseUnavailableError
 from stock_pipeline.logs import get_logger
 from stock_pipeline.store.sync_status import RESULT_FAILED, RESULT_HELD, RESULT_SUCCESS, SyncStatusStore
 from stock_pipeline.store.writes_log import FAILED, NOT_SENT, PENDING, PLANNED, SENT, SUCCESS, WritesLog
@@ -48,8 +50,8 @@ class AuditCounts:
     pending: int  # not confirmed yet (or the run died before Allegro answered)
 
 
-def audit_counts(writes_log: WritesLog, run_id: str) -> AuditCounts:
-    counts = writes_log.status_counts(run_id)
+def audit_counts(writes_log: Callable[[], WritesLog], run_id: str) -> AuditCounts:
+    counts = writes_log().status_counts(run_id)
     return AuditCounts(written=counts.get(SUCCESS, 0), failed=counts.get(FAILED, 0) + counts.get(NOT_SENT, 0),
                        pending=counts.get(PENDING, 0) + counts.get(SENT, 0) + counts.get(PLANNED, 0))
 
@@ -97,7 +99,7 @@ def step_failures(instance: DagsterInstance, run_id: str) -> list[tuple[str, str
     return failures
 
 
-def read_run_outcome(instance: DagsterInstance, run_id: str, account: str, writes_log: WritesLog,
+def read_run_outcome(instance: DagsterInstance, run_id: str, account: str, writes_log: Callable[[], WritesLog],
                      *, success: bool | None = None) -> RunOutcome:
     run = instance.get_run_by_id(run_id)
     if success is None:
@@ -108,7 +110,11 @@ def read_run_outcome(instance: DagsterInstance, run_id: str, account: str, write
     error, problem = failures[0] if failures else (None, None)
     if not success and error is None:
         error = "the run failed before any step reported why (see the run's event log)"
-    counts = audit_counts(writes_log, run_id)
+    try:
+        counts = audit_counts(writes_log, run_id)
+    except PipelineDatabaseUnavailableError:
+        # Every write is recorded before it is sent: without the database none was sent.
+        counts = AuditCounts(written=0, failed=0, pending=0)
     stats = instance.get_run_stats(run_id) if run else None
     duration = (stats.end_time - stats.start_time) if stats and stats.end_time and stats.start_time else 0.0
     return RunOutcome(
@@ -131,8 +137,7 @@ def _record(context: HookContext, success: bool, error: str | None = None, probl
     if not account:
         return
     pipeline_db = context.resources.pipeline_db
-    writes_log = pipeline_db.writes_log()
-    outcome = read_run_outcome(context.instance, context.run_id, account, writes_log, success=success)
+    outcome = read_run_outcome(context.instance, context.run_id, account, pipeline_db.writes_log, success=success)
     if error:  # the exception in hand is fresher than the event log, which may not hold it yet
         outcome.error, outcome.problem = error, problem
         outcome.result = RESULT_HELD if problem == PROBLEM_HELD else RESULT_FAILED
