@@ -1,4 +1,4 @@
-"""`stock-pipeline`: accounts, sync, history, demo. A public contract: flags and exit
+"""`stock-pipeline`: accounts, sync, history, doctor, demo. A public contract: flags and exit
 codes stay stable (0 ok, 1 an account failed, 2 bad input or configuration)."""
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ def cmd_sync(settings: Settings, args) -> int:
     _check_output_path(args.output)  # before any call is spent
     accounts = select_accounts(settings.stock_pipeline_database_url, args.account)
     if not accounts:
-        _print("no active accounts; add one with: stock-pipeline accounts add NAME", file=sys.stderr)
+        from stock_pipeline.accounts_overview import why_nothing_to_sync
+
+        _print(why_nothing_to_sync(settings.stock_pipeline_database_url), file=sys.stderr)
         return EXIT_USAGE
     printer = ProgressPrinter()
     progress.add_listener(printer)
@@ -133,7 +135,7 @@ def cmd_sync(settings: Settings, args) -> int:
 def cmd_accounts_add(settings: Settings, args) -> int:
     from stock_pipeline.allegro.auth import AllegroAuth
     from stock_pipeline.store.accounts import AccountStore, validate_account_name
-    from stock_pipeline.store.schema import engine_for
+    from stock_pipeline.store.schema import ACCOUNT_PAUSED, engine_for
 
     validate_account_name(args.name)
     store = AccountStore(engine_for(settings.stock_pipeline_database_url))
@@ -153,21 +155,61 @@ def cmd_accounts_add(settings: Settings, args) -> int:
         pair = auth.wait_for_device_token(device)
     store.save_tokens(args.name, pair)
     _print(f"account {args.name} authorised; it becomes a partition within a minute (or at the next `sync`)")
+    if store.get(args.name).status == ACCOUNT_PAUSED:
+        _print(f"it is still paused; resume it with: stock-pipeline accounts resume {args.name}")
     return EXIT_OK
 
 
 def cmd_accounts_list(settings: Settings, args) -> int:
+    from stock_pipeline.accounts_overview import load_overview, overview_json, overview_table
+
+    rows = load_overview(settings.stock_pipeline_database_url, settings.allegro_sync_schedule)
+    if args.format == "json":
+        _print(overview_json(rows), end="")
+    elif not rows:
+        _print("no accounts; add one with: stock-pipeline accounts add NAME")
+    else:
+        _print(overview_table(rows))
+    return EXIT_OK
+
+
+def _account_store(settings: Settings):
     from stock_pipeline.store.accounts import AccountStore
     from stock_pipeline.store.schema import engine_for
 
-    accounts = AccountStore(engine_for(settings.stock_pipeline_database_url)).list()
-    if not accounts:
-        _print("no accounts; add one with: stock-pipeline accounts add NAME")
-        return EXIT_OK
-    _print(f"{'account':<24} {'status':<14} {'access token expires':<27} last error")
-    for a in accounts:
-        expires = a.access_expires_at.isoformat(timespec="seconds") if a.access_expires_at else "-"
-        _print(f"{a.name:<24} {a.status:<14} {expires:<27} {a.last_error or ''}")
+    return AccountStore(engine_for(settings.stock_pipeline_database_url))
+
+
+def cmd_accounts_pause(settings: Settings, args) -> int:
+    from stock_pipeline.accounts_overview import paused_message
+
+    _print(paused_message(args.name, _account_store(settings).pause(args.name).status))
+    return EXIT_OK
+
+
+def cmd_accounts_resume(settings: Settings, args) -> int:
+    from stock_pipeline.accounts_overview import resumed_message
+
+    _print(resumed_message(args.name, _account_store(settings).resume(args.name)))
+    return EXIT_OK
+
+
+def cmd_accounts_remove(settings: Settings, args) -> int:
+    from stock_pipeline.store.account_lock import account_write_lock
+
+    store = _account_store(settings)
+    store.require(args.name)
+    if not args.yes:
+        _print(f"Remove account {args.name}? Its tokens, stock policy, ended-offer memory and sync status are "
+               "deleted; its rows in the writes log (audit) stay. [y/N] ", end="")
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            _print(f"account {args.name} not removed (pass --yes to skip this question)", file=sys.stderr)
+            return EXIT_USAGE
+    with account_write_lock(store.engine, args.name):  # never pull the tokens from under a run that is writing
+        removed = store.remove(args.name)
+    _print(f"account {args.name} removed; {removed.writes_kept} audit row(s) kept in the writes log. "
+           "Its partition leaves Dagster at the next partitions sensor tick; authorise it again with "
+           f"`stock-pipeline accounts add {args.name}` to bring it back.")
     return EXIT_OK
 
 
@@ -195,18 +237,41 @@ def cmd_accounts_policy(settings: Settings, args) -> int:
 
 
 def cmd_history(settings: Settings, args) -> int:
+    from datetime import datetime, timezone
+
+    from stock_pipeline.history_view import parse_since, render_history
     from stock_pipeline.store.schema import engine_for
     from stock_pipeline.store.writes_log import WritesLog
 
+    since = parse_since(args.since, datetime.now(timezone.utc)) if args.since else None
     rows = WritesLog(engine_for(settings.stock_pipeline_database_url)).history(
-        sku=args.sku, offer_id=args.offer, account=args.account, limit=args.limit)
-    if rows.empty:
+        sku=args.sku, offer_id=args.offer, account=args.account, status=args.status, since=since, limit=args.limit,
+        # Dagster run ids are 36 characters; anything shorter is the short id a table showed.
+        **({"run_id": args.run} if args.run and len(args.run) >= 36 else {"run_id_prefix": args.run}))
+    if rows.empty and args.format == "table" and not args.output:
         _print("no writes recorded for that selection")
         return EXIT_OK
-    columns = ["created_at", "account", "offer_id", "sku", "before", "after", "action", "method", "status",
-               "guards_overridden", "run_id", "error"]
-    _print(rows[columns].to_string(index=False))
+    text = render_history(rows, args.format)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+        _print(f"wrote {len(rows)} write(s) to {args.output}", file=sys.stderr)
+    else:
+        _print(text, end="")
+    if len(rows) == args.limit:
+        _print(f"(the newest {args.limit} only; raise --limit for more)", file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_doctor(settings: Settings, args) -> int:
+    from stock_pipeline.doctor import failed, run_checks, summary
+
+    checks = []
+    for check in run_checks(settings, send_test=args.send_test):
+        _print(check.line())
+        checks.append(check)
+    _print(summary(checks))
+    return EXIT_FAILED if failed(checks) else EXIT_OK
 
 
 def cmd_metrics_serve(settings: Settings, args) -> int:
@@ -243,7 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--refresh-token", metavar="TOKEN",
                      help="exchange this refresh token instead of running the device flow ('-': read it from stdin)")
     add.set_defaults(handler=cmd_accounts_add)
-    accounts.add_parser("list", help="list accounts and their token state").set_defaults(handler=cmd_accounts_list)
+    listing = accounts.add_parser("list", help="each account's status, last sync, offers, pending writes, freshness")
+    listing.add_argument("--format", choices=["table", "json"], default="table")
+    listing.set_defaults(handler=cmd_accounts_list)
+    pause = accounts.add_parser("pause", help="stop syncing an account (schedule, sync, launched runs) until resumed")
+    pause.add_argument("name")
+    pause.set_defaults(handler=cmd_accounts_pause)
+    resume = accounts.add_parser("resume", help="sync a paused account again")
+    resume.add_argument("name")
+    resume.set_defaults(handler=cmd_accounts_resume)
+    remove = accounts.add_parser("remove", help="delete an account with its tokens and settings (its audit rows stay)")
+    remove.add_argument("name")
+    remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    remove.set_defaults(handler=cmd_accounts_remove)
     policy = accounts.add_parser("policy", help="show or change an account's stock policy")
     policy.add_argument("name")
     policy.add_argument("--reserve", type=int, help="units kept back per SKU")
@@ -266,12 +343,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="write even if a guard (empty/shrunk snapshot, mass ending) holds the writes; audited")
     sync.set_defaults(handler=cmd_sync)
 
-    history = sub.add_parser("history", help="show recorded writes")
+    history = sub.add_parser("history", help="show recorded writes, newest first")
     history.add_argument("--sku")
     history.add_argument("--offer")
     history.add_argument("--account")
+    history.add_argument("--run", metavar="RUN_ID", help="only the writes of this run (its id, or the first characters of it)")
+    history.add_argument("--status", choices=["planned", "sent", "success", "failed", "pending", "not_sent"])
+    history.add_argument("--since", metavar="WHEN",
+                         help="only writes planned since: a duration back from now (30m, 2h, 3d, 1w) or an ISO "
+                              "date / date-time, UTC unless it has an offset (2024-05-01, 2024-05-01T10:00)")
+    history.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    history.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     history.add_argument("--limit", type=int, default=200)
     history.set_defaults(handler=cmd_history)
+
+    doctor = sub.add_parser("doctor", help="check settings, databases, Redis, Allegro credentials, tokens and Telegram")
+    doctor.add_argument("--send-test", action="store_true", help="also send a test message to the Telegram chat")
+    doctor.set_defaults(handler=cmd_doctor)
 
     metrics = sub.add_parser("metrics", help="Prometheus metrics").add_subparsers(dest="metrics_command", required=True)
     serve = metrics.add_parser("serve", help="serve the counters kept in Redis as Prometheus text")

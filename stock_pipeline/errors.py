@@ -26,6 +26,15 @@ class AccountNeedsReauthorisationError(AllegroTokenError):
         )
 
 
+class AccountPausedError(AllegroSyncError):
+    """The operator paused the account (`stock-pipeline accounts pause`): no run of it
+    reaches Allegro until it is resumed."""
+
+    def __init__(self, account: str):
+        self.account = account
+        super().__init__(f"account {account!r} is paused; resume it with: stock-pipeline accounts resume {account}")
+
+
 class AllegroOfferNotFoundError(AllegroSyncError):
     """The offer does not exist (404) or does not belong to this account."""
 

@@ -26,9 +26,10 @@ from stock_pipeline.defs.automation import account_sync_job
 from stock_pipeline.defs.rehearsal import account_rehearsal, rehearse_account_sync
 from stock_pipeline.defs.run_outcome import read_run_outcome, step_failures, step_metadata
 from stock_pipeline.defs.tags import ACCOUNT_TAG, OVERRIDE_TAG
+from stock_pipeline.errors import AccountPausedError
 from stock_pipeline.settings import Settings
 from stock_pipeline.store.accounts import AccountStore
-from stock_pipeline.store.schema import engine_for
+from stock_pipeline.store.schema import ACCOUNT_PAUSED, engine_for
 from stock_pipeline.store.writes_log import WritesLog
 
 
@@ -78,11 +79,15 @@ def select_accounts(database_url: str, requested: list[str] | None) -> list[str]
     store = AccountStore(engine_for(database_url))
     if not requested:
         return [a.name for a in store.list(only_active=True)]
-    known = {a.name for a in store.list()}
+    known = {a.name: a.status for a in store.list()}
     unknown = [name for name in requested if name not in known]
     if unknown:
         raise ValueError(f"unknown account(s): {', '.join(unknown)}; registered: {', '.join(known) or 'none'} "
                          "(add one with: stock-pipeline accounts add NAME)")
+    # Refused here rather than left to the run: a paused account is the operator's decision, not a failure.
+    paused = [name for name in dict.fromkeys(requested) if known[name] == ACCOUNT_PAUSED]
+    if paused:
+        raise ValueError("; ".join(str(AccountPausedError(name)) for name in paused))
     return list(dict.fromkeys(requested))
 
 

@@ -126,6 +126,20 @@ def test_token_endpoint_checks_client_credentials_and_grant(sim):
     assert refresh(sim, token).status_code == 200
 
 
+def test_client_credentials_grant_gives_an_application_token_that_acts_for_no_seller(sim):
+    token = sim.add_seller("shop-a")
+    answer = token_call(sim, grant_type="client_credentials")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["token_type"] == "bearer" and body["expires_in"] == 43199 and "refresh_token" not in body
+    listing = httpx.get(f"{sim.api_url}/sale/offers", headers={
+        "Authorization": f"Bearer {body['access_token']}", "Accept": MEDIA, "User-Agent": USER_AGENT})
+    assert listing.status_code == 401 and listing.json()["error"] == "invalid_token"
+    wrong = token_call(sim, auth=("demo-client", "nope"), grant_type="client_credentials")
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+    assert refresh(sim, token).status_code == 200  # no seller's refresh token was touched
+
+
 def test_refresh_grant_accepts_a_form_body(sim):
     token = sim.add_seller("shop-a")
     answer = httpx.post(f"{sim.auth_url}/token", data={"grant_type": "refresh_token", "refresh_token": token},
@@ -579,6 +593,19 @@ def test_telegram_checks_length_and_required_fields(telegram):
     assert send(telegram, text="hi").json()["description"] == "Bad Request: chat_id is empty"
     assert send(telegram, chat_id=1, text="").json()["description"] == "Bad Request: message text is empty"
     assert httpx.post(f"{telegram.api_url}/bot123:ABC/getUpdates").status_code == 404
+
+
+def test_telegram_get_me_answers_the_bot_and_unknown_tokens_get_401(telegram):
+    me = httpx.get(f"{telegram.api_url}/bot123:ABC/getMe")
+    assert me.status_code == 200 and me.json()["ok"] is True and me.json()["result"]["is_bot"] is True
+    assert me.json()["result"]["username"] == "fake_stock_bot"
+    telegram.accepted_tokens = {"123:ABC"}
+    assert httpx.get(f"{telegram.api_url}/bot123:ABC/getMe").status_code == 200
+    rejected = httpx.get(f"{telegram.api_url}/bot999:XYZ/getMe")
+    assert rejected.status_code == 401 and rejected.json() == {"ok": False, "error_code": 401,
+                                                               "description": "Unauthorized"}
+    assert httpx.post(f"{telegram.api_url}/bot999:XYZ/sendMessage", json={"chat_id": 1, "text": "x"}).status_code == 401
+    assert telegram.messages == []
 
 
 def test_telegram_fail_next_answers_429_with_retry_after(telegram):

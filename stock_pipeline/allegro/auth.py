@@ -26,6 +26,10 @@ class InvalidGrantError(AllegroTokenError):
     """The authorisation server rejected the refresh token or device code for good."""
 
 
+class InvalidClientError(AllegroTokenError):
+    """The authorisation server does not accept the client_id and client secret."""
+
+
 @dataclass(frozen=True)
 class TokenPair:
     access_token: str
@@ -96,6 +100,18 @@ class AllegroAuth:
             # Allegro's description echoes the token itself: keep only the error code.
             raise InvalidGrantError("refresh token rejected by Allegro (invalid_grant)")
         raise AllegroTokenError(f"token refresh failed: HTTP {response.status_code} {redact_text(detail)}")
+
+    def check_client(self) -> int:
+        """Proves Allegro accepts the client_id and secret, with the client_credentials
+        grant: it asks for an application token and drops it, so no seller's single-use
+        refresh token is spent. Returns the lifetime Allegro gave that token (seconds)."""
+        response = self._post("token", {"grant_type": "client_credentials"})
+        if response.status_code == 200:
+            return int(response.json().get("expires_in", 0))
+        detail = redact_text(error_detail(response))
+        if response.status_code == 401 or "invalid_client" in detail:
+            raise InvalidClientError(f"Allegro rejected the client credentials: HTTP {response.status_code} {detail}")
+        raise AllegroTokenError(f"client_credentials grant failed: HTTP {response.status_code} {detail}")
 
     def start_device_flow(self) -> DeviceAuthorisation:
         response = self._post("device", {"client_id": self._client_id})

@@ -23,6 +23,7 @@ from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDat
 from stock_pipeline.defs.tags import OVERRIDE_TAG
 from stock_pipeline.errors import (
     AccountNeedsReauthorisationError,
+    AccountPausedError,
     AllegroSyncError,
     PipelineDatabaseUnavailableError,
     RateLimiterUnavailableError,
@@ -57,7 +58,7 @@ def failures_as_sentences(account: str | None = None):
     except (StockSourceError, SettingsError) as exc:
         raise Failure(description=str(exc), metadata={"problem": PROBLEM_CONFIGURATION},
                       allow_retries=False) from None
-    except AccountNeedsReauthorisationError as exc:
+    except (AccountNeedsReauthorisationError, AccountPausedError) as exc:
         raise Failure(description=str(exc), metadata={"problem": PROBLEM_ACCOUNT, "account": account or ""},
                       allow_retries=False) from None
     except (PipelineDatabaseUnavailableError, RateLimiterUnavailableError) as exc:

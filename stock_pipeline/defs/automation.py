@@ -62,13 +62,17 @@ def active_accounts(pipeline_db: PipelineDatabase) -> list[str]:
 
 
 @sensor(job=account_sync_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
-        description="Keeps the `accounts` partitions equal to the active accounts in the pipeline database.")
+        description="Keeps the `accounts` partitions equal to the accounts registered in the pipeline database "
+                    "(paused and needs_reauth included; removed accounts are dropped).")
 def account_partitions_sensor(context: SensorEvaluationContext, pipeline_db: PipelineDatabase):
-    wanted = set(active_accounts(pipeline_db))
+    # Every registered account, not only the active ones: a paused or needs_reauth account
+    # keeps its partition, so its runs and materialisations stay visible in the UI. Which
+    # accounts are synced is the schedule's business (active only).
+    wanted = {a.name for a in pipeline_db.accounts().list()}
     existing = set(context.instance.get_dynamic_partitions(accounts_partitions.name))
     to_add, to_remove = sorted(wanted - existing), sorted(existing - wanted)
     if not to_add and not to_remove:
-        return SkipReason(f"partitions already match {len(wanted)} active accounts")
+        return SkipReason(f"partitions already match {len(wanted)} registered accounts")
     requests = []
     if to_add:
         requests.append(accounts_partitions.build_add_request(to_add))

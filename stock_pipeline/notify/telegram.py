@@ -80,7 +80,8 @@ def _append_within_limit(text: str, lines: list[str], footer: str) -> str:
 class TelegramNotifier:
     def __init__(self, api_url: str, bot_token: str, chat_id: str, *, timeout: float = 10.0, max_attempts: int = 3,
                  sleep: Callable[[float], None] = time.sleep):
-        self._url = f"{api_url.rstrip('/')}/bot{bot_token}/sendMessage"
+        self._bot_url = f"{api_url.rstrip('/')}/bot{bot_token}"  # holds the token: never logged or shown
+        self._url = f"{self._bot_url}/sendMessage"
         self._chat_id = chat_id
         self._timeout = timeout
         self._max_attempts = max_attempts
@@ -108,6 +109,19 @@ class TelegramNotifier:
                 continue
             # The bot token is part of the URL: only Telegram's description is reported.
             raise TelegramError(f"Telegram rejected the message: HTTP {response.status_code} {body.get('description', '')}")
+
+
+    def bot_name(self) -> str:
+        """getMe: proves the bot token is valid without sending anything; returns @username."""
+        try:
+            response = httpx.get(f"{self._bot_url}/getMe", timeout=self._timeout, headers={"User-Agent": USER_AGENT})
+        except httpx.HTTPError as exc:
+            raise TelegramError(f"cannot reach the Telegram API: {type(exc).__name__}") from None
+        body = _json(response)
+        if response.status_code != 200 or not body.get("ok"):
+            raise TelegramError(f"Telegram rejected the bot token: HTTP {response.status_code} {body.get('description', '')}")
+        bot = body.get("result") or {}
+        return f"@{bot['username']}" if bot.get("username") else str(bot.get("first_name", "?"))
 
 
 def _json(response: httpx.Response) -> dict:

@@ -1,5 +1,6 @@
 """Allegro's authorisation server at /auth/oauth: the refresh_token grant with single-use
-rotation, the device flow, the 20-session cap and revocation.
+rotation, the device flow, the client_credentials grant (an application token, no
+seller behind it), the 20-session cap and revocation.
 
 Tokens are opaque random strings; only this store knows what they mean.
 """
@@ -18,6 +19,7 @@ from typing import Mapping
 from stock_pipeline.simulator.loopback import Reply
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+CLIENT_CREDENTIALS_GRANT = "client_credentials"
 SCOPE = "allegro:api:sale:offers:read allegro:api:sale:offers:write"
 MAX_SESSIONS_PER_SELLER = 20
 DEVICE_CODE_LIFETIME = 3600
@@ -73,6 +75,7 @@ class TokenStore:
         self._by_refresh: dict[str, _Session] = {}
         self._by_access: dict[str, _Session] = {}
         self._device_grants: dict[str, _DeviceGrant] = {}  # by device code
+        self._application_tokens: dict[str, float] = {}  # client_credentials tokens -> expiry
 
     def new_session(self, login: str) -> str:
         """A new authorisation of `login`; returns its refresh token."""
@@ -97,6 +100,9 @@ class TokenStore:
         """The login the access token acts for."""
         with self._lock:
             session = self._by_access.get(access_token)
+            if session is None and access_token in self._application_tokens:
+                # Allegro's /sale resources act for a seller; an application token has none.
+                raise InvalidToken("Application token (client_credentials) cannot act for a seller")
             if session is None:
                 raise InvalidToken("Invalid access token")
             if time.time() >= session.access_expires_at:
@@ -128,6 +134,15 @@ class TokenStore:
             "allegro_api": True,
             "jti": str(uuid.uuid4()),
         }
+
+    def application_token(self) -> dict:
+        """The client_credentials answer: an access token for the application itself, no
+        refresh token (the client simply asks again)."""
+        with self._lock:
+            token = _new_token()
+            self._application_tokens[token] = time.time() + self.access_token_ttl
+            return {"access_token": token, "token_type": "bearer", "expires_in": self.access_token_ttl,
+                    "scope": "allegro:api", "allegro_api": True, "jti": str(uuid.uuid4())}
 
     def revoke(self, login: str) -> None:
         with self._lock:
@@ -226,7 +241,7 @@ class OAuthServer:
             "interval": self.device_interval,
         }, content_type=OAUTH_CONTENT_TYPE)
 
-    def _token(self, params: Mapping[str, str]) -> tuple[str, dict]:
+    def _token(self, params: Mapping[str, str]) -> tuple[str | None, dict]:
         grant_type = params.get("grant_type")
         if grant_type == "refresh_token":
             if not params.get("refresh_token"):
@@ -236,4 +251,6 @@ class OAuthServer:
             if not params.get("device_code"):
                 raise OAuthError(400, "invalid_request", "device_code parameter missing")
             return self.tokens.poll_device(params["device_code"], self.auto_approve_login)
+        if grant_type == CLIENT_CREDENTIALS_GRANT:
+            return None, self.tokens.application_token()
         raise OAuthError(400, "unsupported_grant_type", f"grant_type {grant_type!r} is not supported here")

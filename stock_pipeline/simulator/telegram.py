@@ -1,5 +1,6 @@
-"""FakeTelegram: the part of the Telegram Bot API the pipeline's alerts use
-(POST /bot{token}/sendMessage), on loopback, with Telegram's checks and error bodies."""
+"""FakeTelegram: the part of the Telegram Bot API the pipeline uses (sendMessage for
+alerts, getMe for `stock-pipeline doctor`), on loopback, with Telegram's checks and
+error bodies."""
 
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ class FakeTelegram(LoopbackServer):
         self._failures_left = 0
         self._retry_after = 0
         self._next_message_id = 1
+        # None: any bot token is accepted. A set: only these, others get Telegram's 401.
+        self.accepted_tokens: set[str] | None = None
 
     @property
     def api_url(self) -> str:
@@ -84,15 +87,21 @@ class FakeTelegram(LoopbackServer):
 
     def call(self, http_method: str, path: str, params: dict[str, Any]) -> Reply:
         found = _METHOD_PATH.match(path)
-        if found is None or found["method"].lower() != "sendmessage":
+        if found is None or found["method"].lower() not in ("sendmessage", "getme"):
             return _failure(404, "Not Found")
         if http_method not in ("GET", "POST"):
             return _failure(405, "Method Not Allowed")
         with self._lock:
+            if self.accepted_tokens is not None and found["token"] not in self.accepted_tokens:
+                return _failure(401, "Unauthorized")
             if self._failures_left > 0:
                 self._failures_left -= 1
                 return _failure(429, f"Too Many Requests: retry after {self._retry_after}",
                                 parameters={"retry_after": self._retry_after})
+        if found["method"].lower() == "getme":
+            return Reply(200, {"ok": True, "result": {**BOT_USER, "can_join_groups": True,
+                                                      "can_read_all_group_messages": False,
+                                                      "supports_inline_queries": False}})
         return self._send_message(found["token"], params)
 
     def _send_message(self, token: str, params: dict[str, Any]) -> Reply:

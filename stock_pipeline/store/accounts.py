@@ -6,6 +6,10 @@ new pair is committed before anyone uses it. A process whose access token got 40
 re-reads the stored row first: another process has usually refreshed already, and
 refreshing again would replay a used refresh token.
 
+An account is `active` (synced), `needs_reauth` (Allegro rejected its refresh token;
+`accounts add` fixes it) or `paused` (by the operator; `accounts resume`). Only active
+accounts reach Allegro: any other status stops a run at its first token read.
+
 Tokens are encrypted at rest with TOKEN_ENCRYPTION_KEY (see store/token_crypto.py);
 without a key they are never written, and a refresh is refused before it spends the
 refresh token rather than after.
@@ -22,10 +26,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from stock_pipeline.allegro.auth import AllegroAuth, InvalidGrantError, TokenPair
-from stock_pipeline.errors import AccountNeedsReauthorisationError, AllegroTokenError
+from stock_pipeline.errors import AccountNeedsReauthorisationError, AccountPausedError, AllegroTokenError
 from stock_pipeline.logs import get_logger, remember_secrets
-from stock_pipeline.store.schema import ACCOUNT_ACTIVE, ACCOUNT_NEEDS_REAUTH, accounts, aware_utc
-from stock_pipeline.store.token_crypto import TokenCipher
+from stock_pipeline.store.ended_offers import ended_offers
+from stock_pipeline.store.policies import account_policies
+from stock_pipeline.store.schema import (
+    ACCOUNT_ACTIVE,
+    ACCOUNT_NEEDS_REAUTH,
+    ACCOUNT_PAUSED,
+    accounts,
+    aware_utc,
+    writes,
+)
+from stock_pipeline.store.sync_status import sync_status
+from stock_pipeline.store.token_crypto import TokenCipher, TokenEncryptionError, is_encrypted
 
 log = get_logger(__name__)
 
@@ -50,6 +64,27 @@ class Account:
     updated_at: datetime | None
 
 
+@dataclass(frozen=True)
+class StoredTokens:
+    """What is stored for an account's tokens, never the tokens themselves (for `doctor`)."""
+
+    name: str
+    status: str
+    access_expires_at: datetime | None
+    last_error: str | None
+    has_access_token: bool
+    has_refresh_token: bool
+    encrypted: bool
+    problem: str | None  # why the stored tokens cannot be opened with TOKEN_ENCRYPTION_KEY
+
+
+@dataclass(frozen=True)
+class RemovedAccount:
+    name: str
+    deleted: dict[str, int]  # table -> rows deleted
+    writes_kept: int
+
+
 _aware = aware_utc
 
 
@@ -62,14 +97,16 @@ class AccountStore:
         self._local_locks_guard = threading.Lock()
 
     def save_tokens(self, name: str, pair: TokenPair) -> None:
-        """Creates or re-authorises an account with a fresh token pair."""
+        """Creates or re-authorises an account with a fresh token pair. A paused account
+        stays paused: re-authorising fixes its tokens, resuming is the operator's call."""
         validate_account_name(name)
-        values = dict(self._sealed(name, pair), status=ACCOUNT_ACTIVE, last_error=None,
-                      updated_at=datetime.now(timezone.utc))
+        values = dict(self._sealed(name, pair), last_error=None, updated_at=datetime.now(timezone.utc))
+        keep_paused = sa.case((accounts.c.status == ACCOUNT_PAUSED, ACCOUNT_PAUSED), else_=ACCOUNT_ACTIVE)
         with self.engine.begin() as conn:
-            updated = conn.execute(accounts.update().where(accounts.c.name == name).values(**values)).rowcount
+            updated = conn.execute(accounts.update().where(accounts.c.name == name)
+                                   .values(**values, status=keep_paused)).rowcount
             if not updated:
-                conn.execute(accounts.insert().values(name=name, **values))
+                conn.execute(accounts.insert().values(name=name, status=ACCOUNT_ACTIVE, **values))
 
     def list(self, only_active: bool = False) -> list[Account]:
         query = sa.select(accounts.c.name, accounts.c.status, accounts.c.access_expires_at,
@@ -87,6 +124,69 @@ class AccountStore:
         with self.engine.begin() as conn:
             conn.execute(accounts.update().where(accounts.c.name == name)
                          .values(status=status, last_error=error, updated_at=datetime.now(timezone.utc)))
+
+    def require(self, name: str) -> Account:
+        """The account, or ValueError naming the registered ones."""
+        account = self.get(name)
+        if account is None:
+            known = ", ".join(a.name for a in self.list()) or "none"
+            raise ValueError(f"unknown account {name!r}; registered: {known}")
+        return account
+
+    def pause(self, name: str) -> Account:
+        """Stops every sync of the account (schedule, `sync`, runs launched by hand) until
+        resumed. Its last error stays: it tells `resume` whether the tokens still need fixing."""
+        before = self.require(name)
+        with self.engine.begin() as conn:
+            conn.execute(accounts.update().where(accounts.c.name == name)
+                         .values(status=ACCOUNT_PAUSED, updated_at=datetime.now(timezone.utc)))
+        return before
+
+    def resume(self, name: str) -> str:
+        """Un-pauses the account; returns its new status. An account paused while its refresh
+        token was rejected goes back to needs_reauth, not to active: its tokens are still dead."""
+        before = self.require(name)
+        if before.status != ACCOUNT_PAUSED:
+            return before.status
+        status = ACCOUNT_NEEDS_REAUTH if before.last_error else ACCOUNT_ACTIVE
+        with self.engine.begin() as conn:
+            conn.execute(accounts.update().where(accounts.c.name == name, accounts.c.status == ACCOUNT_PAUSED)
+                         .values(status=status, updated_at=datetime.now(timezone.utc)))
+        return status
+
+    def remove(self, name: str) -> RemovedAccount:
+        """Deletes the account with its tokens and everything kept to sync it (policy,
+        offers it ended, last sync status), in one transaction. The writes log is the
+        audit trail: its rows of the account stay."""
+        self.require(name)
+        deleted: dict[str, int] = {}
+        with self.engine.begin() as conn:
+            for table, column in ((ended_offers, ended_offers.c.account), (account_policies, account_policies.c.account),
+                                  (sync_status, sync_status.c.account), (accounts, accounts.c.name)):
+                deleted[table.name] = conn.execute(table.delete().where(column == name)).rowcount
+            kept = conn.execute(sa.select(sa.func.count()).select_from(writes).where(writes.c.account == name)).scalar()
+        log.info("account_removed", account=name, deleted=deleted, writes_kept=kept)
+        return RemovedAccount(name, deleted, int(kept or 0))
+
+    def stored_tokens(self) -> list[StoredTokens]:
+        """Each account's token state, opening the stored tokens to prove the key fits."""
+        query = sa.select(accounts).order_by(accounts.c.name)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        states = []
+        for row in rows:
+            problem = None
+            try:
+                for stored in (row.access_token, row.refresh_token):
+                    self._opened(row.name, stored)
+            except TokenEncryptionError as exc:
+                problem = str(exc)
+            states.append(StoredTokens(
+                name=row.name, status=row.status, access_expires_at=_aware(row.access_expires_at),
+                last_error=row.last_error, has_access_token=bool(row.access_token),
+                has_refresh_token=bool(row.refresh_token),
+                encrypted=all(is_encrypted(v) for v in (row.access_token, row.refresh_token) if v), problem=problem))
+        return states
 
     def check_can_store_tokens(self, name: str) -> None:
         """Raises TokenEncryptionError when tokens could not be stored; call before spending a token."""
@@ -144,6 +244,8 @@ class AccountTokens:
         return bool(row.access_token) and expires is not None and expires - datetime.now(timezone.utc) > REFRESH_MARGIN
 
     def _check_active(self, row) -> None:
+        if row.status == ACCOUNT_PAUSED:
+            raise AccountPausedError(self._name)
         if row.status != ACCOUNT_ACTIVE:
             raise AccountNeedsReauthorisationError(self._name, row.last_error or row.status)
 

@@ -18,6 +18,7 @@ metadata = sa.MetaData()
 
 ACCOUNT_ACTIVE = "active"
 ACCOUNT_NEEDS_REAUTH = "needs_reauth"
+ACCOUNT_PAUSED = "paused"  # by the operator: kept, shown, never synced until resumed
 
 accounts = sa.Table(
     "accounts", metadata,

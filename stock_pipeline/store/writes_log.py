@@ -89,12 +89,28 @@ class WritesLog:
         with self.engine.connect() as conn:
             return {status: int(count) for status, count in conn.execute(query)}
 
+    def count_by_account(self, status: str) -> dict[str, int]:
+        """How many writes of each account are in `status` now (e.g. pending: Allegro has
+        not reported them yet), whichever run planned them."""
+        query = (sa.select(writes.c.account, sa.func.count()).where(writes.c.status == status)
+                 .group_by(writes.c.account))
+        with self.engine.connect() as conn:
+            return {account: int(count) for account, count in conn.execute(query)}
+
     def history(self, *, sku: str | None = None, offer_id: str | None = None, account: str | None = None,
-                run_id: str | None = None, status: str | None = None, limit: int = 200) -> pd.DataFrame:
+                run_id: str | None = None, status: str | None = None, since: datetime | None = None,
+                run_id_prefix: str | None = None, limit: int = 200) -> pd.DataFrame:
+        """The newest `limit` writes matching every filter given; `since` keeps writes
+        planned at or after that moment, `run_id_prefix` the runs whose id starts so (the
+        short ids tables show)."""
         query = sa.select(writes).order_by(writes.c.id.desc()).limit(limit)
         for column, value in ((writes.c.sku, sku), (writes.c.offer_id, offer_id), (writes.c.account, account),
                               (writes.c.run_id, run_id), (writes.c.status, status)):
             if value is not None:
                 query = query.where(column == value)
+        if since is not None:
+            query = query.where(writes.c.created_at >= since)
+        if run_id_prefix is not None:
+            query = query.where(writes.c.run_id.startswith(run_id_prefix, autoescape=True))
         with self.engine.connect() as conn:
             return pd.DataFrame(conn.execute(query).mappings().all(), columns=[c.name for c in writes.columns])
