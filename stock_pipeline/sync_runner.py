@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from dagster import DagsterInstance, Definitions
+from dagster import DagsterInstance, Definitions, colored_console_logger, logger
 
 from stock_pipeline.defs.assets import accounts_partitions
 from stock_pipeline.defs.automation import account_sync_job, step_failure_message
 from stock_pipeline.defs.tags import ACCOUNT_TAG, DRY_RUN_TAG, OVERRIDE_TAG
+from stock_pipeline.run_log import FORWARDED
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import engine_for
 
@@ -60,6 +61,15 @@ def _failure(result) -> str | None:
     return None if result.success else "run failed"
 
 
+@logger(colored_console_logger.config_schema,
+        description="Dagster's console logger without the lines stock_pipeline forwards to the run's event log: "
+                    "the terminal already shows them on stderr.")
+def terminal_console_logger(init_context):
+    console = colored_console_logger.logger_fn(init_context)
+    console.addFilter(lambda record: not getattr(record, FORWARDED, False))
+    return console
+
+
 def select_accounts(database_url: str, requested: list[str] | None) -> list[str]:
     store = AccountStore(engine_for(database_url))
     if not requested:
@@ -80,7 +90,7 @@ def sync_accounts(defs: Definitions, accounts: list[str], *, dry_run: bool = Fal
     missing = [a for a in accounts if a not in existing]
     if missing:
         instance.add_dynamic_partitions(accounts_partitions.name, missing)
-    job = defs.resolve_job_def(account_sync_job.name)
+    job = defs.resolve_job_def(account_sync_job.name).with_logger_defs({"console": terminal_console_logger})
     summaries = []
     for account in accounts:
         started = time.monotonic()
