@@ -5,6 +5,11 @@ them while the rest are being sent. Phase one sets quantities and ends offers; p
 two re-activates offers whose quantity is in place (ACTIVATE needs stock > 0). A
 command whose tasks are still NEW when the polling bound runs out is recorded as
 `pending`, never as success; the next run asks Allegro again.
+
+Each decision is logged (and so reaches the run's event log, see ``run_log``): the
+plan, each command sent and each poll of it, the recheck of earlier pending writes.
+PATCHes can number thousands, so they are summed up: a line per ``PATCH_LOG_EVERY``
+PATCHes or ``PATCH_LOG_SECONDS``, whichever comes first, and one for the rest.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ QUANTITY_RESOURCE = "offer-quantity-change-commands"
 PUBLICATION_RESOURCE = "offer-publication-commands"
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 Key = tuple[str, str]  # (offer_id, action)
+PATCH_LOG_EVERY = 100
+PATCH_LOG_SECONDS = 2.0
+PATCH_LOG_SHOWN = 5  # a summary of this many PATCHes or fewer names each offer and value
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,49 @@ def _no_progress(stage: str, done: int, total: int) -> None:
     pass
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def _command_kind(resource: str | None, action: str) -> str:
+    return "quantity command" if resource == QUANTITY_RESOURCE else f"{action.upper()} command"
+
+
+class _PatchSummary:
+    """Counts PATCHes and their answers between two log lines."""
+
+    def __init__(self, account: str, planned: int, clock: Callable[[], float]):
+        self._account = account
+        self._planned = planned
+        self._clock = clock
+        self._since = clock()
+        self._sent = 0
+        self._counts: dict[str, int] = {}
+        self._shown: list[str] = []
+        self._batch = 0
+
+    def add(self, offer_id: str, value: int, answer: str) -> None:
+        """`answer`: done (200), accepted (202, polled later), pending or failed."""
+        self._batch += 1
+        self._sent += 1
+        self._counts[answer] = self._counts.get(answer, 0) + 1
+        if len(self._shown) < PATCH_LOG_SHOWN:
+            self._shown.append(f"{offer_id}→{value}")
+        if self._batch >= PATCH_LOG_EVERY or self._clock() - self._since >= PATCH_LOG_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._batch:
+            return
+        answers = ", ".join(f"{n} {answer}" for answer, n in self._counts.items())
+        shown = f" [{', '.join(self._shown)}]" if self._batch <= PATCH_LOG_SHOWN else ""
+        level = log.warning if self._counts.get(FAILED) else log.info
+        level("patches_sent", account=self._account, sent=self._batch, total_sent=self._sent, planned=self._planned,
+              answers=dict(self._counts),
+              msg=f"PATCH ×{self._batch} ({self._sent}/{self._planned}){shown}: {answers}")
+        self._since, self._batch, self._counts, self._shown = self._clock(), 0, {}, []
+
+
 class WriteApplier:
     def __init__(self, client: AllegroClient, writes_log: WritesLog, *, run_id: str, account: str,
                  poll: PollPolicy = PollPolicy(), progress: Progress = _no_progress,
@@ -75,11 +126,20 @@ class WriteApplier:
         self._command_ids: dict[Key, str] = {}
         self._done = 0
         self._total = 0
+        self._operations_polled = 0  # polls of asynchronous PATCHes' operations, by _await
+        self._operations_timed_out = 0
 
     def apply(self, plan: pd.DataFrame) -> pd.DataFrame:
         """Returns the plan with `command_id`, `status` (success/failed/pending/not_sent) and `error`."""
         self._log.record_planned(self._run_id, self._account, plan)
         self._total = len(plan)
+        commands = plan[plan["method"] != METHOD_PATCH]
+        count, patches = int(commands["batch"].nunique()), len(plan) - len(commands)
+        calls = ([f"{_count(count, 'command')} ({_count(len(commands), 'offer')})"] if count else []) + (
+            [_count(patches, "PATCH", "PATCHes")] if patches else [])
+        log.info("writes_planned", account=self._account, changes=len(plan), commands=count,
+                 command_offers=len(commands), patches=patches,
+                 msg=f"writing {len(plan)} changes: {', '.join(calls)}" if len(plan) else "nothing to write")
         activations = plan[plan["action"] == ACTION_ACTIVATE]
         self._run_phase(plan[plan["action"] != ACTION_ACTIVATE])
         # Only offers whose quantity is in place (or needed none) may be activated.
@@ -105,10 +165,13 @@ class WriteApplier:
             flight = self._send_command(batch)
             if flight:
                 in_flight.append(flight)
-        for row in rows[rows["method"] == METHOD_PATCH].itertuples(index=False):
-            flight = self._send_patch(str(row.offer_id), str(row.action), int(row.after))
+        patches = rows[rows["method"] == METHOD_PATCH]
+        summary = _PatchSummary(self._account, len(patches), self._clock)
+        for row in patches.itertuples(index=False):
+            flight = self._send_patch(str(row.offer_id), str(row.action), int(row.after), summary)
             if flight:
                 in_flight.append(flight)
+        summary.flush()
         self._await(in_flight)
 
     def _send_command(self, batch: pd.DataFrame) -> _InFlight | None:
@@ -116,38 +179,49 @@ class WriteApplier:
         action, method = str(batch["action"].iloc[0]), str(batch["method"].iloc[0])
         command_id = self._new_id()
         self._command_ids.update({(o, action): command_id for o in offer_ids})
+        value = int(batch["after"].iloc[0])
+        resource = QUANTITY_RESOURCE if method == METHOD_QUANTITY_COMMAND else PUBLICATION_RESOURCE
+        kind = _command_kind(resource, action)
         self._log.mark(self._run_id, self._account, action, offer_ids, SENT, command_id=command_id)
         try:
-            if method == METHOD_QUANTITY_COMMAND:
-                self._client.put_quantity_command(command_id, int(batch["after"].iloc[0]), offer_ids)
-                resource = QUANTITY_RESOURCE
+            if resource == QUANTITY_RESOURCE:
+                self._client.put_quantity_command(command_id, value, offer_ids)
             else:
                 self._client.put_publication_command(command_id, "ACTIVATE" if action == ACTION_ACTIVATE else "END",
                                                      offer_ids)
-                resource = PUBLICATION_RESOURCE
         except AllegroApiError as exc:
+            log.warning("command_rejected", account=self._account, command_id=command_id, error=str(exc),
+                        offers=len(offer_ids), msg=f"{kind} {command_id} rejected, {len(offer_ids)} offers failed: {exc}")
             self._finish(offer_ids, action, FAILED, str(exc))
             return None
+        log.info("command_sent", account=self._account, kind=kind, command_id=command_id, action=action,
+                 value=value if resource == QUANTITY_RESOURCE else None, offers=len(offer_ids),
+                 msg=f"sent {kind} {command_id}: " + (f"stock {value} on {len(offer_ids)} offers"
+                                                       if resource == QUANTITY_RESOURCE else f"{len(offer_ids)} offers"))
         now = self._clock()
         return _InFlight(command_id, resource, action, offer_ids, now + self._poll.first_poll_after,
                          self._poll.first_poll_after, now + self._poll.timeout)
 
-    def _send_patch(self, offer_id: str, action: str, value: int) -> _InFlight | None:
+    def _send_patch(self, offer_id: str, action: str, value: int, summary: _PatchSummary) -> _InFlight | None:
         self._log.mark(self._run_id, self._account, action, [offer_id], SENT)
         try:
             outcome = self._client.patch_stock(offer_id, value)
         except (AllegroApiError, AllegroOfferNotFoundError) as exc:
+            summary.add(offer_id, value, FAILED)
             self._finish([offer_id], action, FAILED, str(exc))
             return None
         if outcome.status == 202 and not outcome.operation_url:  # accepted, but nothing to ask about it
+            summary.add(offer_id, value, PENDING)
             self._finish([offer_id], action, PENDING, "accepted (202) without an operation to check")
             return None
         if outcome.status == 202:
+            summary.add(offer_id, value, "accepted")
             self._log.mark(self._run_id, self._account, action, [offer_id], SENT, operation_url=outcome.operation_url)
             wait = outcome.retry_after if outcome.retry_after is not None else self._poll.first_poll_after
             now = self._clock()
             return _InFlight(outcome.operation_url, None, action, [offer_id], now + wait, max(wait, 0.1),
                              now + self._poll.timeout)
+        summary.add(offer_id, value, "done")
         self._finish([offer_id], action, SUCCESS, None)
         return None
 
@@ -176,6 +250,8 @@ class WriteApplier:
         self._progress("writes", self._done, self._total)
 
     def _await(self, in_flight: list[_InFlight]) -> None:
+        operations = sum(1 for f in in_flight if f.resource is None)
+        self._operations_polled = self._operations_timed_out = 0
         while in_flight:
             now = self._clock()
             due = min(in_flight, key=lambda f: f.next_poll_at)
@@ -188,9 +264,17 @@ class WriteApplier:
             else:
                 due.interval = min(self._poll.max_interval, due.interval * 2)
                 due.next_poll_at = self._clock() + due.interval
+        if operations:  # PATCH operations are many: one line for all of them
+            timed_out = self._operations_timed_out
+            (log.warning if timed_out else log.info)(
+                "patch_operations_polled", account=self._account, operations=operations, polls=self._operations_polled,
+                still_processing=timed_out,
+                msg=f"{operations - timed_out}/{operations} accepted PATCHes finished ({self._operations_polled} polls)"
+                    + (f"; {timed_out} still processing when polling stopped, recorded pending" if timed_out else ""))
 
     def _poll_once(self, flight: _InFlight) -> bool:
         if flight.resource is None:
+            self._operations_polled += 1
             if self._client.operation_done(flight.key):
                 flight.outcome = {flight.offer_ids[0]: (SUCCESS, None)}
                 return True
@@ -204,7 +288,12 @@ class WriteApplier:
                 errors = task.get("errors") or []
                 detail = "; ".join(str(e.get("message") or e.get("code")) for e in errors if isinstance(e, dict))
                 flight.outcome[offer_id] = (FAILED, task.get("message") or detail or "task failed")
-        return all(o in flight.outcome for o in flight.offer_ids)
+        done = sum(1 for o in flight.offer_ids if o in flight.outcome)
+        failed = sum(1 for o in flight.offer_ids if flight.outcome.get(o, (None,))[0] == FAILED)
+        log.info("command_poll", account=self._account, command_id=flight.key, done=done, total=len(flight.offer_ids),
+                 failed=failed, msg=f"poll {_command_kind(flight.resource, flight.action)} {flight.key}: "
+                                    f"{done}/{len(flight.offer_ids)} done" + (f", {failed} failed" if failed else ""))
+        return done == len(flight.offer_ids)
 
     def _settle(self, flight: _InFlight, timed_out: bool) -> None:
         per_offer = [(o, *flight.outcome.get(o, (PENDING, "still processing when polling stopped")))
@@ -214,9 +303,13 @@ class WriteApplier:
         self._log.mark_each(self._account, [(self._run_id, o, flight.action, s, e) for o, s, e in per_offer])
         self._publication_changed(flight.action, [o for o, s, _ in per_offer if s == SUCCESS])
         self._advance(len(per_offer))
-        if timed_out:
-            log.warning("write_pending", account=self._account, key=flight.key if flight.resource else "patch-operation",
-                        offers=sum(1 for _, s, _ in per_offer if s == PENDING))
+        if timed_out and flight.resource is None:
+            self._operations_timed_out += 1  # summed up by _await
+        elif timed_out:
+            pending = sum(1 for _, s, _ in per_offer if s == PENDING)
+            log.warning("write_pending", account=self._account, key=flight.key, offers=pending,
+                        msg=f"{_command_kind(flight.resource, flight.action)} {flight.key}: {pending} offers still "
+                            "processing when polling stopped, recorded pending (the next run asks again)")
 
     def resolve_pending(self) -> int:
         """Asks Allegro once more about writes earlier runs left `pending`; returns how
@@ -224,6 +317,13 @@ class WriteApplier:
         record; what Allegro no longer knows is marked failed; nothing becomes success
         without Allegro's word."""
         pending = self._log.pending(self._account)
+        commands = int(pending["command_id"].nunique())
+        operations = int(pending.loc[pending["command_id"].isna(), "operation_url"].nunique())
+        log.info("pending_recheck", account=self._account, pending=len(pending), commands=commands, operations=operations,
+                 msg=f"rechecking {_count(len(pending), 'write')} pending from earlier runs ({_count(commands, 'command')}, "
+                     f"{_count(operations, 'PATCH operation')})" if len(pending) else "no writes pending from earlier runs")
+        if pending.empty:
+            return 0
         still = 0
         for (command_id, action), rows in pending[pending["command_id"].notna()].groupby(["command_id", "action"]):
             resource = QUANTITY_RESOURCE if rows["method"].iloc[0] == METHOD_QUANTITY_COMMAND else PUBLICATION_RESOURCE
@@ -240,7 +340,10 @@ class WriteApplier:
             except (AllegroOfferNotFoundError, AllegroApiError) as exc:
                 outcome = (FAILED, f"could not be re-checked: {exc}")
             still += self._settle_earlier(rows, {o: outcome for o in rows["offer_id"]} if outcome else {})
-        return still + int((pending["command_id"].isna() & pending["operation_url"].isna()).sum())
+        still += int((pending["command_id"].isna() & pending["operation_url"].isna()).sum())
+        log.info("pending_rechecked", account=self._account, settled=len(pending) - still, still_pending=still,
+                 msg=f"pending writes from earlier runs: {len(pending) - still} settled, {still} still pending")
+        return still
 
     def _settle_earlier(self, rows: pd.DataFrame, outcome: dict[str, tuple[str, str | None]]) -> int:
         """Records what Allegro said about earlier runs' writes; returns how many it did not settle."""

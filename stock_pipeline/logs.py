@@ -124,7 +124,10 @@ _REDACTED_STDLIB_LOGGERS = ("httpx", "httpcore", "urllib3")
 
 
 def configure_logging(json: bool | None = None, level: int = logging.INFO) -> None:
-    """JSON lines when not on a terminal (production, Dagster daemon), key=value otherwise."""
+    """JSON lines when not on a terminal (production, Dagster daemon), key=value otherwise;
+    inside ``run_log`` each event, once redacted, also goes to the Dagster run's event log."""
+    from stock_pipeline.run_log import forward_to_run_log
+
     if json is None:
         json = not sys.stderr.isatty()
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -135,6 +138,7 @@ def configure_logging(json: bool | None = None, level: int = logging.INFO) -> No
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact_secrets,
+            forward_to_run_log,  # after redaction: the run's event log never sees a secret
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-from dagster import DagsterEventType, DagsterInstance, Definitions
+from dagster import DagsterEventType, DagsterInstance, Definitions, colored_console_logger, logger
 
 from stock_pipeline.definitions import build_definitions
 from stock_pipeline.defs.account_steps import PROBLEM_CONFIGURATION
@@ -27,6 +27,7 @@ from stock_pipeline.defs.rehearsal import account_rehearsal, rehearse_account_sy
 from stock_pipeline.defs.run_outcome import read_run_outcome, step_failures, step_metadata
 from stock_pipeline.defs.tags import ACCOUNT_TAG, OVERRIDE_TAG
 from stock_pipeline.errors import AccountPausedError
+from stock_pipeline.run_log import FORWARDED
 from stock_pipeline.settings import Settings
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import ACCOUNT_PAUSED, engine_for
@@ -73,6 +74,15 @@ def ensure_dagster_home() -> str:
     if not any(isinstance(f, _HideMissingInstanceConfig) for f in dagster_logger.filters):
         dagster_logger.addFilter(_HideMissingInstanceConfig())
     return home
+
+
+@logger(colored_console_logger.config_schema,
+        description="Dagster's console logger without the lines stock_pipeline forwards to the run's event log: "
+                    "the terminal already shows them on stderr.")
+def terminal_console_logger(init_context):
+    console = colored_console_logger.logger_fn(init_context)
+    console.addFilter(lambda record: not getattr(record, FORWARDED, False))
+    return console
 
 
 def select_accounts(database_url: str, requested: list[str] | None) -> list[str]:
@@ -154,9 +164,10 @@ def sync_accounts(settings: Settings, accounts: list[str], *, dry_run: bool = Fa
     if missing:
         instance.add_dynamic_partitions(accounts_partitions.name, missing)
     if dry_run:
-        rehearsal = defs.resolve_job_def(account_rehearsal.name)
+        rehearsal = defs.resolve_job_def(account_rehearsal.name).with_logger_defs({"console": terminal_console_logger})
         return [_rehearse_one(rehearsal, account, instance, verbose) for account in accounts]
-    job = defs.resolve_job_def(account_sync_job.name)
+    job = defs.resolve_job_def(account_sync_job.name).with_logger_defs({"console": terminal_console_logger})
+
     def writes_log() -> WritesLog:  # opened only to read the outcome: a run may fail for want of this very database
         return WritesLog(engine_for(settings.stock_pipeline_database_url))
 

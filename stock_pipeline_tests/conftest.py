@@ -88,6 +88,22 @@ def simulator(client_id):
 
 
 @pytest.fixture
+def issued(monkeypatch):
+    """Every token and device code the simulator hands out from now on (its own store forgets used ones)."""
+    from stock_pipeline.simulator import oauth
+
+    tokens: list[str] = []
+    new_token = oauth._new_token
+
+    def recording() -> str:
+        tokens.append(new_token())
+        return tokens[-1]
+
+    monkeypatch.setattr(oauth, "_new_token", recording)
+    return tokens
+
+
+@pytest.fixture
 def telegram():
     from stock_pipeline.simulator import FakeTelegram
 

@@ -18,7 +18,6 @@ from stock_pipeline.definitions import build_definitions
 from stock_pipeline.errors import AccountNeedsReauthorisationError, SettingsError
 from stock_pipeline.logs import REDACTED, configure_logging, redact_secrets, redact_text
 from stock_pipeline.settings import load_settings
-from stock_pipeline.simulator import oauth
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import accounts, engine_for
 from stock_pipeline.store.token_crypto import TokenEncryptionError
@@ -27,20 +26,6 @@ from stock_pipeline_tests.test_sync_end_to_end import run_cli
 from stock_pipeline_tests.test_tokens import _auth, _expire_stored_token, _token_requests
 
 WRONG_KEY = "cannot decrypt stored tokens of account 'shop-a': TOKEN_ENCRYPTION_KEY does not match the key they were stored with"
-
-
-@pytest.fixture
-def issued(monkeypatch):
-    """Every token and device code the simulator hands out (its own store forgets used ones)."""
-    tokens: list[str] = []
-    new_token = oauth._new_token
-
-    def recording() -> str:
-        tokens.append(new_token())
-        return tokens[-1]
-
-    monkeypatch.setattr(oauth, "_new_token", recording)
-    return tokens
 
 
 def stored(settings, name: str = "shop-a") -> tuple[str, str]:

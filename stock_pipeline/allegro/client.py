@@ -41,6 +41,8 @@ log = get_logger(__name__)
 LISTING_PAGE_SIZE = 1000
 COMMAND_MAX_OFFERS = 1000
 TASKS_PAGE_SIZE = 1000
+# A wait for a rate budget longer than this is logged (shorter ones are the normal pace).
+LOGGED_WAIT_SECONDS = 1.0
 
 
 class AccessTokenSource(Protocol):
@@ -138,8 +140,17 @@ class AllegroClient:
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception()
         self.stats.retries += 1
-        log.warning("allegro_retry", account=self._account, attempt=state.attempt_number,
-                    error=str(exc), sleep=round(state.next_action.sleep, 2))
+        method, path = state.args[0], state.args[1]
+        sleep = round(state.next_action.sleep, 2)
+        log.warning("allegro_retry", account=self._account, attempt=state.attempt_number, error=str(exc), sleep=sleep,
+                    call=f"{method} {path}", msg=f"retry {state.attempt_number}/{self._retry_count} of {method} {path} "
+                                                 f"in {sleep:g} s: {exc}")
+
+    def _acquire(self, limiter: RateLimiter, cost: int, budget: str) -> None:
+        waited = limiter.acquire(cost)
+        if waited > LOGGED_WAIT_SECONDS:
+            log.info("rate_limit_wait", account=self._account, budget=budget, seconds=round(waited, 2),
+                     msg=f"waited {waited:.1f} s for the {budget}")
 
     def request(self, method: str, path: str, *, route: str, params: Any = None,
                 json: Any = None, allowed: tuple[int, ...] = ()) -> httpx.Response:
@@ -170,7 +181,7 @@ class AllegroClient:
         return self._classify(method, path, response, allowed)
 
     def _send_once(self, method, path, route, params, json, token) -> httpx.Response:
-        self._limiter.acquire(1)
+        self._acquire(self._limiter, 1, "shared request budget (all accounts and processes)")
         headers = api_headers() | {"Authorization": f"Bearer {token}"}
         if json is not None:
             headers["Content-Type"] = MEDIA_TYPE
@@ -194,8 +205,13 @@ class AllegroClient:
         if status == 429:
             self.stats.rate_limited += 1
             retry_after = retry_after_seconds(response)
+            pause = retry_after if retry_after is not None else self._rate_limit_pause
             # Everyone sharing the client_id backs off, not just this caller.
-            self._limiter.penalise(retry_after if retry_after is not None else self._rate_limit_pause)
+            self._limiter.penalise(pause)
+            log.warning("rate_limit_pause", account=self._account, call=f"{method} {path}", seconds=round(pause, 2),
+                        retry_after=retry_after is not None,
+                        msg=f"429 on {method} {path}: every process sharing the client_id pauses {pause:g} s "
+                            f"({'Retry-After' if retry_after is not None else 'no Retry-After: ALLEGRO_SYNC_RATE_LIMIT_PAUSE'})")
             raise _Retryable(f"429 {error_detail(response)}", retry_after=retry_after, rate_limited=True)
         if status >= 500:
             raise _Retryable(f"HTTP {status} {error_detail(response)}", retry_after=retry_after_seconds(response))
@@ -217,6 +233,10 @@ class AllegroClient:
             page = self.list_offers_page(offset)
             offers = page.get("offers") or []
             total = int(page.get("totalCount", 0))
+            pages = max(1, -(-total // LISTING_PAGE_SIZE))
+            log.info("listing_page", account=self._account, offset=offset, count=len(offers), total=total,
+                     msg=f"listing page {offset // LISTING_PAGE_SIZE + 1}/{pages} "
+                         + (f"(offers {offset}–{offset + len(offers) - 1} of {total})" if offers else f"(empty, {total} offers)"))
             yield offers, total
             offset += len(offers)
             if not offers or offset >= total:
@@ -226,7 +246,7 @@ class AllegroClient:
         """202 → poll `operation_url`; 409 (a change of this offer is still processed) is retried."""
         body = {"stock": {"available": int(available)}}
         if self._write_budgets:
-            self._write_budgets.patches.acquire(1)
+            self._acquire(self._write_budgets.patches, 1, "account's PATCH budget")
         for attempt in range(self._retry_count + 1):
             response = self.request("PATCH", f"/sale/product-offers/{offer_id}", route="PATCH /sale/product-offers/{id}",
                                     json=body, allowed=(409,))
@@ -259,7 +279,7 @@ class AllegroClient:
         if not 1 <= len(offer_ids) <= COMMAND_MAX_OFFERS:
             raise ValueError(f"a command takes 1..{COMMAND_MAX_OFFERS} offers, got {len(offer_ids)}")
         if self._write_budgets:
-            self._write_budgets.offer_changes.acquire(len(offer_ids))
+            self._acquire(self._write_budgets.offer_changes, len(offer_ids), "account's offer-changes budget")
         body = body | {"offerCriteria": [{"type": "CONTAINS_OFFERS", "offers": [{"id": str(i)} for i in offer_ids]}]}
         # A 409 means this id is registered already: a retry of a PUT that did reach Allegro.
         response = self.request("PUT", f"/sale/{resource}/{command_id}", route=f"PUT /sale/{resource}/{{id}}",

@@ -37,6 +37,7 @@ from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDat
 from stock_pipeline.defs.tags import guards_overridden
 from stock_pipeline.logs import get_logger
 from stock_pipeline.notify.telegram import TelegramError, bad_rows_message
+from stock_pipeline.run_log import in_run_log
 from stock_pipeline.store.account_lock import account_write_lock
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.guard_state import BAD_ROWS_FINGERPRINT, read_value, write_value
@@ -76,6 +77,7 @@ def _alert_new_bad_rows(context: AssetExecutionContext, snapshot: CleanSnapshot,
        description="Stock rows from the seller's warehouse database (STOCK_QUERY), cleaned: SKUs trimmed, bad rows "
                    "(empty SKU; stock NULL, negative, not a whole number, or above STOCK_MAX_PLAUSIBLE_STOCK) excluded, "
                    "counted and named; rows of one SKU are combined later by each account's policy.")
+@in_run_log
 def stock_snapshot(context: AssetExecutionContext, stock_db: StockDatabase, pipeline_db: PipelineDatabase,
                    telegram: TelegramAlerts) -> Output[pd.DataFrame]:
     started = time.monotonic()
@@ -95,6 +97,7 @@ def stock_snapshot(context: AssetExecutionContext, stock_db: StockDatabase, pipe
        deps=[stock_snapshot],
        description="Every offer of the account from GET /sale/offers (1000 per page): offer id, external.id (SKU), "
                    "stock.available, publication.status. Kept per account for later runs.")
+@in_run_log
 def allegro_offers(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase) -> Output[pd.DataFrame]:
     account = context.partition_key
     started = time.monotonic()
@@ -108,6 +111,7 @@ def allegro_offers(context: AssetExecutionContext, allegro: AllegroApi, pipeline
 @asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
        description="Offers whose stock differs from the warehouse under the account's stock policy, with the planned "
                    "write for each (PATCH, quantity command, END or ACTIVATE command, grouped by target value).")
+@in_run_log
 def stock_diff(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase,
                stock_snapshot: pd.DataFrame, allegro_offers: pd.DataFrame) -> Output[pd.DataFrame]:
     with failures_as_sentences(context.partition_key):
@@ -127,6 +131,7 @@ def _forget_offers_ended_no_more(ended: EndedOffers, account: str, offers: pd.Da
                                                "left pending).")],
        description="The writes sent to Allegro and what each did (success / failed / pending). Materialised with "
                    "its figures even when some writes failed; the run then fails, so the failure sensor alerts.")
+@in_run_log
 def stock_updates(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase,
                   stock_diff: pd.DataFrame, allegro_offers: pd.DataFrame):
     account = context.partition_key
