@@ -4,6 +4,7 @@ codes stay stable (0 ok, 1 an account failed, 2 bad input or configuration)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import threading
 import time
@@ -390,7 +391,10 @@ def _glue_option_values(argv: list[str], options: tuple[str, ...] = ("--refresh-
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_glue_option_values(sys.argv[1:] if argv is None else argv))
-    configure_logging(json=True if args.json_logs else None)
+    # A sync's terminal shows progress, the summary and one line per problem; its info
+    # events still reach the run's event log (and the terminal with --verbose).
+    quiet = args.command == "sync" and not args.verbose
+    configure_logging(json=True if args.json_logs else None, terminal_level=logging.WARNING if quiet else logging.INFO)
     try:
         settings = load_settings()
         return args.handler(settings, args)

@@ -123,9 +123,25 @@ class RedactingFilter(logging.Filter):
 _REDACTED_STDLIB_LOGGERS = ("httpx", "httpcore", "urllib3")
 
 
-def configure_logging(json: bool | None = None, level: int = logging.INFO) -> None:
+_METHOD_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "msg": logging.INFO, "warning": logging.WARNING,
+                  "warn": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
+                  "critical": logging.CRITICAL, "fatal": logging.CRITICAL}
+
+
+def _below(terminal_level: int):
+    def drop_below_terminal_level(logger, method_name: str, event_dict: dict) -> dict:
+        if _METHOD_LEVELS.get(method_name, logging.INFO) < terminal_level:
+            raise structlog.DropEvent
+        return event_dict
+
+    return drop_below_terminal_level
+
+
+def configure_logging(json: bool | None = None, level: int = logging.INFO, terminal_level: int = logging.INFO) -> None:
     """JSON lines when not on a terminal (production, Dagster daemon), key=value otherwise;
-    inside ``run_log`` each event, once redacted, also goes to the Dagster run's event log."""
+    inside ``run_log`` each event, once redacted, also goes to the Dagster run's event log.
+    ``terminal_level`` only quiets stderr: a CLI sync prints its summary and problems, while
+    the run's event log still gets every event from ``level`` up."""
     from stock_pipeline.run_log import forward_to_run_log
 
     if json is None:
@@ -139,6 +155,7 @@ def configure_logging(json: bool | None = None, level: int = logging.INFO) -> No
             structlog.processors.format_exc_info,
             redact_secrets,
             forward_to_run_log,  # after redaction: the run's event log never sees a secret
+            _below(terminal_level),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -249,11 +249,11 @@ def test_no_token_or_secret_in_any_output_event_or_config_of_a_full_run(settings
 
     simulator.expire_access_tokens("shop-a")  # a 401 mid-run: re-read, then refresh
     _expire_stored_token(settings.stock_pipeline_database_url, "shop-b")  # a refresh before the first call
-    cli("sync")
+    cli("sync", "--verbose")
     simulator.revoke_tokens("shop-b")  # the failing run: invalid_grant
     _expire_stored_token(settings.stock_pipeline_database_url, "shop-b")
-    cli("sync", expect=1)
-    cli("sync", "--account", "shop-b", expect=1)  # needs_reauth: refused without a call
+    cli("sync", "--verbose", expect=1)  # everything on the terminal: more places for a leak to show
+    cli("sync", "--verbose", "--account", "shop-b", expect=1)  # needs_reauth: refused without a call
     cli("accounts", "list")
     cli("history", "--limit", "5")
     with pytest.raises(AccountNeedsReauthorisationError):
