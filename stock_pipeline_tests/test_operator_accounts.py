@@ -13,7 +13,6 @@ import pandas as pd
 import sqlalchemy as sa
 from dagster import DagsterInstance, SensorResult, build_schedule_context, build_sensor_context
 
-from stock_pipeline.definitions import build_definitions
 from stock_pipeline.core.policy import StockPolicy
 from stock_pipeline.defs.automation import account_partitions_sensor, build_schedule
 from stock_pipeline.defs.resources import PipelineDatabase
@@ -85,7 +84,7 @@ def test_a_run_of_a_paused_account_launched_anyway_stops_before_any_allegro_call
     store(settings).pause("shop-a")
     simulator.reset_requests()
 
-    [summary] = sync_accounts(build_definitions(settings), ["shop-a"])
+    [summary] = sync_accounts(settings, ["shop-a"])
 
     assert not summary.success
     assert PAUSED_SENTENCE in summary.error

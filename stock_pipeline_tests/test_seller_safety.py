@@ -63,7 +63,7 @@ def test_ending_half_the_offers_is_held_until_overridden_and_the_override_is_aud
     assert len(ended) == 20
     history = WritesLog(engine_for(settings.stock_pipeline_database_url)).history(account="shop-a")
     assert len(history) == 20 and history["guards_overridden"].all()
-    assert "True" in run_cli("history", "--account", "shop-a").stdout
+    assert "yes" in run_cli("history", "--account", "shop-a").stdout  # the overridden column
 
 
 def test_bad_rows_never_zero_an_offer_and_are_reported_once(settings, simulator, telegram, shop):
