@@ -91,7 +91,8 @@ def ui_instructions(env_file: Path, simulator_url: str, keep_running: bool) -> l
     return ["See the runs, the asset graph and the metadata in the Dagster UI:", webserver,
             "  then open http://127.0.0.1:3000 (Assets → stock_updates → Partitions).",
             "The Allegro simulator has stopped, so a run launched from the UI now would fail. To launch runs",
-            "from the UI too, run `stock-pipeline demo --keep-running` and start the UI as it says while it runs."]
+            "from the UI too, run the demo with the simulator kept up, and start the UI as it says meanwhile:",
+            f"  {shlex.quote(str(Path(sys.executable).parent / 'stock-pipeline'))} demo --keep-running"]
 
 
 def run_demo(keep_running: bool = False) -> int:
