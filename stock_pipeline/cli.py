@@ -233,7 +233,7 @@ def cmd_accounts_policy(settings: Settings, args) -> int:
         policy = replace(policy, **changes)  # validated by StockPolicy
         store.set(args.name, policy)
     for key, value in policy.to_dict().items():
-        _print(f"{key:<24} {value}")
+        _print(f"{key:<24} {f'{value:g}%' if key == 'reserve_percent' else value}")
     return EXIT_OK
 
 
@@ -297,6 +297,20 @@ def cmd_demo(settings: Settings, args) -> int:
     return run_demo(keep_running=args.keep_running)
 
 
+def percent(raw: str) -> float:
+    """`--reserve-percent`: a percentage, "10%" or "10" (both ten percent), 0 to under 100."""
+    try:
+        value = float(raw.strip().rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a percentage such as 10% (or 10), got {raw!r}") from None
+    if not 0 <= value < 100:
+        raise argparse.ArgumentTypeError(f"must be 0% to under 100%, got {raw!r}")
+    if 0 < value < 1 and not raw.strip().endswith("%"):
+        # Guard settings also accept fractions (0.3 = 30%); here a number is always percent.
+        _print(f"note: --reserve-percent {raw} keeps back {value:g}% of the stock, not {value:.0%}", file=sys.stderr)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stock-pipeline", description="Keep Allegro offer stock equal to your warehouse.")
     parser.add_argument("--version", action="version", version=f"stock-pipeline {__version__}")
@@ -325,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     policy = accounts.add_parser("policy", help="show or change an account's stock policy")
     policy.add_argument("name")
     policy.add_argument("--reserve", type=int, help="units kept back per SKU")
-    policy.add_argument("--reserve-percent", type=float, help="share of each SKU's stock kept back (rounded up)")
+    policy.add_argument("--reserve-percent", type=percent, metavar="PERCENT",
+                        help="percent of each SKU's stock kept back, rounded up: 10%% or 10 (0 to under 100)")
     policy.add_argument("--cap", type=int, help="never offer more than this (max 99999)")
     policy.add_argument("--combine", choices=["sum", "max", "min"], help="how several rows of one SKU combine")
     policy.add_argument("--case-insensitive-skus", type=lambda v: v.lower() in ("1", "true", "yes"),

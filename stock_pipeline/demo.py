@@ -74,6 +74,27 @@ def _expected(offers_now: list[dict], stock: pd.DataFrame, before: dict[str, dic
     return wrong
 
 
+def ui_instructions(env_file: Path, simulator_url: str, keep_running: bool) -> list[str]:
+    """How to open the demo's runs in the Dagster UI. The demo instance starts runs at once
+    (no daemon needed), so runs launched there work while the simulator is up. The command
+    runs in a subshell inside .demo: the exports stay out of the user's shell, and Dagster's
+    CLI does not load a .env of the current directory (docker-compose's) over them."""
+    workspace = Path("workspace.yaml")
+    target = f"-w {shlex.quote(str(workspace.absolute()))}" if workspace.exists() else "-m stock_pipeline.definitions"
+    binary = shlex.quote(str(Path(sys.executable).parent / "dagster-webserver"))
+    webserver = f"  (cd {shlex.quote(str(env_file.parent))} && . ./{env_file.name} && exec {binary} {target})"
+    if keep_running:
+        return [f"The Allegro simulator keeps running at {simulator_url}; Ctrl-C here stops it.",
+                "In another terminal, start the Dagster UI on the demo's runs:", webserver,
+                "  then open http://127.0.0.1:3000: Assets → stock_updates → Partitions shows the runs;",
+                "  Jobs → account_sync → Materialize all… → Custom → an account → Launch 1 run syncs it again."]
+    return ["See the runs, the asset graph and the metadata in the Dagster UI:", webserver,
+            "  then open http://127.0.0.1:3000 (Assets → stock_updates → Partitions).",
+            "The Allegro simulator has stopped, so a run launched from the UI now would fail. To launch runs",
+            "from the UI too, run the demo with the simulator kept up, and start the UI as it says meanwhile:",
+            f"  {shlex.quote(str(Path(sys.executable).parent / 'stock-pipeline'))} demo --keep-running"]
+
+
 def run_demo(keep_running: bool = False) -> int:
     from stock_pipeline.cli import ProgressPrinter, print_summary
     from stock_pipeline.simulator import AllegroSimulator
@@ -137,13 +158,12 @@ def run_demo(keep_running: bool = False) -> int:
     print(f"\nsynced in {time.monotonic() - started:.1f} s; offers not matching the warehouse afterwards: {len(wrong)}")
 
     env_file = base / "env"
-    env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
-    print("\nSee the runs, the asset graph and the metadata in the Dagster UI:")
-    print(f"  . {env_file} && {Path(sys.executable).parent / 'dagster-webserver'} -w workspace.yaml")
-    print("  then open http://127.0.0.1:3000 (Assets → stock_updates → Partitions)")
+    # REDIS_URL is unset as in this process: the demo uses the in-process limiter.
+    env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()) + "unset REDIS_URL\n")
     ok = all(s.success for s in summaries) and not wrong
+    print()
+    print("\n".join(ui_instructions(env_file, simulator.api_url, keep_running)), flush=True)
     if keep_running:
-        print(f"\nThe simulator keeps running at {simulator.api_url} for re-materialising from the UI; Ctrl-C stops it.")
         try:
             while True:
                 time.sleep(3600)

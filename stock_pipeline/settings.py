@@ -93,12 +93,15 @@ def _parse_float(name: str, raw: str, minimum: float, maximum: float) -> float:
 
 
 def _parse_share(name: str, raw: str) -> float:
+    """A percentage, as `--reserve-percent` takes it: "30%", or the same share as a fraction
+    ("0.3"). A bare number above 1 is refused rather than guessed (30 → 30% or 3000%?)."""
     try:
         value = float(raw.rstrip("%")) / (100 if raw.endswith("%") else 1)
     except ValueError:
-        raise SettingsError(f"{name} must be a share such as 0.3 or 30%, got {raw!r}") from None
+        raise SettingsError(f"{name} must be a percentage such as 30% (or the fraction 0.3), got {raw!r}") from None
     if not 0 <= value <= 1:
-        raise SettingsError(f"{name} must be between 0 and 1 (or 0% and 100%), got {raw!r}")
+        hint = f"; for {raw}% write {raw}%" if not raw.endswith("%") and 1 < value <= 100 else ""
+        raise SettingsError(f"{name} must be between 0% and 100% (or the fraction 0 to 1), got {raw!r}{hint}")
     return value
 
 

@@ -90,8 +90,9 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, process: Da
 def write_instance_yaml(home: Path, **coordinator: object) -> None:
     """The repository's dagster.yaml (Postgres via DAGSTER_POSTGRES_URL, queued runs with
     one run per `dagster/partition`), with test-only coordinator settings added."""
-    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    config = yaml.safe_load((REPO / "docker" / "dagster.yaml").read_text())
     config["run_coordinator"]["config"].update(coordinator)
+    config["compute_logs"]["config"]["base_dir"] = str(home / "compute_logs")  # in place of compose's shared volume
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
 
 
