@@ -41,6 +41,18 @@ def scratch_database(driver: str = "postgresql+psycopg"):
         admin.dispose()
 
 
+@pytest.fixture(autouse=True)
+def _no_dagster_state_storage_from_another_test():
+    """Entering a DagsterInstance (`with instance:`) makes its storage the process's current
+    definitions-state storage, a ContextVar; a test that leaves one behind makes every later
+    `Definitions` load in this process fail once the garbage collector takes that instance
+    ("Attempted to resolve undefined DagsterInstance weakref"). Each test starts clean."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
+
+
 @pytest.fixture
 def postgres_url():
     with scratch_database() as url:
