@@ -1,4 +1,4 @@
-"""`stock-pipeline`: accounts, sync, history, doctor, demo. A public contract: flags and exit
+"""`stock-pipeline`: accounts, sync, history, doctor, db, demo. A public contract: flags and exit
 codes stay stable (0 ok, 1 an account failed, 2 bad input or configuration)."""
 
 from __future__ import annotations
@@ -275,6 +275,50 @@ def cmd_doctor(settings: Settings, args) -> int:
     return EXIT_FAILED if failed(checks) else EXIT_OK
 
 
+def _database_engine(settings: Settings):
+    from stock_pipeline.store.schema import new_engine
+
+    return new_engine(settings.stock_pipeline_database_url)
+
+
+def cmd_db_upgrade(settings: Settings, args) -> int:
+    from stock_pipeline.store.migrate import upgrade_to_head
+    from stock_pipeline.store.schema import database_errors
+
+    engine = _database_engine(settings)
+    with database_errors(engine):
+        result = upgrade_to_head(engine)
+    engine.dispose()
+    _print(result.sentence())
+    return EXIT_OK
+
+
+def cmd_db_current(settings: Settings, args) -> int:
+    from stock_pipeline.store.migrate import describe
+    from stock_pipeline.store.schema import database_errors
+
+    engine = _database_engine(settings)
+    with database_errors(engine):
+        sentence, usable = describe(engine)
+    engine.dispose()
+    _print(sentence)
+    return EXIT_OK if usable else EXIT_FAILED
+
+
+def cmd_db_stamp(settings: Settings, args) -> int:
+    from stock_pipeline.store.migrate import stamp
+    from stock_pipeline.store.schema import database_errors
+
+    engine = _database_engine(settings)
+    with database_errors(engine):
+        state = stamp(engine, args.revision)
+    engine.dispose()
+    _print(f"the pipeline database is recorded at revision {state.revision}; nothing was run"
+           + ("" if state.revision == state.head else
+              f"; migrations {', '.join(state.pending())} run at the next start, or now by: stock-pipeline db upgrade"))
+    return EXIT_OK
+
+
 def cmd_metrics_serve(settings: Settings, args) -> int:
     from stock_pipeline.metrics import serve
 
@@ -376,6 +420,18 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check settings, databases, Redis, Allegro credentials, tokens and Telegram")
     doctor.add_argument("--send-test", action="store_true", help="also send a test message to the Telegram chat")
     doctor.set_defaults(handler=cmd_doctor)
+
+    db = sub.add_parser("db", help="the pipeline database's schema (migrations run at every start anyway)") \
+        .add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="bring the pipeline database to this release's schema now (e.g. in a deploy step)") \
+        .set_defaults(handler=cmd_db_upgrade)
+    db.add_parser("current", help="show the pipeline database's schema revision and what an upgrade would do; "
+                                  "exit 1 if this release cannot use it") \
+        .set_defaults(handler=cmd_db_current)
+    stamp = db.add_parser("stamp", help="record the schema revision the database is at, running nothing (repairs; "
+                                        "`db current` says when it is needed)")
+    stamp.add_argument("revision")
+    stamp.set_defaults(handler=cmd_db_stamp)
 
     metrics = sub.add_parser("metrics", help="Prometheus metrics").add_subparsers(dest="metrics_command", required=True)
     serve = metrics.add_parser("serve", help="serve the counters kept in Redis as Prometheus text")

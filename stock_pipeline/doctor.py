@@ -112,9 +112,9 @@ def _missing_sqlite_file(url: str) -> str | None:
 
 def check_pipeline_database(url: str) -> tuple[Check, set[str] | None]:
     """The check, and the tables present (None: the database could not be read)."""
-    from stock_pipeline.store import ended_offers, guard_state, policies, sync_status  # noqa: F401 (their tables)
-    from stock_pipeline.store.schema import metadata
+    from stock_pipeline.store.migrate import AT_HEAD, current_metadata, describe, read_state
 
+    metadata = current_metadata()
     shown = _database_url(url)
     if _missing_sqlite_file(url):
         return Check("pipeline database", WARN, f"{shown} does not exist yet",
@@ -123,16 +123,19 @@ def check_pipeline_database(url: str) -> tuple[Check, set[str] | None]:
     try:
         with engine.connect() as conn:
             present = set(sa.inspect(conn).get_table_names())
+            state = read_state(conn)
+        schema, usable = describe(engine)  # reads only: the doctor migrates nothing
     except sa.exc.SQLAlchemyError as exc:
         return Check("pipeline database", FAIL, f"cannot reach {shown}: {_first_line(exc)}",
                      "check STOCK_PIPELINE_DATABASE_URL and that the database server is up"), None
     finally:
         engine.dispose()
-    missing = sorted(set(metadata.tables) - present)
-    if missing:
-        return Check("pipeline database", WARN, f"{shown} reachable; tables missing: {', '.join(missing)}",
-                     "they are created by the next command that uses the database (the user needs CREATE rights)"), present
-    found = f"{shown} reachable, {len(metadata.tables)} tables present"
+    if not usable:  # newer than this release, or tables it cannot recognise: the sentence says what to do
+        return Check("pipeline database", FAIL, f"{shown} reachable, but {schema}"), present
+    if state.status != AT_HEAD:
+        return Check("pipeline database", WARN, f"{shown} reachable; {schema}",
+                     "the user needs CREATE rights in it"), present
+    found = f"{shown} reachable, schema at revision {state.revision} (head), {len(metadata.tables)} tables present"
     if sa.engine.make_url(url).get_backend_name() == "sqlite":
         return Check("pipeline database", WARN, found + " (SQLite)",
                      "fine for the demo; use Postgres as soon as the daemon or several processes run"), present
@@ -242,7 +245,7 @@ def check_accounts(settings: Settings, now: datetime | None = None) -> list[Chec
 
     now = now or datetime.now(timezone.utc)
     url = settings.stock_pipeline_database_url
-    # A plain engine, not engine_for: that one creates missing tables, and the doctor only looks.
+    # A plain engine, not engine_for: that one migrates the schema, and the doctor only looks.
     engine = sa.create_engine(url, connect_args=_connect_args(url))
     try:
         states = AccountStore(engine, TokenCipher(parse_keys(settings.token_encryption_key))).stored_tokens()

@@ -57,3 +57,9 @@ class SettingsError(ValueError):
 
 class PipelineDatabaseUnavailableError(AllegroSyncError):
     """The pipeline database (accounts, tokens, audit) cannot be reached."""
+
+
+class PipelineDatabaseSchemaError(PipelineDatabaseUnavailableError):
+    """The pipeline database's schema cannot be used by this release and is not migrated
+    automatically: it is newer than the code (a later release migrated it), or it holds
+    the pipeline's tables without a migration history that matches a known release."""
