@@ -139,7 +139,7 @@ def check_pipeline_database(url: str) -> tuple[Check, set[str] | None]:
     return Check("pipeline database", OK, found), present
 
 
-def check_warehouse(url: str, query: str) -> Check:
+def check_warehouse(url: str, query: str, max_plausible: int) -> Check:
     from stock_pipeline.core.snapshot import clean_snapshot
     from stock_pipeline.errors import AllegroSyncError
     from stock_pipeline.stock_source import read_stock
@@ -148,7 +148,7 @@ def check_warehouse(url: str, query: str) -> Check:
     if _missing_sqlite_file(url):  # reading it would create an empty file
         return Check("warehouse", FAIL, f"{shown} does not exist", "check STOCK_DATABASE_URL")
     try:
-        snapshot = clean_snapshot(read_stock(url, query))
+        snapshot = clean_snapshot(read_stock(url, query), max_plausible=max_plausible)
     except AllegroSyncError as exc:  # StockSourceError: its message names the variable and the cause
         return Check("warehouse", FAIL, str(exc), "check STOCK_DATABASE_URL and STOCK_QUERY (it must return sku, stock)")
     except ValueError as exc:  # columns sku/stock missing
@@ -296,7 +296,7 @@ def run_checks(settings: Settings, *, send_test: bool = False) -> Iterator[Check
     yield check_encryption_key(settings)
     database, tables = check_pipeline_database(settings.stock_pipeline_database_url)
     yield database
-    yield check_warehouse(settings.stock_database_url, settings.stock_query)
+    yield check_warehouse(settings.stock_database_url, settings.stock_query, settings.stock_max_plausible_stock)
     yield check_redis(settings.redis_url)
     yield check_allegro_client(settings)
     if tables is None and database.level == FAIL:
