@@ -29,7 +29,7 @@ DAGSTER_SERVICES = {"code", "webserver", "daemon"}  # these run or read runs, so
 REQUIRED_ENV = {"ALLEGRO_CLIENT_ID": "my-client-id", "ALLEGRO_CLIENT_SECRET": "my-secret",
                 "STOCK_DATABASE_URL": "postgresql+psycopg://shop@warehouse.example/shop",
                 "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode()}
-DAGSTER_ENV = {"DAGSTER_POSTGRES_URL", "STOCK_PIPELINE_STORAGE_DIR"}  # read by dagster.yaml and definitions.py
+DAGSTER_ENV = {"DAGSTER_POSTGRES_URL"}  # read by Dagster (dagster.yaml), not by the pipeline
 
 _VARIABLE = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>\w+)")
 
@@ -172,6 +172,7 @@ def test_compose_environment_is_valid_pipeline_settings(resolved):
     assert set(environment) - known == set(), "variables the pipeline does not read"
     settings = load_settings(environment)
     assert settings.redis_url == "redis://redis:6379/0"
+    assert settings.frames_dir == "/opt/dagster/storage/frames"  # a volume shared by the code server and run workers
     assert "@postgres:5432/stock_pipeline" in settings.stock_pipeline_database_url
     assert "@postgres:5432/dagster" in environment["DAGSTER_POSTGRES_URL"]
     assert settings.allegro_sync_schedule == "*/30 * * * *"

@@ -13,7 +13,6 @@ import pandas as pd
 import sqlalchemy as sa
 from dagster import DagsterInstance, SensorResult, build_schedule_context, build_sensor_context
 
-from stock_pipeline.definitions import build_definitions
 from stock_pipeline.core.policy import StockPolicy
 from stock_pipeline.defs.automation import account_partitions_sensor, build_schedule
 from stock_pipeline.defs.resources import PipelineDatabase
@@ -36,7 +35,7 @@ def run_cli_with_input(text: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def store(settings) -> AccountStore:
-    return AccountStore(engine_for(settings.stock_pipeline_database_url))
+    return AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
 
 
 def sale_calls(simulator, login: str) -> list:
@@ -85,7 +84,7 @@ def test_a_run_of_a_paused_account_launched_anyway_stops_before_any_allegro_call
     store(settings).pause("shop-a")
     simulator.reset_requests()
 
-    [summary] = sync_accounts(build_definitions(settings), ["shop-a"])
+    [summary] = sync_accounts(settings, ["shop-a"])
 
     assert not summary.success
     assert PAUSED_SENTENCE in summary.error
@@ -180,9 +179,10 @@ def test_partitions_sensor_keeps_every_registered_account_and_the_schedule_runs_
     store(settings).pause("shop-a")
     store(settings).set_status("shop-b", "needs_reauth", "refresh token rejected")
     store(settings).remove("shop-gone")
-    pipeline_db = PipelineDatabase(url=settings.stock_pipeline_database_url)
+    pipeline_db = PipelineDatabase(settings=settings)
 
-    result = account_partitions_sensor(build_sensor_context(instance=instance, resources={"pipeline_db": pipeline_db}))
+    with build_sensor_context(instance=instance, resources={"pipeline_db": pipeline_db}) as context:
+        result = account_partitions_sensor(context)
 
     assert isinstance(result, SensorResult)
     requests = {type(r).__name__: sorted(r.partition_keys) for r in result.dynamic_partitions_requests}
@@ -191,8 +191,9 @@ def test_partitions_sensor_keeps_every_registered_account_and_the_schedule_runs_
     instance.add_dynamic_partitions("accounts", ["shop-c"])
     instance.delete_dynamic_partition("accounts", "shop-gone")
     schedule = build_schedule("*/30 * * * *")
-    runs = schedule(build_schedule_context(instance=instance, resources={"pipeline_db": pipeline_db},
-                                           scheduled_execution_time=datetime(2024, 5, 1, 10, 30, tzinfo=timezone.utc)))
+    with build_schedule_context(instance=instance, resources={"pipeline_db": pipeline_db},
+                                scheduled_execution_time=datetime(2024, 5, 1, 10, 30, tzinfo=timezone.utc)) as context:
+        runs = schedule(context)
     assert [r.partition_key for r in runs] == ["shop-c"]
 
 

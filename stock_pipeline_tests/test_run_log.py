@@ -13,7 +13,6 @@ from dagster import DagsterInstance, serialize_value
 from stock_pipeline import progress
 from stock_pipeline.allegro.auth import AllegroAuth
 from stock_pipeline.allegro.client import AllegroClient
-from stock_pipeline.definitions import build_definitions
 from stock_pipeline.logs import REDACTED, get_logger, remember_secrets
 from stock_pipeline.run_log import FORWARDED, run_log
 from stock_pipeline.settings import load_settings
@@ -65,7 +64,7 @@ def test_a_run_logs_its_listing_commands_polls_patches_retries_and_429_pauses(se
     # Seeded: the first listing call gets a 429, a later one a 500 (asserted below, not assumed).
     simulator.set_faults(rate=0.4, kinds=("429", "500"), seed=28, paths=("/sale/offers",))
 
-    [summary] = sync_accounts(build_definitions(load_settings()), ["shop-a"])
+    [summary] = sync_accounts(load_settings(), ["shop-a"])
 
     assert summary.success, summary.error
     assert simulator.stats()["faults"] == {"429": 1, "500": 1}
@@ -112,7 +111,7 @@ def test_two_thousand_patches_keep_the_event_log_short(settings, simulator, monk
     simulator.add_offers("shop-a", [{"sku": f"P{i}", "stock": 1} for i in range(2000)])
     write_stock(settings.stock_database_url, [(f"P{i}", i + 2) for i in range(2000)])  # one value each: PATCHes
 
-    [summary] = sync_accounts(build_definitions(load_settings()), ["shop-a"])
+    [summary] = sync_accounts(load_settings(), ["shop-a"])
 
     assert summary.success and summary.written == 2000, summary.error
     everything = DagsterInstance.get().all_logs(summary.run_id)
@@ -129,7 +128,7 @@ def test_writes_left_pending_are_a_warning_and_the_next_runs_recheck_is_logged(s
     simulator.command_task_delay = 2.0
     monkeypatch.setenv("ALLEGRO_SYNC_POLL_TIMEOUT", "0.3")
 
-    [first] = sync_accounts(build_definitions(load_settings()), ["shop-a"])
+    [first] = sync_accounts(load_settings(), ["shop-a"])
     assert first.success and first.pending == 100, first.error
     [(level, pending)] = lines_like(run_messages(first.run_id), r"still processing")
     assert level == logging.WARNING and re.fullmatch(
@@ -138,7 +137,7 @@ def test_writes_left_pending_are_a_warning_and_the_next_runs_recheck_is_logged(s
     assert lines_like(run_messages(first.run_id), r"^poll quantity command [0-9a-f-]{36}: 0/100 done$")
 
     time.sleep(2.0)
-    [second] = sync_accounts(build_definitions(load_settings()), ["shop-a"])
+    [second] = sync_accounts(load_settings(), ["shop-a"])
     assert second.success, second.error
     lines = [line for _, line in run_messages(second.run_id)]
     assert "rechecking 100 writes pending from earlier runs (1 command, 0 PATCH operations)" in lines
@@ -152,7 +151,7 @@ def test_accepted_patches_are_polled_and_summed_up_in_one_line(settings, simulat
     simulator.add_offers("shop-a", [{"sku": f"S{i}", "stock": 1} for i in range(30)])
     write_stock(settings.stock_database_url, [(f"S{i}", 10 + i) for i in range(30)])
 
-    [summary] = sync_accounts(build_definitions(load_settings()), ["shop-a"])
+    [summary] = sync_accounts(load_settings(), ["shop-a"])
 
     assert summary.success and summary.written == 30, summary.error
     messages = run_messages(summary.run_id)
@@ -174,7 +173,7 @@ class SlowLimiter:
 def test_a_long_wait_for_the_rate_budget_is_logged(settings, simulator):
     register_account(settings, simulator, "shop-a")
     auth = AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret)
-    tokens = AccountStore(engine_for(settings.stock_pipeline_database_url)).tokens_for("shop-a", auth)
+    tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for("shop-a", auth)
     client = AllegroClient(settings.allegro_api_url, tokens, SlowLimiter(), account="shop-a")
     captured = Captured("run")
     try:
