@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Mapping, Sequence
 
 from stock_pipeline.report_format import age, iso_utc, json_text, shorten, table, utc_time
+from stock_pipeline.settings import Settings
 from stock_pipeline.store.accounts import Account, AccountStore
 from stock_pipeline.store.schema import ACCOUNT_ACTIVE, ACCOUNT_NEEDS_REAUTH, ACCOUNT_PAUSED, engine_for
 from stock_pipeline.store.sync_status import SyncStatus, SyncStatusStore
@@ -134,14 +135,14 @@ def resumed_message(name: str, status: str) -> str:
 
 # ---- adapters ---------------------------------------------------------------------------
 
-def load_overview(database_url: str, schedule: str, now: datetime | None = None) -> list[AccountOverview]:
+def load_overview(settings: Settings, now: datetime | None = None) -> list[AccountOverview]:
     now = now or datetime.now(timezone.utc)
-    engine = engine_for(database_url)
+    engine = engine_for(settings.stock_pipeline_database_url)
     # Pending writes from the writes log, not the last run's count: a later run may have
     # settled an earlier run's pending writes, and the log is what the next run will ask about.
-    return overview(AccountStore(engine).list(), SyncStatusStore(engine).all(),
-                    WritesLog(engine).count_by_account(PENDING), now, schedule_period(schedule, now))
+    return overview(AccountStore(engine, settings.token_cipher()).list(), SyncStatusStore(engine).all(),
+                    WritesLog(engine).count_by_account(PENDING), now, schedule_period(settings.allegro_sync_schedule, now))
 
 
-def why_nothing_to_sync(database_url: str) -> str:
-    return nothing_to_sync(AccountStore(engine_for(database_url)).list())
+def why_nothing_to_sync(settings: Settings) -> str:
+    return nothing_to_sync(AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).list())

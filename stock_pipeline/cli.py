@@ -11,7 +11,7 @@ import time
 
 from stock_pipeline import __version__, progress
 from stock_pipeline.errors import AllegroSyncError, SettingsError
-from stock_pipeline.logs import configure_logging
+from stock_pipeline.logs import configure_logging, redact_settings
 from stock_pipeline.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -108,11 +108,11 @@ def cmd_sync(settings: Settings, args) -> int:
     if args.output and not args.dry_run:
         raise ValueError("--output exports the plan of a dry run; add --dry-run")
     _check_output_path(args.output)  # before any call is spent
-    accounts = select_accounts(settings.stock_pipeline_database_url, args.account)
+    accounts = select_accounts(settings, args.account)
     if not accounts:
         from stock_pipeline.accounts_overview import why_nothing_to_sync
 
-        _print(why_nothing_to_sync(settings.stock_pipeline_database_url), file=sys.stderr)
+        _print(why_nothing_to_sync(settings), file=sys.stderr)
         return EXIT_USAGE
     printer = ProgressPrinter()
     progress.add_listener(printer)
@@ -135,11 +135,11 @@ def cmd_sync(settings: Settings, args) -> int:
 
 def cmd_accounts_add(settings: Settings, args) -> int:
     from stock_pipeline.allegro.auth import AllegroAuth
-    from stock_pipeline.store.accounts import AccountStore, validate_account_name
-    from stock_pipeline.store.schema import ACCOUNT_PAUSED, engine_for
+    from stock_pipeline.store.accounts import validate_account_name
+    from stock_pipeline.store.schema import ACCOUNT_PAUSED
 
     validate_account_name(args.name)
-    store = AccountStore(engine_for(settings.stock_pipeline_database_url))
+    store = _account_store(settings)
     store.check_can_store_tokens(args.name)  # refresh tokens are single-use: never spend one we cannot keep
     auth = AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret,
                        timeout=settings.allegro_sync_http_timeout)
@@ -164,7 +164,7 @@ def cmd_accounts_add(settings: Settings, args) -> int:
 def cmd_accounts_list(settings: Settings, args) -> int:
     from stock_pipeline.accounts_overview import load_overview, overview_json, overview_table
 
-    rows = load_overview(settings.stock_pipeline_database_url, settings.allegro_sync_schedule)
+    rows = load_overview(settings)
     if args.format == "json":
         _print(overview_json(rows), end="")
     elif not rows:
@@ -178,7 +178,7 @@ def _account_store(settings: Settings):
     from stock_pipeline.store.accounts import AccountStore
     from stock_pipeline.store.schema import engine_for
 
-    return AccountStore(engine_for(settings.stock_pipeline_database_url))
+    return AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
 
 
 def cmd_accounts_pause(settings: Settings, args) -> int:
@@ -217,14 +217,12 @@ def cmd_accounts_remove(settings: Settings, args) -> int:
 def cmd_accounts_policy(settings: Settings, args) -> int:
     from dataclasses import replace
 
-    from stock_pipeline.store.accounts import AccountStore
     from stock_pipeline.store.policies import PolicyStore
-    from stock_pipeline.store.schema import engine_for
 
-    engine = engine_for(settings.stock_pipeline_database_url)
-    if AccountStore(engine).get(args.name) is None:
+    accounts = _account_store(settings)
+    if accounts.get(args.name) is None:
         raise ValueError(f"unknown account {args.name!r} (add it with: stock-pipeline accounts add {args.name})")
-    store = PolicyStore(engine)
+    store = PolicyStore(accounts.engine)
     changes = {k: v for k, v in dict(reserve_units=args.reserve, reserve_percent=args.reserve_percent, cap=args.cap,
                                       combine=args.combine, case_insensitive_skus=args.case_insensitive_skus).items()
                if v is not None}
@@ -467,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.command == "sync" and not args.verbose
     configure_logging(json=True if args.json_logs else None, terminal_level=logging.WARNING if quiet else logging.INFO)
     try:
-        settings = load_settings()
+        settings = load_settings()  # the one read of the environment; every command works from this object
+        redact_settings(settings)
         return args.handler(settings, args)
     except (SettingsError, ValueError) as exc:
         _print(f"error: {exc}", file=sys.stderr)

@@ -1,9 +1,9 @@
-"""The code location: `dagster dev -m stock_pipeline.definitions` or workspace.yaml."""
+"""The code location: `dagster dev -m stock_pipeline.definitions` or workspace.yaml.
+
+The module-level `defs` is where the code server (and each run worker, which imports
+this module) loads the settings: once, and everything is built from that object."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 from dagster import Definitions, mem_io_manager
 
@@ -18,20 +18,14 @@ from stock_pipeline.defs.automation import (
 from stock_pipeline.defs.io_manager import AtomicPickleIOManager
 from stock_pipeline.defs.rehearsal import REHEARSAL_IO_MANAGER, account_rehearsal
 from stock_pipeline.defs.resources import build_resources
-from stock_pipeline.logs import configure_logging
+from stock_pipeline.logs import configure_logging, redact_settings
 from stock_pipeline.settings import Settings, load_settings
 
 
-def frames_dir() -> str:
-    """Asset values live beside the Dagster instance unless STOCK_PIPELINE_STORAGE_DIR says otherwise."""
-    explicit = os.environ.get("STOCK_PIPELINE_STORAGE_DIR")
-    if explicit:
-        return explicit
-    home = os.environ.get("DAGSTER_HOME") or str(Path.home() / ".stock_pipeline" / "dagster_home")
-    return str(Path(home) / "storage" / "frames")
-
-
 def build_definitions(settings: Settings) -> Definitions:
+    """The pipeline built from `settings` alone; its secrets are redacted from the logs of
+    this process from now on."""
+    redact_settings(settings)
     return Definitions(
         assets=[stock_snapshot, allegro_offers, stock_diff, stock_updates],
         asset_checks=[snapshot_guard, diff_guard],
@@ -40,7 +34,7 @@ def build_definitions(settings: Settings) -> Definitions:
         sensors=[account_partitions_sensor,
                  build_failure_sensor(bool(settings.telegram_bot_token and settings.allegro_error_notification_chat_id))],
         resources=build_resources(settings) | {
-            "frames_io_manager": AtomicPickleIOManager(base_dir=frames_dir()),
+            "frames_io_manager": AtomicPickleIOManager(base_dir=settings.frames_dir),
             # A rehearsal's plan stays in its process: nothing of a dry run is stored.
             REHEARSAL_IO_MANAGER: mem_io_manager,
         },

@@ -3,12 +3,13 @@
 Starts the Allegro simulator, fills an embedded (SQLite) warehouse, registers two
 demo accounts through the real OAuth refresh exchange, runs a full sync of both
 through Dagster, checks every offer against the warehouse and prints the summary.
-Everything lives under ./.demo (DAGSTER_HOME keeps the runs for the UI).
+Everything lives under ./.demo (DAGSTER_HOME keeps the runs for the UI). The demo's
+settings are its own variables (written to .demo/env for the UI) and the defaults,
+whatever the shell exports: it never reads nor changes the process environment.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import shlex
 import shutil
@@ -119,18 +120,18 @@ def run_demo(keep_running: bool = False) -> int:
         "ALLEGRO_SYNC_POLL_FIRST_AFTER": "0.3",
         "TOKEN_ENCRYPTION_KEY": DEMO_TOKEN_ENCRYPTION_KEY,
     }
-    os.environ.update(env)
-    os.environ.pop("REDIS_URL", None)  # the demo uses the in-process limiter
 
+    from stock_pipeline.logs import redact_settings
     from stock_pipeline.settings import load_settings
     from stock_pipeline.store.accounts import AccountStore
     from stock_pipeline.store.schema import engine_for
     from stock_pipeline.sync_runner import sync_accounts
 
-    settings = load_settings()
+    settings = load_settings(env)  # no REDIS_URL: the demo uses the in-process limiter
+    redact_settings(settings)
     rng = random.Random(2026)
     warehouse_frames, before = [], {}
-    store = AccountStore(engine_for(settings.stock_pipeline_database_url))
+    store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
     auth = AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret)
     print(f"Allegro simulator at {simulator.api_url}", flush=True)
     for index, (account, count) in enumerate(DEMO_ACCOUNTS.items()):

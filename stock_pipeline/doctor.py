@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
 
 from stock_pipeline.logs import redact_text
 from stock_pipeline.report_format import age, utc_time
-from stock_pipeline.settings import Settings
+from stock_pipeline.settings import Settings, safe_url
 from stock_pipeline.store.token_crypto import KEY_VARIABLE, MAKE_KEY, parse_keys
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -51,18 +50,6 @@ def failed(checks: list[Check]) -> bool:
 def summary(checks: list[Check]) -> str:
     counts = {level: sum(1 for c in checks if c.level == level) for level in (OK, WARN, FAIL)}
     return f"{counts[OK]} ok, {counts[WARN]} warning(s), {counts[FAIL]} failed"
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password (redis://:secret@host → redis://:***@host)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _database_url(url: str) -> str:
@@ -241,14 +228,13 @@ def _token_check(state, now: datetime) -> Check:
 
 def check_accounts(settings: Settings, now: datetime | None = None) -> list[Check]:
     from stock_pipeline.store.accounts import AccountStore
-    from stock_pipeline.store.token_crypto import TokenCipher
 
     now = now or datetime.now(timezone.utc)
     url = settings.stock_pipeline_database_url
     # A plain engine, not engine_for: that one migrates the schema, and the doctor only looks.
     engine = sa.create_engine(url, connect_args=_connect_args(url))
     try:
-        states = AccountStore(engine, TokenCipher(parse_keys(settings.token_encryption_key))).stored_tokens()
+        states = AccountStore(engine, settings.token_cipher()).stored_tokens()
     except sa.exc.SQLAlchemyError as exc:
         return [Check("accounts", FAIL, f"cannot read the accounts table: {_first_line(exc)}",
                       "check STOCK_PIPELINE_DATABASE_URL")]

@@ -4,21 +4,25 @@ that redacts secrets from every event before any renderer sees them.
 Redaction works three ways: by key (a field named like a secret is blanked whatever
 its value), by shape (Bearer/Basic credentials, token=… parameters, Telegram bot
 paths, JWTs, Fernet blobs in free text) and by value (the tokens this process has
-handled and the secret settings are replaced wherever they turn up, even bare).
+handled and the secret settings are replaced wherever they turn up, even bare). The
+secret settings come from the Settings object the process started with
+(`redact_settings`, called by the CLI and by `build_definitions`), never from the
+environment.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import re
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 import structlog
 
-from stock_pipeline.settings import SECRET_VARIABLES
+if TYPE_CHECKING:
+    from stock_pipeline.settings import Settings
 
 REDACTED = "[REDACTED]"
 # Shorter values are not matched literally: redacting every "demo" would mangle logs.
@@ -50,6 +54,16 @@ _SECRET_PATTERNS = [
 
 _remembered: tuple[str, ...] = ()
 _remembered_lock = threading.Lock()
+_setting_secrets: tuple[str, ...] = ()
+
+
+def redact_settings(settings: "Settings") -> None:
+    """Makes the secrets of these settings (client secret, bot token, encryption keys, URL
+    passwords) redacted wherever they appear; a process that loads other settings later
+    (the demo) adds theirs."""
+    global _setting_secrets
+    with _remembered_lock:
+        _setting_secrets = tuple(dict.fromkeys(_setting_secrets + settings.secret_values()))
 
 
 def remember_secrets(*values: str | None) -> None:
@@ -63,14 +77,13 @@ def remember_secrets(*values: str | None) -> None:
 
 @functools.lru_cache(maxsize=8)
 def _literal_secrets_of(settings_values: tuple[str, ...], remembered: tuple[str, ...]) -> tuple[str, ...]:
-    from_settings = [part.strip() for value in settings_values for part in value.split(",")]
-    secrets = [s for s in from_settings if len(s) >= _MIN_LITERAL_SECRET] + list(remembered)
+    secrets = [s for s in settings_values if len(s) >= _MIN_LITERAL_SECRET] + list(remembered)
     return tuple(sorted(set(secrets), key=len, reverse=True))  # a secret containing another goes first
 
 
 def _literal_secrets() -> tuple[str, ...]:
     # Called for every string of every log event: rebuilt only when a secret changes.
-    return _literal_secrets_of(tuple(os.environ.get(name, "") for name in sorted(SECRET_VARIABLES)), _remembered)
+    return _literal_secrets_of(_setting_secrets, _remembered)
 
 
 def redact_text(text: str) -> str:

@@ -1,5 +1,12 @@
 """Settings read from the environment once, validated at start.
 
+This is the one place the program reads its environment: `load_settings()` turns
+`os.environ` into a validated, frozen `Settings`, and every module and Dagster resource
+takes its values from that object (`stock_pipeline_tests/test_settings.py` fails on any
+other `os.environ`, `os.getenv` or `EnvVar` under stock_pipeline/). Dagster itself still
+reads DAGSTER_HOME and the `env:` entries of dagster.yaml; the pipeline's own use of
+DAGSTER_HOME (the CLI's instance, the asset values beside it) goes through Settings.
+
 Every variable has a default that makes the one-command demo work with nothing set;
 a value that cannot be used raises SettingsError naming the variable and the value's
 problem (never the value itself for secrets).
@@ -11,21 +18,36 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from stock_pipeline.errors import SettingsError
+from stock_pipeline.store.token_crypto import TokenCipher
 from stock_pipeline.store.token_crypto import parse_keys as parse_token_keys
 
 DEFAULT_PIPELINE_DB = "sqlite:///" + str(Path.home() / ".stock_pipeline" / "pipeline.db")
 DEFAULT_STOCK_DB = "sqlite:///" + str(Path.home() / ".stock_pipeline" / "stock.db")
+DEFAULT_DAGSTER_HOME = str(Path.home() / ".stock_pipeline" / "dagster_home")
 
-# Names of secrets: their values are never echoed in errors or logs.
-SECRET_VARIABLES = frozenset(
-    {"ALLEGRO_CLIENT_SECRET", "TELEGRAM_BOT_TOKEN", "TOKEN_ENCRYPTION_KEY"}
-)
+# Secrets are the fields with repr=False (ALLEGRO_CLIENT_SECRET, TELEGRAM_BOT_TOKEN,
+# TOKEN_ENCRYPTION_KEY): their values are never echoed in errors, reprs or logs.
+
+# Settings whose values may carry a password (postgresql://user:password@host/db, redis://:password@host).
+URL_WITH_PASSWORD_FIELDS = ("stock_database_url", "stock_pipeline_database_url", "redis_url")
 
 
-@dataclass(frozen=True)
+def safe_url(url: str) -> str:
+    """The URL without its password (redis://:secret@host → redis://:***@host)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
     allegro_api_url: str = "https://api.allegro.pl"
     allegro_auth_url: str = "https://allegro.pl/auth/oauth"
@@ -58,6 +80,40 @@ class Settings:
     stock_max_plausible_stock: int = 1_000_000
     # Fernet key(s) for the tokens at rest, comma-separated to rotate (stock_pipeline.store.token_crypto).
     token_encryption_key: str | None = field(default=None, repr=False)
+    # The Dagster instance of the CLI and the demo (the daemon and the code server get theirs
+    # from Dagster, which reads the same variable), and where asset values are kept.
+    dagster_home: str = DEFAULT_DAGSTER_HOME
+    stock_pipeline_storage_dir: str | None = None
+
+    def __repr__(self) -> str:
+        # The object travels inside the Dagster resources: its repr may end up in an error
+        # message, so secrets are never shown and URLs lose their passwords.
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not f.repr:
+                value = "***" if value else value
+            elif f.name in URL_WITH_PASSWORD_FIELDS and value:
+                value = safe_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    @property
+    def frames_dir(self) -> str:
+        """Asset values live beside the Dagster instance unless STOCK_PIPELINE_STORAGE_DIR says otherwise."""
+        return self.stock_pipeline_storage_dir or str(Path(self.dagster_home) / "storage" / "frames")
+
+    def token_cipher(self) -> TokenCipher:
+        """What seals and opens the OAuth tokens at rest, with TOKEN_ENCRYPTION_KEY's keys."""
+        return TokenCipher(parse_token_keys(self.token_encryption_key))
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret these settings hold, for the log redaction: the secret variables (each
+        key of TOKEN_ENCRYPTION_KEY on its own) and the passwords inside the URLs."""
+        values = [self.allegro_client_secret, self.telegram_bot_token,
+                  *(self.token_encryption_key or "").split(",")]
+        values += [urlsplit(getattr(self, name) or "").password for name in URL_WITH_PASSWORD_FIELDS]
+        return tuple(v.strip() for v in values if v and v.strip())
 
 
 
@@ -127,6 +183,15 @@ def _parse_schedule(name: str, raw: str) -> str:
     return raw
 
 
+def _parse_directory(name: str, raw: str) -> str:
+    path = os.path.expanduser(raw)
+    if not os.path.isabs(path):
+        # Dagster refuses a relative DAGSTER_HOME; a relative storage folder would differ between
+        # processes started in different working directories (code server, run workers, CLI).
+        raise SettingsError(f"{name} must be an absolute path (~ is allowed), got {raw!r}")
+    return path
+
+
 def _parse_sqlalchemy_url(name: str, raw: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -139,7 +204,8 @@ def _parse_sqlalchemy_url(name: str, raw: str) -> str:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Builds Settings from `environ` (default: os.environ); empty strings count as unset."""
+    """Builds Settings from `environ` (default: os.environ, the program's only read of its
+    environment); empty strings count as unset."""
     env = os.environ if environ is None else environ
     defaults = Settings()
     values: dict[str, object] = {}
@@ -179,6 +245,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         elif f.name == "token_encryption_key":
             parse_token_keys(raw)  # a bad key stops the start, not the first refresh
             values[f.name] = raw
+        elif f.name in ("dagster_home", "stock_pipeline_storage_dir"):
+            values[f.name] = _parse_directory(name, raw)
         elif f.name == "allegro_sync_schedule":
             values[f.name] = _parse_schedule(name, raw)
         elif f.name == "stock_query":

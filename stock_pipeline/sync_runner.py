@@ -1,6 +1,6 @@
 """Runs the account job through Dagster from outside the daemon (the CLI, the demo):
-one in-process run per account, recorded in the instance at DAGSTER_HOME, so the
-UI shows CLI syncs beside scheduled ones. A dry run runs the rehearsal job instead,
+one in-process run per account, recorded in the instance at the settings' DAGSTER_HOME,
+so the UI shows CLI syncs beside scheduled ones. A dry run runs the rehearsal job instead,
 which materialises and remembers nothing.
 
 The figures returned are read back from the audit and the run's event log
@@ -9,7 +9,6 @@ The figures returned are read back from the audit and the run's event log
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -61,11 +60,9 @@ class _HideMissingInstanceConfig(logging.Filter):
         return "No dagster instance configuration file" not in record.getMessage()
 
 
-def ensure_dagster_home() -> str:
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        home = str(Path.home() / ".stock_pipeline" / "dagster_home")
-        os.environ["DAGSTER_HOME"] = home
+def ensure_dagster_home(settings: Settings) -> str:
+    """The instance folder of `settings` (DAGSTER_HOME, or the CLI's default), ready to open."""
+    home = settings.dagster_home
     Path(home).mkdir(parents=True, exist_ok=True)
     config = Path(home) / "dagster.yaml"
     if not config.exists():  # the embedded instance of the demo: SQLite inside DAGSTER_HOME, runs in-process
@@ -85,8 +82,8 @@ def terminal_console_logger(init_context):
     return console
 
 
-def select_accounts(database_url: str, requested: list[str] | None) -> list[str]:
-    store = AccountStore(engine_for(database_url))
+def select_accounts(settings: Settings, requested: list[str] | None) -> list[str]:
+    store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
     if not requested:
         return [a.name for a in store.list(only_active=True)]
     known = {a.name: a.status for a in store.list()}
@@ -156,9 +153,9 @@ def _rehearse_one(job, account: str, instance: DagsterInstance, verbose: bool) -
 def sync_accounts(settings: Settings, accounts: list[str], *, dry_run: bool = False, override_guards: bool = False,
                   verbose: bool = False, instance: DagsterInstance | None = None,
                   defs: Definitions | None = None) -> list[AccountSummary]:
-    ensure_dagster_home()
+    home = ensure_dagster_home(settings)
     defs = defs or build_definitions(settings)
-    instance = instance or DagsterInstance.get()
+    instance = instance or DagsterInstance.from_config(home)
     existing = set(instance.get_dynamic_partitions(accounts_partitions.name))
     missing = [a for a in accounts if a not in existing]
     if missing:

@@ -191,7 +191,7 @@ def register_account(settings, simulator, name: str) -> None:
 
     refresh = simulator.add_seller(name)
     auth = AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret)
-    AccountStore(engine_for(settings.stock_pipeline_database_url)).save_tokens(name, auth.refresh(refresh))
+    AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).save_tokens(name, auth.refresh(refresh))
     auth.close()
 
 
@@ -205,8 +205,10 @@ def send_failure_alert(defs, instance, run) -> None:
     telegram_on_run_failure = defs.resolve_sensor_def("telegram_on_run_failure")
     failure = next(e for e in instance.all_logs(run.run_id)
                    if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
-    context = build_run_status_sensor_context(
+    # A context manager, as Dagster opens it: the resources hold the Settings as a nested
+    # resource (stock_pipeline/defs/resources.py), which Dagster sets up inside a `with`.
+    with build_run_status_sensor_context(
         sensor_name="telegram_on_run_failure", dagster_event=failure.dagster_event, dagster_instance=instance,
         dagster_run=run, resources={name: defs.resources[name] for name in ("telegram", "allegro", "pipeline_db")},
-    ).for_run_failure()
-    return telegram_on_run_failure(context)
+    ) as context:
+        return telegram_on_run_failure(context.for_run_failure())

@@ -22,7 +22,7 @@ def make_client(settings, simulator):
     clients = []
 
     def build(retry_count=3, timeout=5.0, rate=6000, pause=0.2):
-        tokens = AccountStore(engine_for(settings.stock_pipeline_database_url)).tokens_for(
+        tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for(
             "shop-a", AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret))
         limiter = build_limiter(settings.redis_url, f"allegro:rate:{settings.allegro_client_id}",
                                 [RateSpec(limit=rate, period_seconds=60)])
@@ -107,8 +107,8 @@ def test_retry_after_on_429_is_honoured(settings, client_id):
         strict.send_retry_after = True
         refresh = strict.add_seller("shop-a")
         auth = AllegroAuth(strict.auth_url, client_id, "test-secret")
-        AccountStore(engine_for(settings.stock_pipeline_database_url)).save_tokens("shop-a", auth.refresh(refresh))
-        tokens = AccountStore(engine_for(settings.stock_pipeline_database_url)).tokens_for("shop-a", auth)
+        AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).save_tokens("shop-a", auth.refresh(refresh))
+        tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for("shop-a", auth)
         client = AllegroClient(strict.api_url, tokens, build_limiter(None, "k", [RateSpec(6000, 60)]),
                                retry_count=1, retry_delay=0.01, rate_limit_pause=0.0)
         client.list_offers_page(0)

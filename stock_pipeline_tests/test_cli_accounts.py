@@ -11,7 +11,7 @@ def test_add_with_refresh_token_exchanges_it_and_stores_the_new_pair(settings, s
     refresh = simulator.add_seller("shop-a")
     result = run_cli("accounts", "add", "shop-a", "--refresh-token", refresh)
     assert result.returncode == 0, result.stderr
-    account = AccountStore(engine_for(settings.stock_pipeline_database_url)).get("shop-a")
+    account = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a")
     assert account.status == "active" and account.access_expires_at is not None
     assert refresh not in result.stdout + result.stderr  # never echo a token
 
@@ -55,7 +55,7 @@ def test_refresh_token_can_come_from_stdin_so_it_stays_out_of_ps(settings, simul
                              "--refresh-token", "-"], input=refresh + "\n", capture_output=True, text=True,
                             env=os.environ.copy(), timeout=60)
     assert result.returncode == 0, result.stderr
-    assert AccountStore(engine_for(settings.stock_pipeline_database_url)).get("shop-a").status == "active"
+    assert AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a").status == "active"
 
 
 def test_a_refresh_token_starting_with_a_dash_is_taken_as_the_value(settings, simulator):

@@ -337,6 +337,7 @@ def test_compose_environment_is_valid_pipeline_settings(compose):
     assert set(environment) - known == set(), "variables the pipeline does not read"
     settings = load_settings(environment)
     assert settings.redis_url == "redis://redis:6379/0"
+    assert settings.frames_dir == "/opt/dagster/storage/frames"  # a volume shared by the code server and run workers
     assert "@postgres:5432/stock_pipeline" in settings.stock_pipeline_database_url
     assert "@postgres:5432/dagster" in environment["DAGSTER_POSTGRES_URL"]
     assert settings.allegro_sync_schedule == "*/30 * * * *"

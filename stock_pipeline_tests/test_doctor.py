@@ -113,7 +113,7 @@ def test_accounts_needing_attention_and_a_missing_key_are_reported(healthy, simu
 
     register_account(healthy, simulator, "shop-b")
     register_account(healthy, simulator, "shop-c")
-    store = AccountStore(engine_for(healthy.stock_pipeline_database_url))
+    store = AccountStore(engine_for(healthy.stock_pipeline_database_url), healthy.token_cipher())
     store.set_status("shop-b", "needs_reauth", "refresh token rejected by Allegro (invalid_grant)")
     store.pause("shop-c")
     result = run_cli("doctor")

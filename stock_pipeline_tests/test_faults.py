@@ -81,7 +81,7 @@ def test_invalid_grant_on_one_account_leaves_the_others_syncing(settings, simula
 
     assert result.returncode == 1
     assert "shop-a" in result.stdout and "stock-pipeline accounts add shop-a" in result.stdout
-    assert AccountStore(engine_for(settings.stock_pipeline_database_url)).get("shop-a").status == "needs_reauth"
+    assert AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a").status == "needs_reauth"
     assert_every_offer_right(simulator, "shop-b", dict(warehouse), before)
     # Next time it is not even tried, and says why.
     assert "needs_reauth" in run_cli("accounts", "list").stdout
@@ -146,7 +146,7 @@ def test_a_second_writer_for_the_same_account_sends_nothing(settings, simulator)
         result = run_cli("sync")
     assert result.returncode == 1 and "another run is writing to account 'shop-a'" in result.stdout
     assert write_requests(simulator) == []
-    assert AccountStore(engine_for(settings.stock_pipeline_database_url)).get("shop-a").status == "active"
+    assert AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a").status == "active"
 
 
 def test_two_forced_runs_at_once_are_harmless(settings, simulator, monkeypatch, postgres_dagster_home):
@@ -168,7 +168,7 @@ def test_two_forced_runs_at_once_are_harmless(settings, simulator, monkeypatch, 
 
     assert first.returncode == 0, out_first + err_first
     assert second.returncode == 1 and "another run is writing to account 'shop-a'" in out_second
-    assert AccountStore(engine_for(settings.stock_pipeline_database_url)).get("shop-a").status == "active"
+    assert AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a").status == "active"
     assert_every_offer_right(simulator, "shop-a", dict(warehouse), before)
     patched = [r.path for r in write_requests(simulator)]
     assert len(patched) == len(set(patched))  # no offer written twice

@@ -35,7 +35,7 @@ def run_cli_with_input(text: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def store(settings) -> AccountStore:
-    return AccountStore(engine_for(settings.stock_pipeline_database_url))
+    return AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
 
 
 def sale_calls(simulator, login: str) -> list:
@@ -179,9 +179,10 @@ def test_partitions_sensor_keeps_every_registered_account_and_the_schedule_runs_
     store(settings).pause("shop-a")
     store(settings).set_status("shop-b", "needs_reauth", "refresh token rejected")
     store(settings).remove("shop-gone")
-    pipeline_db = PipelineDatabase(url=settings.stock_pipeline_database_url)
+    pipeline_db = PipelineDatabase(settings=settings)
 
-    result = account_partitions_sensor(build_sensor_context(instance=instance, resources={"pipeline_db": pipeline_db}))
+    with build_sensor_context(instance=instance, resources={"pipeline_db": pipeline_db}) as context:
+        result = account_partitions_sensor(context)
 
     assert isinstance(result, SensorResult)
     requests = {type(r).__name__: sorted(r.partition_keys) for r in result.dynamic_partitions_requests}
@@ -190,8 +191,9 @@ def test_partitions_sensor_keeps_every_registered_account_and_the_schedule_runs_
     instance.add_dynamic_partitions("accounts", ["shop-c"])
     instance.delete_dynamic_partition("accounts", "shop-gone")
     schedule = build_schedule("*/30 * * * *")
-    runs = schedule(build_schedule_context(instance=instance, resources={"pipeline_db": pipeline_db},
-                                           scheduled_execution_time=datetime(2024, 5, 1, 10, 30, tzinfo=timezone.utc)))
+    with build_schedule_context(instance=instance, resources={"pipeline_db": pipeline_db},
+                                scheduled_execution_time=datetime(2024, 5, 1, 10, 30, tzinfo=timezone.utc)) as context:
+        runs = schedule(context)
     assert [r.partition_key for r in runs] == ["shop-c"]
 
 

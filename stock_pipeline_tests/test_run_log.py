@@ -173,7 +173,7 @@ class SlowLimiter:
 def test_a_long_wait_for_the_rate_budget_is_logged(settings, simulator):
     register_account(settings, simulator, "shop-a")
     auth = AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret)
-    tokens = AccountStore(engine_for(settings.stock_pipeline_database_url)).tokens_for("shop-a", auth)
+    tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for("shop-a", auth)
     client = AllegroClient(settings.allegro_api_url, tokens, SlowLimiter(), account="shop-a")
     captured = Captured("run")
     try:

@@ -16,7 +16,7 @@ from dagster import DagsterInstance, serialize_value
 from stock_pipeline.allegro.auth import TokenPair
 from stock_pipeline.definitions import build_definitions
 from stock_pipeline.errors import AccountNeedsReauthorisationError, SettingsError
-from stock_pipeline.logs import REDACTED, configure_logging, redact_secrets, redact_text
+from stock_pipeline.logs import REDACTED, configure_logging, redact_secrets, redact_settings, redact_text
 from stock_pipeline.settings import load_settings
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import accounts, engine_for
@@ -36,8 +36,10 @@ def stored(settings, name: str = "shop-a") -> tuple[str, str]:
 
 
 def store() -> AccountStore:
-    """A store built as the pipeline builds it: the key comes from the environment."""
-    return AccountStore(engine_for(load_settings().stock_pipeline_database_url))
+    """A store built as the pipeline builds it, from settings loaded now: the tests change
+    TOKEN_ENCRYPTION_KEY in the environment as an operator would between two starts."""
+    settings = load_settings()
+    return AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
 
 
 def write_plaintext_row(settings, simulator, name: str) -> TokenPair:
@@ -181,6 +183,7 @@ def test_the_processor_leaves_ordinary_events_alone():
 
 
 def test_tokens_the_process_handled_and_secret_settings_are_redacted_even_bare(settings, simulator, issued):
+    redact_settings(settings)  # as every entry point does with the settings it loaded
     register_account(settings, simulator, "shop-a")
     token = store().tokens_for("shop-a", _auth(settings)).current()
     text = f"unexpected answer {token} / {settings.allegro_client_secret} / {settings.telegram_bot_token}"
@@ -208,6 +211,53 @@ def test_structlog_output_is_redacted(capsys, restore_logging):
     configure_logging(json=True)
     structlog.get_logger("t").warning("allegro_retry", error=f"401 Bearer {SECRET}", refresh_token=SECRET)
     assert SECRET not in capsys.readouterr().err
+
+
+def test_the_secret_settings_are_redacted_once_the_process_loaded_them(tmp_path):
+    """From the Settings object (not the environment): secrets, each key of a rotation list,
+    and the passwords inside the database and Redis URLs."""
+    keys = [Fernet.generate_key().decode() for _ in range(2)]
+    settings = load_settings({"ALLEGRO_CLIENT_SECRET": "cl1ent-secret-" + keys[0][:8], "TOKEN_ENCRYPTION_KEY": ",".join(keys),
+                              "STOCK_PIPELINE_DATABASE_URL": f"postgresql+psycopg://sp:pw-{keys[1][:10]}@db/sp",
+                              "DAGSTER_HOME": str(tmp_path)})
+    text = f"{settings.allegro_client_secret} {keys[0]} {keys[1]} pw-{keys[1][:10]}"
+    assert redact_text(text) == text  # nothing known yet
+    build_definitions(settings)  # what the code server, a run worker and `sync` do on start
+    assert redact_text(text) == " ".join([REDACTED] * 4)
+
+
+def _snapshot_text(defs) -> str:
+    """Everything the code server hands the webserver about these definitions: resource
+    config shown in the UI (Deployment → Resources), job snapshots with their config schema
+    and defaults (stored with every run)."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+
+    return serialize_value(RepositorySnap.from_def(defs.get_repository_def()))
+
+
+def test_no_secret_or_password_in_the_resource_config_dagster_shows(tmp_path):
+    values = {
+        "ALLEGRO_CLIENT_ID": "visible-client-id",
+        "ALLEGRO_CLIENT_SECRET": "client-secret-Zq81",
+        "TELEGRAM_BOT_TOKEN": "123456789:bot-token-Wx52", "ALLEGRO_ERROR_NOTIFICATION_CHAT_ID": "-100",
+        "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "STOCK_DATABASE_URL": "postgresql+psycopg://shop:warehouse-pw-Kd33@db/shop",
+        "STOCK_PIPELINE_DATABASE_URL": "postgresql+psycopg://sp:pipeline-pw-Hv07@db/sp",
+        "REDIS_URL": "redis://:redis-pw-Tn49@cache:6379/0",
+        "DAGSTER_HOME": str(tmp_path),
+    }
+    secrets = ["client-secret-Zq81", "bot-token-Wx52", values["TOKEN_ENCRYPTION_KEY"], "warehouse-pw-Kd33",
+               "pipeline-pw-Hv07", "redis-pw-Tn49"]
+    defs = build_definitions(load_settings(values))
+    snapshot = _snapshot_text(defs)
+    assert "visible-client-id" in snapshot and "SELECT sku, stock FROM products" in snapshot  # config is there
+    assert [s for s in secrets if s in snapshot] == []
+    shown = {name: repr(resource) for name, resource in defs.resources.items()}  # e.g. in an error message
+    assert [(name, s) for name, text in shown.items() for s in secrets if s in text] == []
+    # and the resources still have them, from the Settings object
+    assert defs.resources["allegro"].client_secret == "client-secret-Zq81"
+    assert defs.resources["telegram"].bot_token == "123456789:bot-token-Wx52"
+    assert "pipeline-pw-Hv07" in defs.resources["pipeline_db"].url
 
 
 # ---- the grep test -------------------------------------------------------------------

@@ -1,5 +1,11 @@
+import ast
+import os
+from pathlib import Path
+
 import pytest
 
+import stock_pipeline
+from stock_pipeline.definitions import build_definitions
 from stock_pipeline.errors import SettingsError
 from stock_pipeline.settings import load_settings
 
@@ -51,3 +57,90 @@ def test_the_plausible_maximum_reaches_the_snapshot_resource():
     settings = load_settings({"STOCK_MAX_PLAUSIBLE_STOCK": "5000000"})
     assert settings.stock_max_plausible_stock == 5_000_000
     assert build_resources(settings)["stock_db"].max_plausible_stock == 5_000_000
+
+
+def test_directories_are_absolute_and_the_frames_live_beside_the_instance(tmp_path):
+    home = load_settings({"DAGSTER_HOME": str(tmp_path / "home")})
+    assert home.dagster_home == str(tmp_path / "home")
+    assert home.frames_dir == str(tmp_path / "home" / "storage" / "frames")
+    explicit = load_settings({"DAGSTER_HOME": str(tmp_path / "home"), "STOCK_PIPELINE_STORAGE_DIR": "~/frames"})
+    assert explicit.frames_dir == str(Path.home() / "frames")
+    assert load_settings({}).frames_dir == str(Path.home() / ".stock_pipeline" / "dagster_home" / "storage" / "frames")
+    for name in ("DAGSTER_HOME", "STOCK_PIPELINE_STORAGE_DIR"):
+        with pytest.raises(SettingsError, match=f"{name} must be an absolute path"):
+            load_settings({name: "relative/dir"})
+
+
+def test_the_repr_shows_no_secret_and_no_password():
+    settings = load_settings({"ALLEGRO_CLIENT_SECRET": "client-s3cret-value", "TELEGRAM_BOT_TOKEN": "1:bot-t0ken-value",
+                              "ALLEGRO_ERROR_NOTIFICATION_CHAT_ID": "-1",
+                              "STOCK_DATABASE_URL": "postgresql+psycopg://shop:wareh0use-pw@db/shop",
+                              "STOCK_PIPELINE_DATABASE_URL": "postgresql+psycopg://sp:pipel1ne-pw@db/sp",
+                              "REDIS_URL": "redis://:red1s-pw@cache:6379/0"})
+    shown = repr(settings)
+    assert not any(s in shown for s in ("s3cret", "t0ken", "wareh0use", "pipel1ne", "red1s")), shown
+    assert "redis://:***@cache:6379/0" in shown and "postgresql+psycopg://sp:***@db/sp" in shown
+    assert set(settings.secret_values()) == {"client-s3cret-value", "1:bot-t0ken-value", "wareh0use-pw",
+                                             "pipel1ne-pw", "red1s-pw"}
+
+
+def test_the_resources_use_the_validated_redis_url_not_the_raw_variable(monkeypatch, tmp_path, client_id, redis_url):
+    """REDIS_URL with a trailing slash and space: Settings trims it, and the resources (their
+    limiter and metrics included) get exactly that value, never the raw environment string."""
+    from dagster import build_resources as initialise
+
+    from stock_pipeline.defs import resources
+
+    monkeypatch.setenv("REDIS_URL", redis_url + "/ ")
+    monkeypatch.setenv("ALLEGRO_CLIENT_ID", client_id)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    validated = load_settings().redis_url
+    assert validated == redis_url != os.environ["REDIS_URL"]
+    connected: list[tuple[str, str | None]] = []
+    for name in ("build_limiter", "build_metrics"):
+        original = getattr(resources, name)
+        monkeypatch.setattr(resources, name, lambda url, *rest, _name=name, _original=original:
+                            connected.append((_name, url)) or _original(url, *rest))
+    monkeypatch.setattr(resources, "_metrics", {})  # built afresh, through the recording above
+
+    defs = build_definitions(load_settings())
+    assert defs.resources["allegro"].redis_url == validated
+    with initialise({"allegro": defs.resources["allegro"]}) as initialised:  # as a run initialises it
+        allegro = initialised.allegro
+        assert allegro.redis_url == validated
+        limiter = allegro.request_limiter()
+        allegro.metrics()
+        assert connected == [("build_limiter", validated), ("build_metrics", validated)]
+        assert limiter.acquire(1) == 0.0  # the bucket answers on that Redis
+
+
+# Modules allowed to read the environment, and why. Nothing else under stock_pipeline/ may
+# touch os.environ / os.getenv or build a dagster.EnvVar: every value comes from Settings.
+ENVIRONMENT_READERS = {
+    "settings.py": "load_settings() is the one documented read of os.environ",
+}
+_ENV_ATTRIBUTES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
+
+
+def _environment_uses(tree: ast.AST) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in _ENV_ATTRIBUTES | {"EnvVar"}:
+            found.append((node.lineno, ast.unparse(node)))
+        elif isinstance(node, ast.Name) and node.id == "EnvVar":
+            found.append((node.lineno, node.id))
+        elif isinstance(node, ast.ImportFrom) and any(a.name in _ENV_ATTRIBUTES | {"EnvVar"} for a in node.names):
+            found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_only_settings_reads_the_environment():
+    package = Path(stock_pipeline.__file__).parent
+    offenders = [f"{path.relative_to(package)}:{line}: {code}"
+                 for path in sorted(package.rglob("*.py"))
+                 if str(path.relative_to(package)) not in ENVIRONMENT_READERS
+                 for line, code in _environment_uses(ast.parse(path.read_text(encoding="utf-8")))]
+    assert offenders == [], "read the value from Settings (stock_pipeline/settings.py) instead"
+    # The check itself sees each form it forbids.
+    forms = "os.environ.get('X')\nos.getenv('X')\nfrom os import environ\nfrom dagster import EnvVar\nEnvVar('X')"
+    assert len(_environment_uses(ast.parse(forms))) == 5

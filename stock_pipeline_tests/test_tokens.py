@@ -31,8 +31,8 @@ def _token_requests(simulator) -> int:
     return sum(1 for r in simulator.requests if r.path.endswith("/auth/oauth/token"))
 
 
-def _race_worker(database_url, auth_args, name, barrier, results):
-    store = AccountStore(engine_for(database_url))
+def _race_worker(settings, auth_args, name, barrier, results):
+    store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
     tokens = store.tokens_for(name, AllegroAuth(*auth_args))
     barrier.wait()
     try:
@@ -49,7 +49,7 @@ def test_two_processes_racing_refresh_use_the_refresh_token_once(settings, simul
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(3), ctx.Queue()
     auth_args = (settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret)
-    workers = [ctx.Process(target=_race_worker, args=(settings.stock_pipeline_database_url, auth_args, "shop-a",
+    workers = [ctx.Process(target=_race_worker, args=(settings, auth_args, "shop-a",
                                                       barrier, results)) for _ in range(3)]
     for w in workers:
         w.start()
@@ -60,13 +60,13 @@ def test_two_processes_racing_refresh_use_the_refresh_token_once(settings, simul
     assert [kind for kind, _ in outcomes] == ["ok"] * 3, outcomes
     assert len({token for _, token in outcomes}) == 1  # all use the one new token
     assert _token_requests(simulator) == 1  # refreshed once: no replay of a used refresh token
-    store = AccountStore(engine_for(settings.stock_pipeline_database_url))
+    store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
     assert store.get("shop-a").status == "active"
 
 
 def test_a_401_rereads_the_stored_token_before_refreshing(settings, simulator):
     register_account(settings, simulator, "shop-a")
-    store = AccountStore(engine_for(settings.stock_pipeline_database_url))
+    store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
     first = store.tokens_for("shop-a", _auth(settings))
     second = store.tokens_for("shop-a", _auth(settings))
     old = first.current()
@@ -82,7 +82,7 @@ def test_invalid_grant_marks_the_account_and_names_the_fix(settings, simulator):
     register_account(settings, simulator, "shop-a")
     _expire_stored_token(settings.stock_pipeline_database_url, "shop-a")
     simulator.revoke_tokens("shop-a")
-    store = AccountStore(engine_for(settings.stock_pipeline_database_url))
+    store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
     with pytest.raises(AccountNeedsReauthorisationError, match="stock-pipeline accounts add shop-a"):
         store.tokens_for("shop-a", _auth(settings)).current()
     assert store.get("shop-a").status == "needs_reauth"
@@ -95,7 +95,7 @@ def test_invalid_grant_marks_the_account_and_names_the_fix(settings, simulator):
 def test_stored_tokens_are_replaced_atomically_on_refresh(settings, simulator):
     register_account(settings, simulator, "shop-a")
     old = _expire_stored_token(settings.stock_pipeline_database_url, "shop-a")
-    store = AccountStore(engine_for(settings.stock_pipeline_database_url))
+    store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
     new = store.tokens_for("shop-a", _auth(settings)).current()
     assert new != old
     assert store.get("shop-a").access_expires_at > datetime.now(timezone.utc) + timedelta(hours=11)
@@ -103,7 +103,7 @@ def test_stored_tokens_are_replaced_atomically_on_refresh(settings, simulator):
 
 def test_a_run_reads_the_stored_token_once_not_per_call(settings, simulator):
     register_account(settings, simulator, "shop-a")
-    tokens = AccountStore(engine_for(settings.stock_pipeline_database_url)).tokens_for("shop-a", _auth(settings))
+    tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for("shop-a", _auth(settings))
     first = tokens.current()
     engine = engine_for(settings.stock_pipeline_database_url)
     with engine.begin() as conn:  # were the row read again, this would show

@@ -1,13 +1,22 @@
-"""Dagster resources: thin wiring of the adapters. Secrets come from EnvVar so that
-their values never appear in the UI's resource config or in run config."""
+"""Dagster resources: thin wiring of the adapters, every value from the validated Settings.
 
-from __future__ import annotations
+A resource's config (its fields) is what Dagster shows in the UI, stores in job snapshots
+and lets a launchpad override, so it holds only values that are not secret. Secrets and
+URLs that may carry a password (the client secret, the bot token, the token encryption
+key, the database and Redis URLs) are read from the Settings object each resource holds
+as a `ResourceDependency`: Dagster hands that object over as it is and shows only its
+type name, never its contents (stock_pipeline_tests/test_secrets.py checks the snapshot).
+The values cannot be overridden from a launchpad either: they are what Settings validated.
+A resource with such a dependency is set up by Dagster inside a context manager, so a
+sensor or schedule evaluated by hand needs `with build_sensor_context(...) as context:`.
+"""
 
-import os
+# No `from __future__ import annotations` here: Dagster must see `ResourceDependency[...]`
+# as a type, not a string, to treat a field as a dependency rather than as config.
 import threading
 from typing import Optional
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource, ResourceDependency
 
 from stock_pipeline.allegro.auth import AllegroAuth
 from stock_pipeline.allegro.client import AllegroClient, WriteBudgets
@@ -43,15 +52,19 @@ def shared_metrics(redis_url: str | None):
 
 
 class PipelineDatabase(ConfigurableResource):
-    """Accounts, tokens and the writes log (`STOCK_PIPELINE_DATABASE_URL`)."""
+    """Accounts, tokens and the writes log (`STOCK_PIPELINE_DATABASE_URL`, `TOKEN_ENCRYPTION_KEY`)."""
 
-    url: str
+    settings: ResourceDependency[Settings]
+
+    @property
+    def url(self) -> str:
+        return self.settings.stock_pipeline_database_url
 
     def engine(self):
         return engine_for(self.url)
 
     def accounts(self) -> AccountStore:
-        return AccountStore(self.engine())
+        return AccountStore(self.engine(), self.settings.token_cipher())
 
     def writes_log(self, guards_overridden: bool = False) -> WritesLog:
         return WritesLog(self.engine(), guards_overridden=guards_overridden)
@@ -61,20 +74,23 @@ class StockDatabase(ConfigurableResource):
     """The seller's warehouse (`STOCK_DATABASE_URL`, `STOCK_QUERY`) and the largest stock
     value believed (`STOCK_MAX_PLAUSIBLE_STOCK`)."""
 
-    url: str
     query: str
     max_plausible_stock: int
+    settings: ResourceDependency[Settings]
+
+    @property
+    def url(self) -> str:
+        return self.settings.stock_database_url
 
 
 class AllegroApi(ConfigurableResource):
     """Allegro REST API access through the shared rate limiter. Every value comes from
-    Settings (build_resources), where the defaults live."""
+    Settings (build_resources), where the defaults live; the client secret and the Redis
+    URL straight from the Settings object, never through config."""
 
     api_url: str
     auth_url: str
     client_id: str
-    client_secret: str
-    redis_url: Optional[str]
     rate_limit_per_minute: int
     retry_count: int
     retry_delay: float
@@ -86,9 +102,23 @@ class AllegroApi(ConfigurableResource):
     user_offer_changes_per_minute: int
     user_offer_changes_per_hour: int
     user_patches_per_minute: int
+    settings: ResourceDependency[Settings]
+
+    @property
+    def client_secret(self) -> str:
+        return self.settings.allegro_client_secret
+
+    @property
+    def redis_url(self) -> str | None:
+        return self.settings.redis_url
 
     def metrics(self):
         return shared_metrics(self.redis_url)
+
+    def request_limiter(self):
+        """The client_id's request budget, shared by every account and process."""
+        return shared_limiter(self.redis_url, f"allegro:rate:{self.client_id}",
+                              (RateSpec(self.rate_limit_per_minute, 60.0),))
 
     def auth(self) -> AllegroAuth:
         return AllegroAuth(self.auth_url, self.client_id, self.client_secret, timeout=self.timeout)
@@ -97,8 +127,7 @@ class AllegroApi(ConfigurableResource):
         """A client for one account. A rehearsal (dry run) passes record_metrics=False:
         it must leave the metrics as they were."""
         tokens = database.accounts().tokens_for(account, self.auth())
-        limiter = shared_limiter(self.redis_url, f"allegro:rate:{self.client_id}",
-                                 (RateSpec(self.rate_limit_per_minute, 60.0),))
+        limiter = self.request_limiter()
         user = f"allegro:rate:{self.client_id}:user:{account}"
         budgets = WriteBudgets(
             offer_changes=shared_limiter(self.redis_url, f"{user}:offer-changes", (
@@ -127,9 +156,13 @@ class TelegramAlerts(ConfigurableResource):
     """Alerts to ALLEGRO_ERROR_NOTIFICATION_CHAT_ID; off when no bot token is set."""
 
     api_url: str
-    bot_token: Optional[str]
     chat_id: Optional[str]
     webserver_url: Optional[str]
+    settings: ResourceDependency[Settings]
+
+    @property
+    def bot_token(self) -> str | None:
+        return self.settings.telegram_bot_token
 
     def notifier(self) -> TelegramNotifier | None:
         if not (self.bot_token and self.chat_id):
@@ -140,22 +173,16 @@ class TelegramAlerts(ConfigurableResource):
         return f"{self.webserver_url.rstrip('/')}/runs/{run_id}" if self.webserver_url else None
 
 
-def _from_env(name: str, fallback: str | None):
-    """EnvVar when the variable is set: Dagster stores and shows its name, never its
-    value (secrets, and URLs that may carry a password). Otherwise the demo default."""
-    return EnvVar(name) if os.environ.get(name) else fallback
-
-
 def build_resources(settings: Settings) -> dict:
+    """The resources, from `settings` only: config gets the values that are not secret, the
+    rest is read from `settings` itself (see the module docstring)."""
     return {
-        "pipeline_db": PipelineDatabase(url=_from_env("STOCK_PIPELINE_DATABASE_URL", settings.stock_pipeline_database_url)),
-        "stock_db": StockDatabase(url=_from_env("STOCK_DATABASE_URL", settings.stock_database_url),
-                                  query=settings.stock_query, max_plausible_stock=settings.stock_max_plausible_stock),
+        "pipeline_db": PipelineDatabase(settings=settings),
+        "stock_db": StockDatabase(query=settings.stock_query, max_plausible_stock=settings.stock_max_plausible_stock,
+                                  settings=settings),
         "allegro": AllegroApi(
             api_url=settings.allegro_api_url, auth_url=settings.allegro_auth_url,
-            client_id=settings.allegro_client_id,
-            client_secret=_from_env("ALLEGRO_CLIENT_SECRET", settings.allegro_client_secret),
-            redis_url=_from_env("REDIS_URL", settings.redis_url), rate_limit_per_minute=settings.allegro_sync_rate_limit,
+            client_id=settings.allegro_client_id, rate_limit_per_minute=settings.allegro_sync_rate_limit,
             retry_count=settings.allegro_sync_retry_count, retry_delay=settings.allegro_sync_retry_delay,
             timeout=settings.allegro_sync_http_timeout, batch_size=settings.allegro_sync_batch_size,
             poll_first_after=settings.allegro_sync_poll_first_after, poll_timeout=settings.allegro_sync_poll_timeout,
@@ -163,6 +190,7 @@ def build_resources(settings: Settings) -> dict:
             user_offer_changes_per_minute=settings.allegro_sync_user_offer_changes_per_minute,
             user_offer_changes_per_hour=settings.allegro_sync_user_offer_changes_per_hour,
             user_patches_per_minute=settings.allegro_sync_user_patches_per_minute,
+            settings=settings,
         ),
         "guards": GuardConfig(
             max_snapshot_shrink=settings.stock_guard_max_snapshot_shrink,
@@ -170,7 +198,7 @@ def build_resources(settings: Settings) -> dict:
             min_risky_offers=settings.stock_guard_min_risky_offers,
         ),
         "telegram": TelegramAlerts(
-            api_url=settings.telegram_api_url, bot_token=_from_env("TELEGRAM_BOT_TOKEN", settings.telegram_bot_token),
-            chat_id=settings.allegro_error_notification_chat_id, webserver_url=settings.dagster_webserver_url,
+            api_url=settings.telegram_api_url, chat_id=settings.allegro_error_notification_chat_id,
+            webserver_url=settings.dagster_webserver_url, settings=settings,
         ),
     }

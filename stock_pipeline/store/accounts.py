@@ -89,9 +89,10 @@ _aware = aware_utc
 
 
 class AccountStore:
-    def __init__(self, engine: Engine, cipher: TokenCipher | None = None):
+    def __init__(self, engine: Engine, cipher: TokenCipher):
+        """`cipher` seals and opens the tokens: `settings.token_cipher()`."""
         self.engine = engine
-        self.cipher = cipher if cipher is not None else TokenCipher.from_environ()
+        self.cipher = cipher
         # SQLite has no row locks: serialise refreshes inside this process instead (demo only).
         self._local_locks: dict[str, threading.Lock] = {}
         self._local_locks_guard = threading.Lock()

@@ -17,9 +17,6 @@ its own fixed, public key (`stock_pipeline.demo.DEMO_TOKEN_ENCRYPTION_KEY`).
 
 from __future__ import annotations
 
-import os
-from typing import Mapping
-
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from stock_pipeline.errors import SettingsError
@@ -54,14 +51,11 @@ def is_encrypted(stored: str | None) -> bool:
 
 class TokenCipher:
     """Seals tokens for the accounts table and opens them again; without keys it can
-    only open plaintext (legacy) values."""
+    only open plaintext (legacy) values. Built from the validated settings
+    (`Settings.token_cipher()`), never from the environment."""
 
     def __init__(self, keys: list[Fernet]):
         self._fernet = MultiFernet(keys) if keys else None
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "TokenCipher":
-        return cls(parse_keys((os.environ if environ is None else environ).get(KEY_VARIABLE)))
 
     @property
     def enabled(self) -> bool:
