@@ -12,8 +12,6 @@ the current `metadata`. Operators run `stock-pipeline db upgrade`, never `alembi
 
 from __future__ import annotations
 
-import os
-
 import sqlalchemy as sa
 from alembic import context
 
@@ -38,10 +36,11 @@ def _configure(**kwargs) -> None:
 
 
 def _url() -> str:
-    url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("STOCK_PIPELINE_DATABASE_URL")
-    if not url:
-        raise SystemExit("name the database: alembic -x url=postgresql+psycopg://… …, or set STOCK_PIPELINE_DATABASE_URL")
-    return url
+    # A developer's `alembic revision`/`alembic check`: the database named with -x url=…, else
+    # the one the settings name (STOCK_PIPELINE_DATABASE_URL, validated like everywhere else).
+    from stock_pipeline.settings import load_settings
+
+    return context.get_x_argument(as_dictionary=True).get("url") or load_settings().stock_pipeline_database_url
 
 
 if context.is_offline_mode():
