@@ -345,7 +345,7 @@ def test_database_of_the_previous_release_is_upgraded_keeping_every_row_and_sync
     assert _version_rows(upgrade_url) == [HEAD]
     assert _dump(upgrade_url) == before  # every row of every table, as the previous release wrote it
     assert _differences(upgrade_url, migrate.current_metadata()) == []
-    store = AccountStore(engine)
+    store = AccountStore(engine, settings.token_cipher())
     assert [(acc.name, acc.status) for acc in store.list()] == [("shop-expired", "active"), ("shop-old", "active")]
     with engine.connect() as conn:
         rows = {r.name: r for r in conn.execute(sa.text("SELECT * FROM accounts"))}
