@@ -1,10 +1,12 @@
 # The two set-up commands of the README: `make demo` and `make test`.
 # Each creates .venv from constraints.txt on first use (or when dependencies change).
+# `make test` runs every tier (CI runs it); `make test-fast` only the tests that need
+# neither PostgreSQL nor Redis (the markers are in pyproject.toml and conftest.py).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install check-services lock
+.PHONY: demo test test-fast install check-services lock
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed (found $$($(PYTHON) --version))"; exit 1; }
@@ -23,6 +25,10 @@ check-services: $(STAMP)
 
 test: check-services
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# No check-services: this tier runs without PostgreSQL and Redis.
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -m "not services" $(PYTEST_ARGS)
 
 # Regenerate constraints.txt after changing dependencies in pyproject.toml.
 lock: $(STAMP)

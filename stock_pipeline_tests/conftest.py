@@ -1,12 +1,15 @@
 """Shared fixtures: a fresh Postgres database per test, unique Redis keys, the Allegro
-simulator and fake Telegram over real HTTP, and an environment wiring them together."""
+simulator and fake Telegram over real HTTP, and an environment wiring them together.
+Also the test tiers: `pytest_collection_modifyitems` marks `services` and `cli` tests
+(see the end of this file). Helpers that are not fixtures live in helpers.py."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
+import types
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,29 +19,10 @@ from cryptography.fernet import Fernet
 
 import stock_pipeline
 
-from stock_pipeline_tests.services import POSTGRES_URL, REDIS_URL
+pytest.register_assert_rewrite("stock_pipeline_tests.helpers")
 
-
-def _admin_engine():
-    return sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-
-
-@contextmanager
-def scratch_database(driver: str = "postgresql+psycopg"):
-    """A database created for one test and dropped afterwards; yields its URL."""
-    name = f"sp_test_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.engine.make_url(POSTGRES_URL).set(drivername=driver, database=name).render_as_string(hide_password=False)
-    finally:
-        from stock_pipeline.store.schema import dispose_engines
-
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+from stock_pipeline_tests.helpers import scratch_database  # noqa: E402 (after the rewrite hook)
+from stock_pipeline_tests.services import REDIS_URL  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -134,16 +118,6 @@ def stock_db(tmp_path):
     return url
 
 
-def write_stock(url: str, rows: list[tuple]) -> None:
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM products"))
-        if rows:
-            conn.execute(sa.text("INSERT INTO products (sku, stock) VALUES (:sku, :stock)"),
-                         [{"sku": s, "stock": v} for s, v in rows])
-    engine.dispose()
-
-
 @pytest.fixture
 def pipeline_env(monkeypatch, tmp_path, simulator, telegram, postgres_url, redis_url, client_id, stock_db):
     """Environment of a real deployment, pointed at the simulators; returns the variables."""
@@ -183,32 +157,79 @@ def settings(pipeline_env):
     return load_settings()
 
 
-def register_account(settings, simulator, name: str) -> None:
-    """The same exchange as `stock-pipeline accounts add NAME --refresh-token …`."""
-    from stock_pipeline.allegro.auth import AllegroAuth
-    from stock_pipeline.store.accounts import AccountStore
-    from stock_pipeline.store.schema import engine_for
-
-    refresh = simulator.add_seller(name)
-    auth = AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret)
-    AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).save_tokens(name, auth.refresh(refresh))
-    auth.close()
-
-
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 
-def send_failure_alert(defs, instance, run) -> None:
-    """Evaluates the run-failure sensor for `run`, as the daemon would."""
-    from dagster import build_run_status_sensor_context
+# --- test tiers -------------------------------------------------------------------------
+# `services`: the test needs Postgres or Redis. `make test-fast` (pytest -m "not services")
+# deselects these and runs without either. A test is marked when
+#   - its fixture closure holds a service fixture (SERVICE_FIXTURES; every fixture built
+#     on them, such as `simulator` via `client_id`, is in the closure too), or
+#   - the code it runs names a service directly (SERVICE_NAMES): the test function, its
+#     fixtures, and the functions of this package those call, followed by name, or
+#   - its module says so: `pytestmark = pytest.mark.services`.
+# `cli`: that same code starts `python -m stock_pipeline.cli` in a subprocess (run_cli
+# and its like). `daemon`, `ui` and `faults` are module markers (one line at the top of
+# test_daemon.py, test_ui.py, test_faults.py). The markers are registered in pyproject.toml.
 
-    telegram_on_run_failure = defs.resolve_sensor_def("telegram_on_run_failure")
-    failure = next(e for e in instance.all_logs(run.run_id)
-                   if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
-    # A context manager, as Dagster opens it: the resources hold the Settings as a nested
-    # resource (stock_pipeline/defs/resources.py), which Dagster sets up inside a `with`.
-    with build_run_status_sensor_context(
-        sensor_name="telegram_on_run_failure", dagster_event=failure.dagster_event, dagster_instance=instance,
-        dagster_run=run, resources={name: defs.resources[name] for name in ("telegram", "allegro", "pipeline_db")},
-    ) as context:
-        return telegram_on_run_failure(context.for_run_failure())
+SERVICE_FIXTURES = frozenset({"postgres_url", "redis_url", "client_id", "pipeline_env", "settings",
+                              "postgres_dagster_home"})
+SERVICE_NAMES = frozenset({"scratch_database", "POSTGRES_URL", "REDIS_URL"})
+CLI_MODULE = "stock_pipeline.cli"
+PACKAGE = __name__.split(".")[0]  # stock_pipeline_tests
+
+
+def _own_function(obj) -> types.FunctionType | None:
+    """`obj` if it is a function written in this package (a fixture: the function under it)."""
+    try:
+        func = inspect.unwrap(obj) if callable(obj) else None
+    except ValueError:  # a __wrapped__ cycle
+        return None
+    if isinstance(func, types.FunctionType) and (func.__module__ or "").split(".")[0] == PACKAGE:
+        return func
+    return None
+
+
+def _names_and_constants(code: types.CodeType) -> tuple[set[str], set[object]]:
+    names, constants = set(code.co_names), set()
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):  # nested functions, lambdas, comprehensions
+            inner_names, inner_constants = _names_and_constants(const)
+            names |= inner_names
+            constants |= inner_constants
+        elif isinstance(const, str):
+            constants.add(const)
+    return names, constants
+
+
+def _code_facts(item: pytest.Item) -> tuple[set[str], set[object]]:
+    """Names and string constants in the code `item` runs that this package wrote: the test
+    function, its fixtures, and the package's functions they call by a global name."""
+    roots = [getattr(item, "function", None)]
+    fixture_info = getattr(item, "_fixtureinfo", None)
+    for definitions in (fixture_info.name2fixturedefs.values() if fixture_info else ()):
+        roots += [getattr(definition, "func", None) for definition in definitions]
+    todo = [f for f in map(_own_function, roots) if f]
+    seen: set[types.FunctionType] = set()
+    names: set[str] = set()
+    constants: set[object] = set()
+    while todo:
+        func = todo.pop()
+        if func in seen:
+            continue
+        seen.add(func)
+        own_names, own_constants = _names_and_constants(func.__code__)
+        names |= own_names
+        constants |= own_constants
+        todo += [f for f in (_own_function(func.__globals__.get(name)) for name in own_names) if f]
+    return names, constants
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names, constants = _code_facts(item)
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) or SERVICE_NAMES & names:
+            item.add_marker(pytest.mark.services)
+        if CLI_MODULE in constants:
+            item.add_marker(pytest.mark.cli)

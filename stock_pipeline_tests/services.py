@@ -1,7 +1,9 @@
 """Checks that the services the tests use for real are there, before pytest starts.
 
 `make test` runs this first so a missing Postgres or Redis is one clear message,
-not a hundred connection errors.
+not a hundred connection errors. `make test-fast` (pytest -m "not services") needs
+neither and does not run it. TEST_POSTGRES_URL and TEST_REDIS_URL point the tests
+elsewhere (at closed ports, they show that the fast tier really needs neither).
 """
 
 from __future__ import annotations

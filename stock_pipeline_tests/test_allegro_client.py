@@ -13,7 +13,7 @@ from stock_pipeline.errors import AllegroApiError, AllegroOfferNotFoundError, Al
 from stock_pipeline.rate_limit import RateSpec, build_limiter
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import engine_for
-from stock_pipeline_tests.conftest import register_account
+from stock_pipeline_tests.helpers import register_account
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import engine_for
-from stock_pipeline_tests.test_sync_end_to_end import run_cli
+from stock_pipeline_tests.helpers import run_cli
 
 
 def test_add_with_refresh_token_exchanges_it_and_stores_the_new_pair(settings, simulator):
@@ -58,7 +58,7 @@ def test_refresh_token_can_come_from_stdin_so_it_stays_out_of_ps(settings, simul
     assert AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a").status == "active"
 
 
-def test_a_refresh_token_starting_with_a_dash_is_taken_as_the_value(settings, simulator):
+def test_a_refresh_token_starting_with_a_dash_is_taken_as_the_value():
     from stock_pipeline.cli import _glue_option_values
 
     assert _glue_option_values(["accounts", "add", "a", "--refresh-token", "-x9"]) == [

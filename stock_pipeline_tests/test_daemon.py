@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
-from collections import deque
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import yaml
 
-from stock_pipeline_tests.conftest import register_account, write_stock
-from stock_pipeline_tests.test_sync_end_to_end import assert_every_offer_right, run_cli, seed, write_requests
+from stock_pipeline_tests.helpers import (REPO, DagsterProcess, assert_every_offer_right, dagster_bin, register_account,
+                                          run_cli, seed, wait_for, write_requests, write_stock)
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.daemon
+
 WORKSPACE = REPO / "workspace.yaml"
-BIN = Path(sys.executable).parent
 ACCOUNTS = "accounts"
 SCHEDULE = "account_sync_schedule"
 # A `* * * * *` schedule ticks at the first minute boundary after the daemon starts; if
@@ -32,59 +29,6 @@ SCHEDULE = "account_sync_schedule"
 FIRST_RUNS_BOUND = 150
 SENSOR_BOUND = 50  # minimum_interval_seconds=30 plus the sensor daemon's 5 s loop
 RUN_BOUND = 60
-
-
-def dagster_bin(name: str) -> str:
-    return str(BIN / name)
-
-
-class DagsterProcess:
-    """A Dagster command in its own process group (its code servers and run workers
-    are children), its output in a file; `stop()` ends the whole group."""
-
-    def __init__(self, args: list[str], log_path: Path):
-        self.args = args
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(args, cwd=REPO, env=os.environ.copy(), stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def tail(self, lines: int = 60) -> str:
-        with self.log_path.open(errors="replace") as handle:
-            return "".join(deque(handle, maxlen=lines))
-
-    def report(self) -> str:
-        state = "running" if self.proc.poll() is None else f"exited with {self.proc.returncode}"
-        return f"--- {Path(self.args[0]).name} ({state}), last lines of {self.log_path} ---\n{self.tail()}"
-
-    def stop(self) -> None:
-        """SIGTERM to the group (the daemon stops its code server), then SIGKILL to whatever is left."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # the whole group has exited
-        self.proc.wait()
-        self._log.close()
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float, process: DagsterProcess,
-             interval: float = 1.0):
-    """Polls `check` until it returns something truthy; fails with the process's log."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if process.proc.poll() is not None:
-            pytest.fail(f"{what}: the process died\n{process.report()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f} s\n{process.report()}")
-        time.sleep(interval)
 
 
 def write_instance_yaml(home: Path, **coordinator: object) -> None:

@@ -11,10 +11,7 @@ import urllib.request
 
 import pytest
 
-from stock_pipeline_tests.conftest import register_account, write_stock
-from stock_pipeline_tests.test_daemon import REPO, DagsterProcess, wait_for
-from stock_pipeline_tests.test_sync_end_to_end import seed
-from stock_pipeline_tests.test_ui import free_port
+from stock_pipeline_tests.helpers import REPO, DagsterProcess, free_port, register_account, seed, wait_for, write_stock
 
 EMBEDDED = REPO / "stock_pipeline" / "dagster_embedded.yaml"
 RUN_BOUND = 60

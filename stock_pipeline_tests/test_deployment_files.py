@@ -21,8 +21,7 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from stock_pipeline_tests.conftest import scratch_database
-from stock_pipeline_tests.test_daemon import REPO, dagster_bin
+from stock_pipeline_tests.helpers import REPO, dagster_bin, scratch_database
 
 COMPOSE = REPO / "docker-compose.yml"
 SCHEMA = REPO / "scripts" / "compose-spec" / "compose-spec.json"

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from stock_pipeline_tests.conftest import register_account, write_stock
-from stock_pipeline_tests.test_sync_end_to_end import run_cli
+from stock_pipeline_tests.helpers import register_account, run_cli, write_stock
 
 CHECKS = ("settings", "token encryption key", "pipeline database", "warehouse", "rate limiter", "allegro credentials",
           "account shop-a", "telegram")

@@ -6,7 +6,7 @@ from dagster import DagsterInstance
 from stock_pipeline.definitions import build_definitions
 from stock_pipeline.notify.telegram import TELEGRAM_LIMIT, failure_message
 from stock_pipeline.sync_runner import sync_accounts
-from stock_pipeline_tests.conftest import register_account, send_failure_alert, write_stock
+from stock_pipeline_tests.helpers import register_account, send_failure_alert, write_stock
 
 
 def test_failed_run_sends_one_escaped_telegram_message(settings, simulator, telegram, pipeline_env):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 
 from stock_pipeline.settings import load_settings
 from stock_pipeline.store.account_lock import account_write_lock
@@ -16,8 +17,10 @@ from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import engine_for
 from stock_pipeline.store.writes_log import WritesLog
 from stock_pipeline.sync_runner import sync_accounts
-from stock_pipeline_tests.conftest import register_account, write_stock
-from stock_pipeline_tests.test_sync_end_to_end import assert_every_offer_right, run_cli, write_requests
+from stock_pipeline_tests.helpers import (assert_every_offer_right, register_account, run_cli, write_requests,
+                                          write_stock)
+
+pytestmark = pytest.mark.faults
 
 
 def seed_account(settings, simulator, name, offers=2500, distinct_values=False):

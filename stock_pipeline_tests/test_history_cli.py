@@ -14,7 +14,7 @@ import pytest
 from stock_pipeline.history_view import parse_since
 from stock_pipeline.store.schema import engine_for, writes
 from stock_pipeline.store.writes_log import WritesLog
-from stock_pipeline_tests.test_sync_end_to_end import run_cli
+from stock_pipeline_tests.helpers import run_cli
 
 RUN_OLD = "0a1b2c3d-0000-4000-8000-000000000001"
 RUN_NEW = "9f8e7d6c-0000-4000-8000-000000000002"

@@ -25,8 +25,7 @@ from stock_pipeline.errors import PipelineDatabaseSchemaError
 from stock_pipeline.store import migrate
 from stock_pipeline.store.migrate import VERSION_TABLE
 from stock_pipeline.store.schema import dispose_engines, engine_for, new_engine
-from stock_pipeline_tests.conftest import write_stock
-from stock_pipeline_tests.test_sync_end_to_end import run_cli
+from stock_pipeline_tests.helpers import run_cli, write_stock
 
 REPO = Path(__file__).resolve().parents[1]
 PREVIOUS_RELEASE = "73ea1ae"
@@ -37,7 +36,7 @@ TOKEN_REQUEST = "/auth/oauth/token"
 @pytest.fixture
 def new_database(tmp_path):
     """Makes new, empty databases: new_database("postgres" | "sqlite", name) -> URL."""
-    from stock_pipeline_tests.conftest import scratch_database
+    from stock_pipeline_tests.helpers import scratch_database
 
     with ExitStack() as stack:
         stack.callback(dispose_engines)

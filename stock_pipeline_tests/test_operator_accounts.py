@@ -23,8 +23,7 @@ from stock_pipeline.store.schema import accounts, engine_for, writes
 from stock_pipeline.store.sync_status import SyncStatusStore
 from stock_pipeline.store.writes_log import WritesLog
 from stock_pipeline.sync_runner import sync_accounts
-from stock_pipeline_tests.conftest import register_account, write_stock
-from stock_pipeline_tests.test_sync_end_to_end import run_cli
+from stock_pipeline_tests.helpers import register_account, run_cli, write_stock
 
 PAUSED_SENTENCE = "account 'shop-a' is paused; resume it with: stock-pipeline accounts resume shop-a"
 

@@ -1,6 +1,6 @@
 """The shared rate limiter: GCRA maths on a virtual clock, then the Redis and local
-buckets for real (Redis at REDIS_URL, default 127.0.0.1:6379; keys under a random
-prefix, deleted afterwards)."""
+buckets for real (the tests' Redis, TEST_REDIS_URL as in services.py; keys under a
+random prefix, deleted afterwards)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ import redis
 from stock_pipeline.errors import RateLimiterUnavailableError
 from stock_pipeline.rate_limit import LocalTokenBucket, RateLimiter, RateSpec, RedisTokenBucket, build_limiter
 from stock_pipeline.rate_limit.gcra import IDLE, SAFETY_MARGIN, penalise, reserve, reserve_all
+from stock_pipeline_tests.services import REDIS_URL
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -173,7 +173,7 @@ def redis_client():
     try:
         client.ping()
     except redis.exceptions.ConnectionError as exc:
-        pytest.fail(f"these tests need a Redis server at {REDIS_URL} (set REDIS_URL): {exc}")
+        pytest.fail(f"these tests need a Redis server at {REDIS_URL} (set TEST_REDIS_URL): {exc}")
     yield client
     client.close()
 
@@ -291,8 +291,8 @@ def test_processes_sharing_a_key_never_exceed_the_limit_together(key):
     assert achieved >= 0.9 * spec.limit / spec.period_seconds
 
 
-def test_unreachable_redis_raises_a_clear_error_without_the_password(key):
-    limiter = build_limiter("redis://:hunter2@127.0.0.1:1/0", key, [RateSpec(limit=10, period_seconds=1)])
+def test_unreachable_redis_raises_a_clear_error_without_the_password():
+    limiter = build_limiter("redis://:hunter2@127.0.0.1:1/0", "never-stored", [RateSpec(limit=10, period_seconds=1)])
     for call in (limiter.acquire, lambda: limiter.penalise(1.0)):
         with pytest.raises(RateLimiterUnavailableError) as caught:
             call()
@@ -313,10 +313,10 @@ def test_redis_that_does_not_answer_raises_unavailable():
 # --- factory and local bucket -------------------------------------------------------------
 
 
-def test_build_limiter_picks_redis_with_a_url_and_local_without(key):
+def test_build_limiter_picks_redis_with_a_url_and_local_without():
     specs = [RateSpec(limit=10, period_seconds=1)]
-    with_redis = build_limiter(REDIS_URL, key, specs)
-    without = build_limiter(None, key, specs)
+    with_redis = build_limiter("redis://127.0.0.1:1/0", "never-stored", specs)  # nothing connects here
+    without = build_limiter(None, "never-stored", specs)
     assert isinstance(with_redis, RedisTokenBucket) and isinstance(with_redis, RateLimiter)
     assert isinstance(without, LocalTokenBucket) and isinstance(without, RateLimiter)
 

@@ -20,7 +20,7 @@ from stock_pipeline.simulator.rate_limits import SellerWriteLimits
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import engine_for
 from stock_pipeline.sync_runner import sync_accounts
-from stock_pipeline_tests.conftest import register_account, write_stock
+from stock_pipeline_tests.helpers import register_account, write_stock
 
 log = get_logger("test_run_log")
 

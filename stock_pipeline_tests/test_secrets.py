@@ -21,9 +21,8 @@ from stock_pipeline.settings import load_settings
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import accounts, engine_for
 from stock_pipeline.store.token_crypto import TokenEncryptionError
-from stock_pipeline_tests.conftest import register_account, send_failure_alert, write_stock
-from stock_pipeline_tests.test_sync_end_to_end import run_cli
-from stock_pipeline_tests.test_tokens import _auth, _expire_stored_token, _token_requests
+from stock_pipeline_tests.helpers import (allegro_auth, expire_stored_token, register_account, run_cli,
+                                          send_failure_alert, token_requests, write_stock)
 
 WRONG_KEY = "cannot decrypt stored tokens of account 'shop-a': TOKEN_ENCRYPTION_KEY does not match the key they were stored with"
 
@@ -44,7 +43,7 @@ def store() -> AccountStore:
 
 def write_plaintext_row(settings, simulator, name: str) -> TokenPair:
     """A row as a version without encryption wrote it."""
-    pair = _auth(settings).refresh(simulator.add_seller(name))
+    pair = allegro_auth(settings).refresh(simulator.add_seller(name))
     with engine_for(settings.stock_pipeline_database_url).begin() as conn:
         conn.execute(accounts.insert().values(name=name, access_token=pair.access_token, refresh_token=pair.refresh_token,
                                               access_expires_at=pair.expires_at))
@@ -59,7 +58,7 @@ def test_tokens_at_rest_are_not_readable_in_the_table(settings, simulator, issue
     access, refresh = stored(settings)
     assert access.startswith("fernet:") and refresh.startswith("fernet:")
     assert not any(token in access + refresh for token in issued)
-    assert store().tokens_for("shop-a", _auth(settings)).current() in issued  # and the pipeline reads them
+    assert store().tokens_for("shop-a", allegro_auth(settings)).current() in issued  # and the pipeline reads them
 
 
 def test_rotation_first_key_encrypts_every_key_decrypts(settings, simulator, monkeypatch):
@@ -68,31 +67,31 @@ def test_rotation_first_key_encrypts_every_key_decrypts(settings, simulator, mon
     before = stored(settings)
 
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", f"{new_key}, {old_key}")
-    token = store().tokens_for("shop-a", _auth(settings)).current()  # the old key still reads
+    token = store().tokens_for("shop-a", allegro_auth(settings)).current()  # the old key still reads
     assert stored(settings) == before  # reading rewrites nothing
-    _expire_stored_token(settings.stock_pipeline_database_url, "shop-a")
-    refreshed = store().tokens_for("shop-a", _auth(settings)).current()
+    expire_stored_token(settings.stock_pipeline_database_url, "shop-a")
+    refreshed = store().tokens_for("shop-a", allegro_auth(settings)).current()
     assert refreshed != token
 
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", new_key)  # the refresh re-encrypted with the first key
-    assert store().tokens_for("shop-a", _auth(settings)).current() == refreshed
+    assert store().tokens_for("shop-a", allegro_auth(settings)).current() == refreshed
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", old_key)
     with pytest.raises(TokenEncryptionError, match=WRONG_KEY):
-        store().tokens_for("shop-a", _auth(settings)).current()
+        store().tokens_for("shop-a", allegro_auth(settings)).current()
 
 
 def test_a_plaintext_row_of_an_older_version_is_read_then_encrypted_by_the_next_write(settings, simulator):
     pair = write_plaintext_row(settings, simulator, "shop-a")
-    tokens = store().tokens_for("shop-a", _auth(settings))
+    tokens = store().tokens_for("shop-a", allegro_auth(settings))
     assert tokens.current() == pair.access_token
     assert stored(settings) == (pair.access_token, pair.refresh_token)
 
-    _expire_stored_token(settings.stock_pipeline_database_url, "shop-a")
+    expire_stored_token(settings.stock_pipeline_database_url, "shop-a")
     # A later run: the refresh spends the plaintext refresh token and stores the new pair sealed.
-    refreshed = store().tokens_for("shop-a", _auth(settings)).current()
+    refreshed = store().tokens_for("shop-a", allegro_auth(settings)).current()
     access, refresh = stored(settings)
     assert access.startswith("fernet:") and refresh.startswith("fernet:") and refreshed not in access
-    assert store().tokens_for("shop-a", _auth(settings)).current() == refreshed
+    assert store().tokens_for("shop-a", allegro_auth(settings)).current() == refreshed
 
 
 def test_postgres_without_a_key_refuses_accounts_add_and_refresh(settings, simulator, monkeypatch):
@@ -106,13 +105,13 @@ def test_postgres_without_a_key_refuses_accounts_add_and_refresh(settings, simul
     assert store().get("shop-a") is None
 
     # A plaintext row stays usable until it needs a refresh, which is refused before the refresh token is spent.
-    tokens = store().tokens_for("shop-old", _auth(settings))
+    tokens = store().tokens_for("shop-old", allegro_auth(settings))
     assert tokens.current() == pair.access_token
-    _expire_stored_token(settings.stock_pipeline_database_url, "shop-old")
+    expire_stored_token(settings.stock_pipeline_database_url, "shop-old")
     simulator.reset_requests()
     with pytest.raises(TokenEncryptionError, match="TOKEN_ENCRYPTION_KEY is not set"):
-        store().tokens_for("shop-old", _auth(settings)).current()  # a later run needs a refresh
-    assert _token_requests(simulator) == 0
+        store().tokens_for("shop-old", allegro_auth(settings)).current()  # a later run needs a refresh
+    assert token_requests(simulator) == 0
     assert stored(settings, "shop-old") == (pair.access_token, pair.refresh_token)
     assert store().get("shop-old").status == "active"
 
@@ -122,11 +121,11 @@ def test_encrypted_tokens_without_a_key_or_with_another_key_are_a_clear_error(se
     write_stock(settings.stock_database_url, [("A", 1)])
     monkeypatch.delenv("TOKEN_ENCRYPTION_KEY")
     with pytest.raises(TokenEncryptionError, match="they are encrypted and TOKEN_ENCRYPTION_KEY is not set"):
-        store().tokens_for("shop-a", _auth(settings)).current()
+        store().tokens_for("shop-a", allegro_auth(settings)).current()
 
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", Fernet.generate_key().decode())
     with pytest.raises(TokenEncryptionError, match=WRONG_KEY):
-        store().tokens_for("shop-a", _auth(settings)).current()
+        store().tokens_for("shop-a", allegro_auth(settings)).current()
     result = run_cli("sync", "--account", "shop-a")  # through Dagster: the run fails with the message
     assert result.returncode == 2  # a configuration problem found during the run
     assert WRONG_KEY in result.stdout
@@ -144,7 +143,8 @@ def test_a_bad_key_is_a_settings_error_naming_the_variable_and_the_fix(value, pr
     assert "Fernet.generate_key().decode()" in message and "short" not in message and "not-a-key" not in message
 
 
-def test_settings_never_show_the_key(settings):
+def test_settings_never_show_the_key():
+    settings = load_settings({"TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode()})
     assert settings.token_encryption_key and settings.token_encryption_key not in repr(settings)
 
 
@@ -185,7 +185,7 @@ def test_the_processor_leaves_ordinary_events_alone():
 def test_tokens_the_process_handled_and_secret_settings_are_redacted_even_bare(settings, simulator, issued):
     redact_settings(settings)  # as every entry point does with the settings it loaded
     register_account(settings, simulator, "shop-a")
-    token = store().tokens_for("shop-a", _auth(settings)).current()
+    token = store().tokens_for("shop-a", allegro_auth(settings)).current()
     text = f"unexpected answer {token} / {settings.allegro_client_secret} / {settings.telegram_bot_token}"
     assert redact_text(text) == f"unexpected answer {REDACTED} / {REDACTED} / {REDACTED}"
 
@@ -298,16 +298,16 @@ def test_no_token_or_secret_in_any_output_event_or_config_of_a_full_run(settings
     write_stock(settings.stock_database_url, [(f"{p}{i}", 2 + i % 5) for p in "AB" for i in range(40)] + [("A0", 0)])
 
     simulator.expire_access_tokens("shop-a")  # a 401 mid-run: re-read, then refresh
-    _expire_stored_token(settings.stock_pipeline_database_url, "shop-b")  # a refresh before the first call
+    expire_stored_token(settings.stock_pipeline_database_url, "shop-b")  # a refresh before the first call
     cli("sync", "--verbose")
     simulator.revoke_tokens("shop-b")  # the failing run: invalid_grant
-    _expire_stored_token(settings.stock_pipeline_database_url, "shop-b")
+    expire_stored_token(settings.stock_pipeline_database_url, "shop-b")
     cli("sync", "--verbose", expect=1)  # everything on the terminal: more places for a leak to show
     cli("sync", "--verbose", "--account", "shop-b", expect=1)  # needs_reauth: refused without a call
     cli("accounts", "list")
     cli("history", "--limit", "5")
     with pytest.raises(AccountNeedsReauthorisationError):
-        store().tokens_for("shop-b", _auth(settings)).current()
+        store().tokens_for("shop-b", allegro_auth(settings)).current()
 
     instance = DagsterInstance.get()
     failed = [r for r in instance.get_runs() if r.status.value == "FAILURE"]

@@ -10,8 +10,7 @@ from dagster import DagsterInstance
 from stock_pipeline.definitions import build_definitions
 from stock_pipeline.store.schema import engine_for
 from stock_pipeline.store.writes_log import WritesLog
-from stock_pipeline_tests.conftest import register_account, send_failure_alert, write_stock
-from stock_pipeline_tests.test_sync_end_to_end import run_cli, write_requests
+from stock_pipeline_tests.helpers import register_account, run_cli, send_failure_alert, write_requests, write_stock
 
 
 @pytest.fixture

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pandas as pd
@@ -14,29 +11,8 @@ from stock_pipeline.core.diff import compute_diff, offers_frame
 from stock_pipeline.core.plan import minimum_calls
 from stock_pipeline.store.schema import engine_for
 from stock_pipeline.store.writes_log import WritesLog
-from stock_pipeline_tests.conftest import register_account, write_stock
-
-WRITE_ROUTES = ("/sale/product-offers/", "/sale/offer-quantity-change-commands/", "/sale/offer-publication-commands/")
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stock_pipeline.cli", *args], capture_output=True, text=True,
-                          env=os.environ.copy(), timeout=300)
-
-
-def seed(simulator, account: str, offers: list[tuple]) -> list[str]:
-    return simulator.add_offers(account, [{"sku": s, "stock": v, "status": st} for s, v, st in offers])
-
-
-def listing_items(simulator, account):
-    return [{"id": o["id"], "external": {"id": o["sku"]} if o["sku"] else None,
-             "stock": {"available": o["stock"]}, "publication": {"status": o["status"]}}
-            for o in simulator.offers(account)]
-
-
-def write_requests(simulator, login=None):
-    return [r for r in simulator.requests if r.method in ("PUT", "PATCH") and r.path.startswith(WRITE_ROUTES)
-            and (login is None or r.login == login)]
+from stock_pipeline_tests.helpers import (assert_every_offer_right, listing_items, register_account, run_cli, seed,
+                                          write_requests, write_stock)
 
 
 @pytest.fixture
@@ -54,17 +30,6 @@ def two_accounts(settings, simulator):
     warehouse += [("LONE-ZERO", 0), ("B1", 5), ("B2", 7)]
     write_stock(settings.stock_database_url, warehouse)
     return dict(warehouse)
-
-
-def assert_every_offer_right(simulator, account, warehouse, before):
-    for offer in simulator.offers(account):
-        was = before[offer["id"]]
-        if not was["sku"] or was["sku"] not in warehouse or was["status"] != "ACTIVE":
-            assert (offer["stock"], offer["status"]) == (was["stock"], was["status"]), offer
-        elif warehouse[was["sku"]] == 0:
-            assert offer["status"] == "ENDED", offer
-        else:
-            assert offer["stock"] == warehouse[was["sku"]] and offer["status"] == "ACTIVE", offer
 
 
 def test_full_sync_of_two_accounts_leaves_every_offer_right(settings, simulator, two_accounts):

@@ -6,29 +6,12 @@ import multiprocessing
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import sqlalchemy as sa
 
 from stock_pipeline.allegro.auth import AllegroAuth
 from stock_pipeline.errors import AccountNeedsReauthorisationError
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import accounts, engine_for
-from stock_pipeline_tests.conftest import register_account
-
-
-def _expire_stored_token(database_url: str, name: str) -> str:
-    engine = engine_for(database_url)
-    with engine.begin() as conn:
-        conn.execute(accounts.update().where(accounts.c.name == name)
-                     .values(access_expires_at=datetime.now(timezone.utc) - timedelta(minutes=1)))
-        return conn.execute(sa.select(accounts.c.access_token).where(accounts.c.name == name)).scalar_one()
-
-
-def _auth(settings) -> AllegroAuth:
-    return AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret)
-
-
-def _token_requests(simulator) -> int:
-    return sum(1 for r in simulator.requests if r.path.endswith("/auth/oauth/token"))
+from stock_pipeline_tests.helpers import allegro_auth, expire_stored_token, register_account, token_requests
 
 
 def _race_worker(settings, auth_args, name, barrier, results):
@@ -43,7 +26,7 @@ def _race_worker(settings, auth_args, name, barrier, results):
 
 def test_two_processes_racing_refresh_use_the_refresh_token_once(settings, simulator):
     register_account(settings, simulator, "shop-a")
-    _expire_stored_token(settings.stock_pipeline_database_url, "shop-a")
+    expire_stored_token(settings.stock_pipeline_database_url, "shop-a")
     simulator.reset_requests()
 
     ctx = multiprocessing.get_context("spawn")
@@ -59,7 +42,7 @@ def test_two_processes_racing_refresh_use_the_refresh_token_once(settings, simul
 
     assert [kind for kind, _ in outcomes] == ["ok"] * 3, outcomes
     assert len({token for _, token in outcomes}) == 1  # all use the one new token
-    assert _token_requests(simulator) == 1  # refreshed once: no replay of a used refresh token
+    assert token_requests(simulator) == 1  # refreshed once: no replay of a used refresh token
     store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
     assert store.get("shop-a").status == "active"
 
@@ -67,43 +50,43 @@ def test_two_processes_racing_refresh_use_the_refresh_token_once(settings, simul
 def test_a_401_rereads_the_stored_token_before_refreshing(settings, simulator):
     register_account(settings, simulator, "shop-a")
     store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
-    first = store.tokens_for("shop-a", _auth(settings))
-    second = store.tokens_for("shop-a", _auth(settings))
+    first = store.tokens_for("shop-a", allegro_auth(settings))
+    second = store.tokens_for("shop-a", allegro_auth(settings))
     old = first.current()
     simulator.reset_requests()
     refreshed = first.after_unauthorised(old)  # as if the API answered 401
-    assert refreshed != old and _token_requests(simulator) == 1
+    assert refreshed != old and token_requests(simulator) == 1
     # Another worker still holding `old` gets 401 too: it must pick up the stored token, not refresh again.
     assert second.after_unauthorised(old) == refreshed
-    assert _token_requests(simulator) == 1
+    assert token_requests(simulator) == 1
 
 
 def test_invalid_grant_marks_the_account_and_names_the_fix(settings, simulator):
     register_account(settings, simulator, "shop-a")
-    _expire_stored_token(settings.stock_pipeline_database_url, "shop-a")
+    expire_stored_token(settings.stock_pipeline_database_url, "shop-a")
     simulator.revoke_tokens("shop-a")
     store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
     with pytest.raises(AccountNeedsReauthorisationError, match="stock-pipeline accounts add shop-a"):
-        store.tokens_for("shop-a", _auth(settings)).current()
+        store.tokens_for("shop-a", allegro_auth(settings)).current()
     assert store.get("shop-a").status == "needs_reauth"
     simulator.reset_requests()
     with pytest.raises(AccountNeedsReauthorisationError):  # no further refresh attempts
-        store.tokens_for("shop-a", _auth(settings)).current()
-    assert _token_requests(simulator) == 0
+        store.tokens_for("shop-a", allegro_auth(settings)).current()
+    assert token_requests(simulator) == 0
 
 
 def test_stored_tokens_are_replaced_atomically_on_refresh(settings, simulator):
     register_account(settings, simulator, "shop-a")
-    old = _expire_stored_token(settings.stock_pipeline_database_url, "shop-a")
+    old = expire_stored_token(settings.stock_pipeline_database_url, "shop-a")
     store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
-    new = store.tokens_for("shop-a", _auth(settings)).current()
+    new = store.tokens_for("shop-a", allegro_auth(settings)).current()
     assert new != old
     assert store.get("shop-a").access_expires_at > datetime.now(timezone.utc) + timedelta(hours=11)
 
 
 def test_a_run_reads_the_stored_token_once_not_per_call(settings, simulator):
     register_account(settings, simulator, "shop-a")
-    tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for("shop-a", _auth(settings))
+    tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for("shop-a", allegro_auth(settings))
     first = tokens.current()
     engine = engine_for(settings.stock_pipeline_database_url)
     with engine.begin() as conn:  # were the row read again, this would show

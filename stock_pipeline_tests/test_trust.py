@@ -20,8 +20,7 @@ from stock_pipeline.store.guard_state import BAD_ROWS_FINGERPRINT, LAST_GOOD_SNA
 from stock_pipeline.store.schema import engine_for
 from stock_pipeline.store.sync_status import SyncStatusStore
 from stock_pipeline.store.writes_log import WritesLog
-from stock_pipeline_tests.conftest import register_account, send_failure_alert, write_stock
-from stock_pipeline_tests.test_sync_end_to_end import run_cli, write_requests
+from stock_pipeline_tests.helpers import register_account, run_cli, send_failure_alert, write_requests, write_stock
 
 SKUS = [f"S{i:02d}" for i in range(40)]
 

@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,9 +21,10 @@ from typing import NamedTuple
 import pytest
 from websockets.sync.client import connect
 
-from stock_pipeline_tests.conftest import register_account, write_stock
-from stock_pipeline_tests.test_daemon import DagsterProcess, dagster_bin, wait_for
-from stock_pipeline_tests.test_sync_end_to_end import seed
+from stock_pipeline_tests.helpers import (DagsterProcess, dagster_bin, free_port, register_account, seed, wait_for,
+                                          write_stock)
+
+pytestmark = pytest.mark.ui
 
 ASSETS = ("stock_snapshot", "allegro_offers", "stock_diff", "stock_updates")
 ACCOUNTS = ("shop-a", "shop-b")
@@ -143,12 +143,6 @@ class Page:
 class Webserver(NamedTuple):
     url: str
     process: DagsterProcess
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def graphql(base_url: str, query: str) -> dict:
