@@ -35,7 +35,9 @@ REQUIRED_ENV = {"ALLEGRO_CLIENT_ID": "my-client-id", "ALLEGRO_CLIENT_SECRET": "m
 # Read by docker/dagster.yaml, Dagster itself and definitions.py; pinned by the compose file.
 DAGSTER_ENV = {"DAGSTER_HOME", "DAGSTER_POSTGRES_URL", "DAGSTER_COMPUTE_LOGS_DIR", "STOCK_PIPELINE_STORAGE_DIR"}
 # Settings the compose file points at its own services, whatever .env says.
-PINNED = {"STOCK_PIPELINE_DATABASE_URL": "@postgres:5432/stock_pipeline", "REDIS_URL": "redis://redis:6379/0"}
+PINNED = {"STOCK_PIPELINE_DATABASE_URL": "@postgres:5432/stock_pipeline", "REDIS_URL": "redis://redis:6379/0",
+          # Paths inside the containers (volumes), the same for the code server, the runs and the UI.
+          "DAGSTER_HOME": "/opt/dagster/dagster_home", "STOCK_PIPELINE_STORAGE_DIR": "/opt/dagster/storage/frames"}
 INSTANCE = REPO / "docker" / "dagster.yaml"
 
 _VARIABLE = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>\w+)")
