@@ -57,3 +57,16 @@ class SettingsError(ValueError):
 
 class PipelineDatabaseUnavailableError(AllegroSyncError):
     """The pipeline database (accounts, tokens, audit) cannot be reached."""
+
+
+class IncompleteOfferMapError(AllegroSyncError):
+    """Code that needs every offer of an account (to conclude from an offer's absence)
+    was handed an offer map whose listing ended short of Allegro's totalCount."""
+
+    def __init__(self, account: str, listed: int, total_count: int, purpose: str):
+        self.account, self.listed, self.total_count, self.purpose = account, listed, total_count, purpose
+        super().__init__(
+            f"account {account!r}: {purpose} needs a complete offer listing, and this one is partial: "
+            f"{listed} offers listed of the {total_count} Allegro reported (totalCount). Nothing that relies on "
+            "it was done; the next run lists the offers again"
+        )
