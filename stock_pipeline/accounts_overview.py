@@ -9,12 +9,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Mapping, Sequence
 
+from stock_pipeline.core.vocabulary import WriteStatus
 from stock_pipeline.report_format import age, iso_utc, json_text, shorten, table, utc_time
 from stock_pipeline.settings import Settings
 from stock_pipeline.store.accounts import Account, AccountStore
 from stock_pipeline.store.schema import ACCOUNT_ACTIVE, ACCOUNT_NEEDS_REAUTH, ACCOUNT_PAUSED, engine_for
 from stock_pipeline.store.sync_status import SyncStatus, SyncStatusStore
-from stock_pipeline.store.writes_log import PENDING, WritesLog
+from stock_pipeline.store.writes_log import WritesLog
 
 FRESH, STALE = "ok", "STALE"
 # A sync is late once two schedule periods passed without a success: one missed tick can
@@ -141,7 +142,7 @@ def load_overview(settings: Settings, now: datetime | None = None) -> list[Accou
     # Pending writes from the writes log, not the last run's count: a later run may have
     # settled an earlier run's pending writes, and the log is what the next run will ask about.
     return overview(AccountStore(engine, settings.token_cipher()).list(), SyncStatusStore(engine).all(),
-                    WritesLog(engine).count_by_account(PENDING), now, schedule_period(settings.allegro_sync_schedule, now))
+                    WritesLog(engine).count_by_account(WriteStatus.PENDING), now, schedule_period(settings.allegro_sync_schedule, now))
 
 
 def why_nothing_to_sync(settings: Settings) -> str:

@@ -22,12 +22,11 @@ from typing import Callable
 import pandas as pd
 
 from stock_pipeline.allegro.client import AllegroClient
-from stock_pipeline.core.diff import ACTION_ACTIVATE, ACTION_END
-from stock_pipeline.core.plan import METHOD_PATCH, METHOD_QUANTITY_COMMAND
+from stock_pipeline.core.vocabulary import Action, Method, WriteStatus
 from stock_pipeline.errors import AllegroApiError, AllegroOfferNotFoundError
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.logs import get_logger
-from stock_pipeline.store.writes_log import FAILED, NOT_SENT, PENDING, SENT, SUCCESS, WritesLog
+from stock_pipeline.store.writes_log import WritesLog
 
 log = get_logger(__name__)
 
@@ -99,7 +98,7 @@ class _PatchSummary:
             return
         answers = ", ".join(f"{n} {answer}" for answer, n in self._counts.items())
         shown = f" [{', '.join(self._shown)}]" if self._batch <= PATCH_LOG_SHOWN else ""
-        level = log.warning if self._counts.get(FAILED) else log.info
+        level = log.warning if self._counts.get(WriteStatus.FAILED) else log.info
         level("patches_sent", account=self._account, sent=self._batch, total_sent=self._sent, planned=self._planned,
               answers=dict(self._counts),
               msg=f"PATCH ×{self._batch} ({self._sent}/{self._planned}){shown}: {answers}")
@@ -133,21 +132,22 @@ class WriteApplier:
         """Returns the plan with `command_id`, `status` (success/failed/pending/not_sent) and `error`."""
         self._log.record_planned(self._run_id, self._account, plan)
         self._total = len(plan)
-        commands = plan[plan["method"] != METHOD_PATCH]
+        commands = plan[plan["method"] != Method.PATCH]
         count, patches = int(commands["batch"].nunique()), len(plan) - len(commands)
         calls = ([f"{_count(count, 'command')} ({_count(len(commands), 'offer')})"] if count else []) + (
             [_count(patches, "PATCH", "PATCHes")] if patches else [])
         log.info("writes_planned", account=self._account, changes=len(plan), commands=count,
                  command_offers=len(commands), patches=patches,
                  msg=f"writing {len(plan)} changes: {', '.join(calls)}" if len(plan) else "nothing to write")
-        activations = plan[plan["action"] == ACTION_ACTIVATE]
-        self._run_phase(plan[plan["action"] != ACTION_ACTIVATE])
+        activations = plan[plan["action"] == Action.ACTIVATE]
+        self._run_phase(plan[plan["action"] != Action.ACTIVATE])
         # Only offers whose quantity is in place (or needed none) may be activated.
-        restocked = {o for (o, a), (s, _) in self._results.items() if a != ACTION_ACTIVATE and s == SUCCESS}
-        needed_restock = set(plan.loc[plan["action"] != ACTION_ACTIVATE, "offer_id"].astype(str))
+        restocked = {o for (o, a), (s, _) in self._results.items()
+                     if a != Action.ACTIVATE and s == WriteStatus.SUCCESS}
+        needed_restock = set(plan.loc[plan["action"] != Action.ACTIVATE, "offer_id"].astype(str))
         ready = activations["offer_id"].astype(str).map(lambda o: o in restocked or o not in needed_restock).astype(bool)
         blocked = activations.loc[~ready, "offer_id"].astype(str).tolist()
-        self._finish(blocked, ACTION_ACTIVATE, NOT_SENT, "its quantity could not be set first")
+        self._finish(blocked, Action.ACTIVATE, WriteStatus.NOT_SENT, "its quantity could not be set first")
         self._run_phase(activations[ready])
         return self._annotate(plan)
 
@@ -155,17 +155,19 @@ class WriteApplier:
         keys = list(zip(plan["offer_id"].astype(str), plan["action"].astype(str)))
         out = plan.copy()
         out["command_id"] = pd.Series([self._command_ids.get(k) for k in keys], index=plan.index, dtype="string")
-        out["status"] = pd.Series([self._results.get(k, (PENDING, None))[0] for k in keys], index=plan.index, dtype="string")
-        out["error"] = pd.Series([self._results.get(k, (PENDING, None))[1] for k in keys], index=plan.index, dtype="string")
+        outcomes = [self._results.get(k, (WriteStatus.PENDING, None)) for k in keys]
+        # Plain values in the frame (contracts.WriteResultFrame), as in the audit.
+        out["status"] = pd.Series([WriteStatus(s).value for s, _ in outcomes], index=plan.index, dtype="string")
+        out["error"] = pd.Series([e for _, e in outcomes], index=plan.index, dtype="string")
         return out
 
     def _run_phase(self, rows: pd.DataFrame) -> None:
         in_flight: list[_InFlight] = []
-        for _, batch in rows[rows["method"] != METHOD_PATCH].groupby("batch", sort=True):
+        for _, batch in rows[rows["method"] != Method.PATCH].groupby("batch", sort=True):
             flight = self._send_command(batch)
             if flight:
                 in_flight.append(flight)
-        patches = rows[rows["method"] == METHOD_PATCH]
+        patches = rows[rows["method"] == Method.PATCH]
         summary = _PatchSummary(self._account, len(patches), self._clock)
         for row in patches.itertuples(index=False):
             flight = self._send_patch(str(row.offer_id), str(row.action), int(row.after), summary)
@@ -180,19 +182,19 @@ class WriteApplier:
         command_id = self._new_id()
         self._command_ids.update({(o, action): command_id for o in offer_ids})
         value = int(batch["after"].iloc[0])
-        resource = QUANTITY_RESOURCE if method == METHOD_QUANTITY_COMMAND else PUBLICATION_RESOURCE
+        resource = QUANTITY_RESOURCE if method == Method.QUANTITY_COMMAND else PUBLICATION_RESOURCE
         kind = _command_kind(resource, action)
-        self._log.mark(self._run_id, self._account, action, offer_ids, SENT, command_id=command_id)
+        self._log.mark(self._run_id, self._account, action, offer_ids, WriteStatus.SENT, command_id=command_id)
         try:
             if resource == QUANTITY_RESOURCE:
                 self._client.put_quantity_command(command_id, value, offer_ids)
             else:
-                self._client.put_publication_command(command_id, "ACTIVATE" if action == ACTION_ACTIVATE else "END",
+                self._client.put_publication_command(command_id, "ACTIVATE" if action == Action.ACTIVATE else "END",
                                                      offer_ids)
         except AllegroApiError as exc:
             log.warning("command_rejected", account=self._account, command_id=command_id, error=str(exc),
                         offers=len(offer_ids), msg=f"{kind} {command_id} rejected, {len(offer_ids)} offers failed: {exc}")
-            self._finish(offer_ids, action, FAILED, str(exc))
+            self._finish(offer_ids, action, WriteStatus.FAILED, str(exc))
             return None
         log.info("command_sent", account=self._account, kind=kind, command_id=command_id, action=action,
                  value=value if resource == QUANTITY_RESOURCE else None, offers=len(offer_ids),
@@ -203,26 +205,27 @@ class WriteApplier:
                          self._poll.first_poll_after, now + self._poll.timeout)
 
     def _send_patch(self, offer_id: str, action: str, value: int, summary: _PatchSummary) -> _InFlight | None:
-        self._log.mark(self._run_id, self._account, action, [offer_id], SENT)
+        self._log.mark(self._run_id, self._account, action, [offer_id], WriteStatus.SENT)
         try:
             outcome = self._client.patch_stock(offer_id, value)
         except (AllegroApiError, AllegroOfferNotFoundError) as exc:
-            summary.add(offer_id, value, FAILED)
-            self._finish([offer_id], action, FAILED, str(exc))
+            summary.add(offer_id, value, WriteStatus.FAILED)
+            self._finish([offer_id], action, WriteStatus.FAILED, str(exc))
             return None
         if outcome.status == 202 and not outcome.operation_url:  # accepted, but nothing to ask about it
-            summary.add(offer_id, value, PENDING)
-            self._finish([offer_id], action, PENDING, "accepted (202) without an operation to check")
+            summary.add(offer_id, value, WriteStatus.PENDING)
+            self._finish([offer_id], action, WriteStatus.PENDING, "accepted (202) without an operation to check")
             return None
         if outcome.status == 202:
             summary.add(offer_id, value, "accepted")
-            self._log.mark(self._run_id, self._account, action, [offer_id], SENT, operation_url=outcome.operation_url)
+            self._log.mark(self._run_id, self._account, action, [offer_id], WriteStatus.SENT,
+                           operation_url=outcome.operation_url)
             wait = outcome.retry_after if outcome.retry_after is not None else self._poll.first_poll_after
             now = self._clock()
             return _InFlight(outcome.operation_url, None, action, [offer_id], now + wait, max(wait, 0.1),
                              now + self._poll.timeout)
         summary.add(offer_id, value, "done")
-        self._finish([offer_id], action, SUCCESS, None)
+        self._finish([offer_id], action, WriteStatus.SUCCESS, None)
         return None
 
     def _finish(self, offer_ids: list[str], action: str, status: str, error: str | None) -> None:
@@ -231,7 +234,7 @@ class WriteApplier:
         for offer_id in offer_ids:
             self._results[(offer_id, action)] = (status, error)
         self._log.mark(self._run_id, self._account, action, offer_ids, status, error=error)
-        if status == SUCCESS:
+        if status == WriteStatus.SUCCESS:
             self._publication_changed(action, offer_ids)
         self._advance(len(offer_ids))
 
@@ -240,9 +243,9 @@ class WriteApplier:
         and forgets those we re-activated; a run that dies later loses none of it."""
         if self._ended_offers is None or not offer_ids:
             return
-        if action == ACTION_END:
+        if action == Action.END:
             self._ended_offers.record(self._account, offer_ids, run_id or self._run_id)
-        elif action == ACTION_ACTIVATE:
+        elif action == Action.ACTIVATE:
             self._ended_offers.forget(self._account, offer_ids)
 
     def _advance(self, count: int) -> None:
@@ -276,37 +279,37 @@ class WriteApplier:
         if flight.resource is None:
             self._operations_polled += 1
             if self._client.operation_done(flight.key):
-                flight.outcome = {flight.offer_ids[0]: (SUCCESS, None)}
+                flight.outcome = {flight.offer_ids[0]: (WriteStatus.SUCCESS, None)}
                 return True
             return False
         for task in self._client.command_tasks(flight.resource, flight.key):
             offer_id = str((task.get("offer") or {}).get("id"))
             status = task.get("status")
             if status == "SUCCESS":
-                flight.outcome[offer_id] = (SUCCESS, None)
+                flight.outcome[offer_id] = (WriteStatus.SUCCESS, None)
             elif status == "FAIL":
                 errors = task.get("errors") or []
                 detail = "; ".join(str(e.get("message") or e.get("code")) for e in errors if isinstance(e, dict))
-                flight.outcome[offer_id] = (FAILED, task.get("message") or detail or "task failed")
+                flight.outcome[offer_id] = (WriteStatus.FAILED, task.get("message") or detail or "task failed")
         done = sum(1 for o in flight.offer_ids if o in flight.outcome)
-        failed = sum(1 for o in flight.offer_ids if flight.outcome.get(o, (None,))[0] == FAILED)
+        failed = sum(1 for o in flight.offer_ids if flight.outcome.get(o, (None,))[0] == WriteStatus.FAILED)
         log.info("command_poll", account=self._account, command_id=flight.key, done=done, total=len(flight.offer_ids),
                  failed=failed, msg=f"poll {_command_kind(flight.resource, flight.action)} {flight.key}: "
                                     f"{done}/{len(flight.offer_ids)} done" + (f", {failed} failed" if failed else ""))
         return done == len(flight.offer_ids)
 
     def _settle(self, flight: _InFlight, timed_out: bool) -> None:
-        per_offer = [(o, *flight.outcome.get(o, (PENDING, "still processing when polling stopped")))
+        per_offer = [(o, *flight.outcome.get(o, (WriteStatus.PENDING, "still processing when polling stopped")))
                      for o in flight.offer_ids]
         for offer_id, status, error in per_offer:
             self._results[(offer_id, flight.action)] = (status, error)
         self._log.mark_each(self._account, [(self._run_id, o, flight.action, s, e) for o, s, e in per_offer])
-        self._publication_changed(flight.action, [o for o, s, _ in per_offer if s == SUCCESS])
+        self._publication_changed(flight.action, [o for o, s, _ in per_offer if s == WriteStatus.SUCCESS])
         self._advance(len(per_offer))
         if timed_out and flight.resource is None:
             self._operations_timed_out += 1  # summed up by _await
         elif timed_out:
-            pending = sum(1 for _, s, _ in per_offer if s == PENDING)
+            pending = sum(1 for _, s, _ in per_offer if s == WriteStatus.PENDING)
             log.warning("write_pending", account=self._account, key=flight.key, offers=pending,
                         msg=f"{_command_kind(flight.resource, flight.action)} {flight.key}: {pending} offers still "
                             "processing when polling stopped, recorded pending (the next run asks again)")
@@ -326,19 +329,20 @@ class WriteApplier:
             return 0
         still = 0
         for (command_id, action), rows in pending[pending["command_id"].notna()].groupby(["command_id", "action"]):
-            resource = QUANTITY_RESOURCE if rows["method"].iloc[0] == METHOD_QUANTITY_COMMAND else PUBLICATION_RESOURCE
+            resource = QUANTITY_RESOURCE if rows["method"].iloc[0] == Method.QUANTITY_COMMAND else PUBLICATION_RESOURCE
             flight = _InFlight(str(command_id), resource, str(action), rows["offer_id"].tolist(), 0, 0, 0)
             try:
                 self._poll_once(flight)
             except (AllegroOfferNotFoundError, AllegroApiError) as exc:
-                flight.outcome = {o: (FAILED, f"could not be re-checked: {exc}") for o in flight.offer_ids}
+                flight.outcome = {o: (WriteStatus.FAILED, f"could not be re-checked: {exc}")
+                                  for o in flight.offer_ids}
             still += self._settle_earlier(rows, flight.outcome)
         operations = pending[pending["command_id"].isna() & pending["operation_url"].notna()]
         for (url, action), rows in operations.groupby(["operation_url", "action"]):
             try:
-                outcome = (SUCCESS, None) if self._client.operation_done(str(url)) else None
+                outcome = (WriteStatus.SUCCESS, None) if self._client.operation_done(str(url)) else None
             except (AllegroOfferNotFoundError, AllegroApiError) as exc:
-                outcome = (FAILED, f"could not be re-checked: {exc}")
+                outcome = (WriteStatus.FAILED, f"could not be re-checked: {exc}")
             still += self._settle_earlier(rows, {o: outcome for o in rows["offer_id"]} if outcome else {})
         still += int((pending["command_id"].isna() & pending["operation_url"].isna()).sum())
         log.info("pending_rechecked", account=self._account, settled=len(pending) - still, still_pending=still,
@@ -351,6 +355,6 @@ class WriteApplier:
                    if r.offer_id in outcome]
         self._log.mark_each(self._account, settled)
         for run_id, offer_id, action, status, _ in settled:
-            if status == SUCCESS:
+            if status == WriteStatus.SUCCESS:
                 self._publication_changed(action, [offer_id], run_id)
         return len(rows) - len(settled)

@@ -10,6 +10,7 @@ import threading
 import time
 
 from stock_pipeline import __version__, progress
+from stock_pipeline.core.vocabulary import WriteStatus
 from stock_pipeline.errors import AllegroSyncError, SettingsError
 from stock_pipeline.logs import configure_logging, redact_settings
 from stock_pipeline.settings import Settings, load_settings
@@ -406,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--offer")
     history.add_argument("--account")
     history.add_argument("--run", metavar="RUN_ID", help="only the writes of this run (its id, or the first characters of it)")
-    history.add_argument("--status", choices=["planned", "sent", "success", "failed", "pending", "not_sent"])
+    history.add_argument("--status", choices=[status.value for status in WriteStatus])
     history.add_argument("--since", metavar="WHEN",
                          help="only writes planned since: a duration back from now (30m, 2h, 3d, 1w) or an ISO "
                               "date / date-time, UTC unless it has an offset (2024-05-01, 2024-05-01T10:00)")

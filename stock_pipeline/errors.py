@@ -63,3 +63,16 @@ class PipelineDatabaseSchemaError(PipelineDatabaseUnavailableError):
     """The pipeline database's schema cannot be used by this release and is not migrated
     automatically: it is newer than the code (a later release migrated it), or it holds
     the pipeline's tables without a migration history that matches a known release."""
+
+
+class IncompleteOfferMapError(AllegroSyncError):
+    """Code that needs every offer of an account (to conclude from an offer's absence)
+    was handed an offer map whose listing ended short of Allegro's totalCount."""
+
+    def __init__(self, account: str, listed: int, total_count: int, purpose: str):
+        self.account, self.listed, self.total_count, self.purpose = account, listed, total_count, purpose
+        super().__init__(
+            f"account {account!r}: {purpose} needs a complete offer listing, and this one is partial: "
+            f"{listed} offers listed of the {total_count} Allegro reported (totalCount). Nothing that relies on "
+            "it was done; the next run lists the offers again"
+        )

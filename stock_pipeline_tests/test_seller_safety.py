@@ -125,6 +125,42 @@ def test_pipeline_ended_offers_come_back_and_seller_ended_stay_ended(settings, s
     assert sorted(actions) == ["activate", "end", "set"]
 
 
+def test_a_partial_listing_fails_loudly_and_never_forgets_an_offer_we_ended(settings, simulator, shop):
+    """The listing ends short of Allegro's totalCount and misses an offer we ended: the run
+    fails with the reason before any write, the offer stays ours, and comes back later."""
+    from stock_pipeline.store.ended_offers import EndedOffers
+
+    write_stock(settings.stock_database_url, [(f"S{i:02d}", 0 if i == 0 else 5) for i in range(40)])
+    assert run_cli("sync").returncode == 0
+    assert simulator.offer(shop["S00"])["status"] == "ENDED"
+    ended = EndedOffers(engine_for(settings.stock_pipeline_database_url))
+    assert ended.ours("shop-a") == {shop["S00"]}
+
+    complete_listing = simulator.marketplace.list_offers
+
+    def listing_without_s00(login, **query):  # totalCount still counts it
+        page, total = complete_listing(login, **query)
+        return [offer for offer in page if offer.id != shop["S00"]], total
+
+    simulator.marketplace.list_offers = listing_without_s00
+    write_stock(settings.stock_database_url, [(f"S{i:02d}", 5) for i in range(40)])
+    simulator.reset_requests()
+    try:
+        partial = run_cli("sync")
+        rehearsal = run_cli("sync", "--dry-run")
+    finally:
+        del simulator.marketplace.list_offers
+    assert partial.returncode == 1, partial.stdout + partial.stderr
+    assert "needs a complete offer listing" in partial.stdout
+    assert "39 offers listed of the 40 Allegro reported" in partial.stdout
+    assert rehearsal.returncode == 1 and "39 offers listed of the 40 Allegro reported" in rehearsal.stdout
+    assert write_requests(simulator) == []
+    assert ended.ours("shop-a") == {shop["S00"]}  # the old code forgot it here, for good
+
+    assert run_cli("sync").returncode == 0  # a complete listing again
+    assert (simulator.offer(shop["S00"])["status"], simulator.offer(shop["S00"])["stock"]) == ("ACTIVE", 5)
+
+
 def test_account_policy_reserve_and_cap(settings, simulator, shop):
     assert run_cli("accounts", "policy", "shop-a", "--reserve", "1", "--cap", "3").returncode == 0
     write_stock(settings.stock_database_url, [(f"S{i:02d}", 2 if i == 0 else 5) for i in range(40)])

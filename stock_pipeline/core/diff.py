@@ -6,14 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from stock_pipeline.core.vocabulary import Action, PublicationStatus
 from stock_pipeline.core.snapshot import MAX_QUANTITY
 
-OFFER_COLUMNS = ["offer_id", "sku", "stock", "status"]
-DIFF_COLUMNS = ["offer_id", "sku", "status", "before", "after", "action"]
-
-ACTION_SET = "set"
-ACTION_END = "end"
-ACTION_ACTIVATE = "activate"
+OFFER_COLUMNS = ["offer_id", "sku", "stock", "status"]  # contracts.OfferFrame
+DIFF_COLUMNS = ["offer_id", "sku", "status", "before", "after", "action"]  # contracts.DiffFrame
 
 
 def offers_frame(offers: list[dict]) -> pd.DataFrame:
@@ -23,7 +20,7 @@ def offers_frame(offers: list[dict]) -> pd.DataFrame:
         # Trimmed once here, not in every diff: sellers' "sygnatura" often carries stray spaces.
         "sku": [_trimmed((o.get("external") or {}).get("id")) for o in offers],
         "stock": [int(((o.get("stock") or {}).get("available")) or 0) for o in offers],
-        "status": [((o.get("publication") or {}).get("status")) or "UNKNOWN" for o in offers],
+        "status": [((o.get("publication") or {}).get("status")) or PublicationStatus.UNKNOWN.value for o in offers],
     }
     frame = pd.DataFrame(rows, columns=OFFER_COLUMNS)
     return frame.astype({"offer_id": "string", "sku": "string", "stock": "int64", "status": "string"})
@@ -54,13 +51,13 @@ def compute_diff(offers: pd.DataFrame, stock: pd.DataFrame, ended_by_us: frozens
     ours = offers["offer_id"].isin(list(ended_by_us)).to_numpy()
     # A hash lookup of each offer's SKU in the (unique) snapshot SKUs: no join, no copies.
     position = pd.Index(stock["sku"]).get_indexer(sku.fillna(""))
-    eligible = (position >= 0) & ((status == "ACTIVE") | ((status == "ENDED") & ours))
+    eligible = (position >= 0) & ((status == PublicationStatus.ACTIVE) | ((status == PublicationStatus.ENDED) & ours))
     rows = np.flatnonzero(eligible)
     target = np.minimum(stock["stock"].to_numpy(dtype="int64")[position[rows]], MAX_QUANTITY)
     before = offers["stock"].to_numpy(dtype="int64")[rows]
-    ended = status[rows] == "ENDED"
+    ended = status[rows] == PublicationStatus.ENDED
     action = np.select([ended & (target > 0), ~ended & (target == 0), ~ended & (target != before)],
-                       [ACTION_ACTIVATE, ACTION_END, ACTION_SET], default="")
+                       [Action.ACTIVATE.value, Action.END.value, Action.SET.value], default="")
     keep = action != ""
     picked = rows[keep]
     diff = pd.DataFrame({

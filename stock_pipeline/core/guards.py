@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from stock_pipeline.core.diff import ACTION_END, ACTION_SET
+from stock_pipeline.core.contracts import Action, OfferMap, PublicationStatus
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,17 @@ def snapshot_verdict(skus: int, last_good_skus: int | None, limits: GuardLimits)
     return Verdict(True, f"{skus} SKUs", metadata)
 
 
+def active_offer_count(offer_map: OfferMap) -> int:
+    """The diff guard's denominator: the account's ACTIVE offers. An offer missing from a
+    partial listing would shrink it and make a normal run look like a collapse, so only a
+    complete listing is counted."""
+    offers = offer_map.require_complete("the diff guard's share of active offers")
+    return int((offers["status"] == PublicationStatus.ACTIVE).sum())
+
+
 def diff_verdict(diff: pd.DataFrame, active_offers: int, limits: GuardLimits) -> Verdict:
-    ending = diff["action"] == ACTION_END
-    cut = (diff["action"] == ACTION_SET) & (diff["after"] < diff["before"] * (1 - limits.cut_ratio))
+    ending = diff["action"] == Action.END
+    cut = (diff["action"] == Action.SET) & (diff["after"] < diff["before"] * (1 - limits.cut_ratio))
     risky = int(ending.sum() + cut.sum())
     # No active offers to compare with while offers would still end: treat as all of them.
     share = risky / active_offers if active_offers else (1.0 if risky else 0.0)

@@ -16,13 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stock_pipeline.core.diff import ACTION_ACTIVATE, ACTION_END, ACTION_SET
+from stock_pipeline.core.contracts import Action, Method, OfferMap
 
-METHOD_PATCH = "patch"
-METHOD_QUANTITY_COMMAND = "quantity_command"
-METHOD_PUBLICATION_COMMAND = "publication_command"
-
-PLAN_COLUMNS = ["offer_id", "sku", "before", "after", "action", "method", "batch"]
+PLAN_COLUMNS = ["offer_id", "sku", "before", "after", "action", "method", "batch"]  # contracts.PlanFrame
 CALLS_PER_COMMAND = 2  # the PUT and one read of its tasks
 
 
@@ -42,7 +38,7 @@ def plan_writes(diff: pd.DataFrame, batch_size: int = 1000) -> pd.DataFrame:
     plan = _concat([_plan_quantity_and_end(writes, batch_size), _plan_activations(activations, batch_size)])
     # Command batches numbered 0..k-1 across both phases.
     commands = plan["batch"] >= 0
-    phase = plan["action"].eq(ACTION_ACTIVATE).astype(str)
+    phase = plan["action"].eq(Action.ACTIVATE).astype(str)
     plan.loc[commands, "batch"] = pd.factorize((phase + ":" + plan["batch"].astype(str))[commands])[0]
     return plan[PLAN_COLUMNS].astype({"action": "string", "method": "string"})
 
@@ -50,9 +46,9 @@ def plan_writes(diff: pd.DataFrame, batch_size: int = 1000) -> pd.DataFrame:
 def _split_phases(diff: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(quantity and end writes, activations): an offer coming back needs its quantity
     set first unless it already holds the target."""
-    activations = diff[diff["action"] == ACTION_ACTIVATE]
-    restock = activations[activations["before"] != activations["after"]].assign(action=ACTION_SET)
-    return _concat([diff[diff["action"] != ACTION_ACTIVATE], restock]), activations
+    activations = diff[diff["action"] == Action.ACTIVATE]
+    restock = activations[activations["before"] != activations["after"]].assign(action=Action.SET.value)
+    return _concat([diff[diff["action"] != Action.ACTIVATE], restock]), activations
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -63,7 +59,7 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 def _plan_activations(activations: pd.DataFrame, batch_size: int) -> pd.DataFrame:
     # No single-offer call activates: always a command, chunked.
     plan = activations.sort_values("offer_id", kind="stable").reset_index(drop=True)
-    return plan.assign(method=METHOD_PUBLICATION_COMMAND,
+    return plan.assign(method=Method.PUBLICATION_COMMAND.value,
                        batch=(np.arange(len(plan)) // batch_size).astype("int64"))
 
 
@@ -76,8 +72,9 @@ def _plan_quantity_and_end(diff: pd.DataFrame, batch_size: int) -> pd.DataFrame:
     group_size = group_key.map(group_key.value_counts()).to_numpy()
     use_command = command_calls(group_size, batch_size) < group_size
 
-    method = np.where(plan["action"].to_numpy() == ACTION_END, METHOD_PUBLICATION_COMMAND, METHOD_QUANTITY_COMMAND)
-    method = np.where(use_command, method, METHOD_PATCH)
+    method = np.where(plan["action"].to_numpy() == Action.END, Method.PUBLICATION_COMMAND.value,
+                      Method.QUANTITY_COMMAND.value)
+    method = np.where(use_command, method, Method.PATCH.value)
     chunk = plan.groupby(group_key, sort=False).cumcount().to_numpy() // batch_size
     batch_key = pd.Series(group_key.to_numpy() + "#" + chunk.astype(str))
     batch = batch_key.factorize()[0]
@@ -86,9 +83,16 @@ def _plan_quantity_and_end(diff: pd.DataFrame, batch_size: int) -> pd.DataFrame:
     return plan
 
 
-def minimum_calls(offer_count: int, diff: pd.DataFrame, batch_size: int = 1000) -> int:
+def minimum_calls(offers: OfferMap | int, diff: pd.DataFrame, batch_size: int = 1000) -> int:
     """The least number of API calls a full sync of this diff can cost (the yardstick
-    for the ≤ 1.2× budget): listing pages plus the cheaper write route per value."""
+    for the ≤ 1.2× budget): listing pages plus the cheaper write route per value.
+
+    `offers`: the account's offer map, which must be complete (the listing's cost is
+    that of every offer), or the number of all its offers."""
+    if isinstance(offers, OfferMap):
+        offer_count = len(offers.require_complete("the minimum number of API calls"))
+    else:
+        offer_count = int(offers)
     listing = max(1, int(np.ceil(offer_count / 1000)))
     if diff.empty:
         return listing
@@ -99,5 +103,4 @@ def minimum_calls(offer_count: int, diff: pd.DataFrame, batch_size: int = 1000) 
             + int(command_calls(len(activations), batch_size)))
 
 
-__all__ = ["plan_writes", "minimum_calls", "ACTION_SET", "ACTION_END", "ACTION_ACTIVATE", "METHOD_PATCH",
-           "METHOD_QUANTITY_COMMAND", "METHOD_PUBLICATION_COMMAND"]
+__all__ = ["plan_writes", "minimum_calls", "command_calls", "PLAN_COLUMNS"]

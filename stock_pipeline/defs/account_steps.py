@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterable
 
 import pandas as pd
 from dagster import Failure, MetadataValue
 
 from stock_pipeline import progress
+from stock_pipeline.core.contracts import OfferMap
 from stock_pipeline.core.diff import compute_diff, offers_frame
-from stock_pipeline.core.guards import Verdict
+from stock_pipeline.core.guards import Verdict, active_offer_count
 from stock_pipeline.core.plan import minimum_calls, plan_writes
 from stock_pipeline.core.policy import StockPolicy, apply_policy
 from stock_pipeline.core.snapshot import CleanSnapshot, bad_rows_preview, clean_snapshot
+from stock_pipeline.core.vocabulary import Action, Method
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase
 from stock_pipeline.defs.tags import OVERRIDE_TAG
 from stock_pipeline.errors import (
@@ -29,9 +32,12 @@ from stock_pipeline.errors import (
     RateLimiterUnavailableError,
     SettingsError,
 )
+from stock_pipeline.logs import get_logger
 from stock_pipeline.stock_source import StockSourceError, read_stock
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.policies import PolicyStore
+
+log = get_logger(__name__)
 
 PREVIEW_ROWS = 20
 PLAN_COLUMNS = ["offer_id", "sku", "before", "after", "action", "method"]
@@ -90,28 +96,51 @@ def snapshot_metadata(snapshot: CleanSnapshot) -> dict:
 
 @dataclass(frozen=True)
 class Listing:
-    offers: pd.DataFrame
+    offer_map: OfferMap
     api_calls: int
 
 
 def list_offers(allegro: AllegroApi, pipeline_db: PipelineDatabase, account: str, *,
                 record_metrics: bool = True) -> Listing:
     client = allegro.client_for(account, pipeline_db, record_metrics=record_metrics)
-    items: list[dict] = []
     try:
-        for page, total in client.iter_offer_pages():
-            items.extend(page)
-            progress.report(account, "listing", len(items), max(total, len(items)))
+        offer_map = read_offer_map(account, client.iter_offer_pages())
     finally:
         client.close()
-    return Listing(offers_frame(items), client.stats.total)
+    return Listing(offer_map, client.stats.total)
 
 
-def offers_metadata(offers: pd.DataFrame) -> dict:
+def read_offer_map(account: str, pages: Iterable[tuple[list[dict], int]]) -> OfferMap:
+    """The offer map from the listing's pages (items, Allegro's totalCount). Complete only
+    when the listing returned every offer Allegro counts, each once; otherwise partial,
+    and said so: the diff still plans the listed offers, what needs every offer refuses."""
+    items: list[dict] = []
+    total = 0
+    for page, total in pages:
+        items.extend(page)
+        progress.report(account, "listing", len(items), max(total, len(items)))
+    offers = offers_frame(items)
+    # Pages that shifted while the listing ran (an offer created or deleted) repeat an offer.
+    repeated = offers["offer_id"].duplicated(keep="last")
+    offer_map = OfferMap.from_listing(account, offers[~repeated].reset_index(drop=True), total,
+                                      listed_twice=int(repeated.sum()))
+    if not offer_map.complete:
+        twice = int(repeated.sum())
+        log.warning("listing_partial", account=account, listed=offer_map.listed, total_count=total, listed_twice=twice,
+                    msg=f"the offer listing of account {account} is partial: {offer_map.listed} offers listed of the "
+                        f"{total} Allegro reported" + (f" ({twice} came twice: the pages shifted)" if twice else "")
+                        + "; the diff guard and the writes need a complete listing and will refuse it")
+    return offer_map
+
+
+def offers_metadata(offer_map: OfferMap) -> dict:
+    offers = offer_map.offers
     return {
         "offers": len(offers),
         "offers_without_sku": int(offers["sku"].isna().sum()),
         "by_status": MetadataValue.json({str(k): int(v) for k, v in offers["status"].value_counts().items()}),
+        "listing_complete": offer_map.complete,
+        "offers_reported_by_allegro": offer_map.total_count,
     }
 
 
@@ -119,36 +148,43 @@ def offers_metadata(offers: pd.DataFrame) -> dict:
 class AccountPlan:
     plan: pd.DataFrame
     policy: StockPolicy
-    minimum_api_calls: int
+    minimum_api_calls: int | None  # None for a partial offer map: the yardstick needs every offer
 
 
-def plan_account(pipeline_db: PipelineDatabase, account: str, snapshot_stock: pd.DataFrame, offers: pd.DataFrame,
+def plan_account(pipeline_db: PipelineDatabase, account: str, snapshot_stock: pd.DataFrame, offer_map: OfferMap,
                  batch_size: int) -> AccountPlan:
     policy = PolicyStore(pipeline_db.engine()).get(account)
     ended_by_us = EndedOffers(pipeline_db.engine()).ours(account)
+    return plan_account_offers(offer_map, snapshot_stock, policy, ended_by_us, batch_size)
+
+
+def plan_account_offers(offer_map: OfferMap, snapshot_stock: pd.DataFrame, policy: StockPolicy,
+                        ended_by_us: frozenset[str] | set[str], batch_size: int) -> AccountPlan:
+    """The writes for the listed offers: works on a partial map too (an offer not listed is
+    simply not planned); the minimum number of calls is reckoned only on a complete one."""
     targets = apply_policy(snapshot_stock, policy)
-    diff = compute_diff(offers, targets, ended_by_us, case_insensitive_skus=policy.case_insensitive_skus)
-    return AccountPlan(plan_writes(diff, batch_size), policy, minimum_calls(len(offers), diff, batch_size))
+    diff = compute_diff(offer_map.offers, targets, ended_by_us, case_insensitive_skus=policy.case_insensitive_skus)
+    minimum = minimum_calls(offer_map, diff, batch_size) if offer_map.complete else None
+    return AccountPlan(plan_writes(diff, batch_size), policy, minimum)
 
 
-def plan_metadata(planned: AccountPlan, offers: pd.DataFrame) -> dict:
+def plan_metadata(planned: AccountPlan, offer_map: OfferMap) -> dict:
     plan = planned.plan
-    return {
-        "offers": len(offers),
-        "active_offers": active_offers(offers),
+    complete = offer_map.complete  # active offers and the minimum number of calls count every offer
+    metadata: dict = {"offers": offer_map.listed}
+    metadata.update({"active_offers": active_offer_count(offer_map)} if complete else {"listing_complete": False})
+    metadata.update({
         "changed": len(plan),
-        "to_end": int((plan["action"] == "end").sum()),
-        "to_activate": int((plan["action"] == "activate").sum()),
+        "to_end": int((plan["action"] == Action.END).sum()),
+        "to_activate": int((plan["action"] == Action.ACTIVATE).sum()),
         "policy": MetadataValue.json(planned.policy.to_dict()),
-        "planned_patches": int((plan["method"] == "patch").sum()),
+        "planned_patches": int((plan["method"] == Method.PATCH).sum()),
         "planned_commands": int(plan.loc[plan["batch"] >= 0, "batch"].nunique()),
-        "minimum_api_calls": planned.minimum_api_calls,
-        "preview": preview(plan[PLAN_COLUMNS]),
-    }
-
-
-def active_offers(offers: pd.DataFrame) -> int:
-    return int((offers["status"] == "ACTIVE").sum())
+    })
+    if complete:
+        metadata["minimum_api_calls"] = planned.minimum_api_calls
+    metadata["preview"] = preview(plan[PLAN_COLUMNS])
+    return metadata
 
 
 def preview(frame: pd.DataFrame, empty: str = "nothing to change") -> MetadataValue:

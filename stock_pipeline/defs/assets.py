@@ -12,6 +12,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetIn,
     DynamicPartitionsDefinition,
     Failure,
     Output,
@@ -20,7 +21,9 @@ from dagster import (
 
 from stock_pipeline import progress
 from stock_pipeline.apply_writes import PollPolicy, WriteApplier
+from stock_pipeline.core.contracts import OfferFrame, OfferMap, PlanFrame, SnapshotFrame, WriteResultFrame
 from stock_pipeline.core.snapshot import CleanSnapshot, bad_rows_records, bad_rows_warning, capped_note
+from stock_pipeline.core.vocabulary import PublicationStatus, WriteStatus
 from stock_pipeline.defs.account_steps import (
     PLAN_COLUMNS,
     PROBLEM_WRITES,
@@ -33,6 +36,13 @@ from stock_pipeline.defs.account_steps import (
     read_snapshot,
     snapshot_metadata,
 )
+from stock_pipeline.defs.contract_types import (
+    OfferMapType,
+    PlanType,
+    SnapshotType,
+    WriteResultsType,
+    column_schema_metadata,
+)
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase, TelegramAlerts
 from stock_pipeline.defs.tags import guards_overridden
 from stock_pipeline.logs import get_logger
@@ -41,7 +51,6 @@ from stock_pipeline.run_log import in_run_log
 from stock_pipeline.store.account_lock import account_write_lock
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.guard_state import BAD_ROWS_FINGERPRINT, read_value, write_value
-from stock_pipeline.store.writes_log import FAILED, NOT_SENT, PENDING, SUCCESS
 
 log = get_logger(__name__)
 
@@ -73,7 +82,8 @@ def _alert_new_bad_rows(context: AssetExecutionContext, snapshot: CleanSnapshot,
     write_value(engine, BAD_ROWS_FINGERPRINT, fingerprint)
 
 
-@asset(group_name="warehouse", owners=OWNERS, io_manager_key="frames_io_manager",
+@asset(group_name="warehouse", owners=OWNERS, io_manager_key="frames_io_manager", dagster_type=SnapshotType,
+       metadata=column_schema_metadata(SnapshotFrame),
        description="Stock rows from the seller's warehouse database (STOCK_QUERY), cleaned: SKUs trimmed, bad rows "
                    "(empty SKU; stock NULL, negative, not a whole number, or above STOCK_MAX_PLAUSIBLE_STOCK) excluded, "
                    "counted and named; rows of one SKU are combined later by each account's policy.")
@@ -94,38 +104,49 @@ def stock_snapshot(context: AssetExecutionContext, stock_db: StockDatabase, pipe
 
 # deps on the snapshot: the warehouse is read (and its guard passed) before any Allegro call is spent.
 @asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
-       deps=[stock_snapshot],
+       deps=[stock_snapshot], dagster_type=OfferMapType, metadata=column_schema_metadata(OfferFrame),
        description="Every offer of the account from GET /sale/offers (1000 per page): offer id, external.id (SKU), "
-                   "stock.available, publication.status. Kept per account for later runs.")
+                   "stock.available, publication.status; and whether the listing was complete (as many offers as "
+                   "Allegro's totalCount). Kept per account for later runs.")
 @in_run_log
-def allegro_offers(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase) -> Output[pd.DataFrame]:
+def allegro_offers(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase) -> Output[OfferMap]:
     account = context.partition_key
     started = time.monotonic()
     with failures_as_sentences(account):
         listing = list_offers(allegro, pipeline_db, account)
-    allegro.metrics().record_listing(account, offers=len(listing.offers), api_calls=listing.api_calls)
-    return Output(listing.offers, metadata={**offers_metadata(listing.offers), "api_calls": listing.api_calls,
-                                            "duration_seconds": round(time.monotonic() - started, 3)})
+    offer_map = listing.offer_map
+    allegro.metrics().record_listing(account, offers=offer_map.listed, api_calls=listing.api_calls)
+    return Output(offer_map, metadata={**offers_metadata(offer_map), "api_calls": listing.api_calls,
+                                       "duration_seconds": round(time.monotonic() - started, 3)})
 
 
 @asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
+       ins={"stock_snapshot": AssetIn(dagster_type=SnapshotType), "allegro_offers": AssetIn(dagster_type=OfferMapType)},
+       dagster_type=PlanType, metadata=column_schema_metadata(PlanFrame),
        description="Offers whose stock differs from the warehouse under the account's stock policy, with the planned "
                    "write for each (PATCH, quantity command, END or ACTIVATE command, grouped by target value).")
 @in_run_log
 def stock_diff(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase,
-               stock_snapshot: pd.DataFrame, allegro_offers: pd.DataFrame) -> Output[pd.DataFrame]:
+               stock_snapshot: pd.DataFrame, allegro_offers: OfferMap) -> Output[pd.DataFrame]:
+    # The diff plans the listed offers: a partial offer map is accepted here (what needs every
+    # offer, the diff guard and the writes, refuses it).
     with failures_as_sentences(context.partition_key):
         planned = plan_account(pipeline_db, context.partition_key, stock_snapshot, allegro_offers, allegro.batch_size)
     return Output(planned.plan, metadata=plan_metadata(planned, allegro_offers))
 
 
-def _forget_offers_ended_no_more(ended: EndedOffers, account: str, offers: pd.DataFrame) -> None:
+def _forget_offers_ended_no_more(ended: EndedOffers, account: str, offer_map: OfferMap) -> None:
     """An offer we ended that this run's listing shows not ENDED was re-activated by
-    someone else: from now on it is theirs, and we would never re-activate it."""
-    ended.forget(account, ended.ours(account) - set(offers.loc[offers["status"] == "ENDED", "offer_id"]))
+    someone else: from now on it is theirs, and we would never re-activate it. An offer
+    missing from a partial listing is not "not ENDED": only a complete listing may say so."""
+    offers = offer_map.require_complete("forgetting the offers we ended that the listing shows not ENDED")
+    still_ended = set(offers.loc[offers["status"] == PublicationStatus.ENDED, "offer_id"])
+    ended.forget(account, ended.ours(account) - still_ended)
 
 
 @asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
+       ins={"stock_diff": AssetIn(dagster_type=PlanType), "allegro_offers": AssetIn(dagster_type=OfferMapType)},
+       dagster_type=WriteResultsType, metadata=column_schema_metadata(WriteResultFrame),
        check_specs=[AssetCheckSpec(WRITES_CONFIRMED, asset="stock_updates", partitions_def=accounts_partitions,
                                    description="Every write of the run was confirmed by Allegro (none failed, none "
                                                "left pending).")],
@@ -133,7 +154,7 @@ def _forget_offers_ended_no_more(ended: EndedOffers, account: str, offers: pd.Da
                    "its figures even when some writes failed; the run then fails, so the failure sensor alerts.")
 @in_run_log
 def stock_updates(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase,
-                  stock_diff: pd.DataFrame, allegro_offers: pd.DataFrame):
+                  stock_diff: pd.DataFrame, allegro_offers: OfferMap):
     account = context.partition_key
     started = time.monotonic()
     with failures_as_sentences(account):
@@ -152,11 +173,11 @@ def stock_updates(context: AssetExecutionContext, allegro: AllegroApi, pipeline_
         client.close()
         allegro.metrics().record_api_calls(account, client.stats.total)
     counts = results["status"].value_counts()
-    failed = results[results["status"].isin([FAILED, NOT_SENT])]
-    pending = int(counts.get(PENDING, 0))
+    failed = results[results["status"].isin([WriteStatus.FAILED, WriteStatus.NOT_SENT])]
+    pending = int(counts.get(WriteStatus.PENDING, 0))
     metadata = {
         "changed": len(results),
-        "written": int(counts.get(SUCCESS, 0)),
+        "written": int(counts.get(WriteStatus.SUCCESS, 0)),
         "failed": len(failed),
         "pending": pending,
         "pending_from_earlier_runs": still_pending,

@@ -33,6 +33,7 @@ from dagster import (
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from stock_pipeline.core.vocabulary import WriteStatus
 from stock_pipeline.defs.assets import accounts_partitions
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, TelegramAlerts
 from stock_pipeline.defs.run_outcome import record_failure, record_success, step_failures
@@ -105,7 +106,7 @@ def _failed_checks(context: RunFailureSensorContext) -> list[str]:
 
 def _failed_offers(pipeline_db: PipelineDatabase, run_id: str) -> list[dict]:
     try:
-        failed = pipeline_db.writes_log().history(run_id=run_id, status="failed", limit=500)
+        failed = pipeline_db.writes_log().history(run_id=run_id, status=WriteStatus.FAILED, limit=500)
     except (AllegroSyncError, SQLAlchemyError) as exc:  # the alert matters more than its detail
         log.warning("alert_without_offer_details", run_id=run_id, error=str(exc))
         return []

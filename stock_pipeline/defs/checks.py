@@ -5,14 +5,20 @@ them with the tag `stock_pipeline/override_guards=true` (`stock-pipeline sync
 --override-guards`); the writes of such a run say so in the audit.
 
 A dry run does not come here: the rehearsal job (defs/rehearsal.py) asks the same
-verdicts without moving any baseline."""
+verdicts without moving any baseline.
+
+The diff guard compares the offers a run would end or cut with the account's active
+offers, so it needs every offer: with a partial offer map it fails (no override helps:
+the writes would refuse the map too) with the error's sentence."""
 
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetIn, asset_check
 
-from stock_pipeline.core.guards import Verdict, diff_verdict, snapshot_verdict
-from stock_pipeline.defs.account_steps import active_offers, held_failure
+from stock_pipeline.core.contracts import OfferMap
+from stock_pipeline.core.guards import Verdict, active_offer_count, diff_verdict, snapshot_verdict
+from stock_pipeline.defs.account_steps import failures_as_sentences, held_failure
 from stock_pipeline.defs.assets import accounts_partitions, stock_diff, stock_snapshot
+from stock_pipeline.defs.contract_types import OfferMapType
 from stock_pipeline.defs.resources import GuardConfig, PipelineDatabase
 from stock_pipeline.defs.tags import OVERRIDE_TAG, guards_overridden
 from stock_pipeline.store.guard_state import LAST_GOOD_SNAPSHOT_SKUS, read_value, write_value
@@ -48,9 +54,11 @@ def snapshot_guard(context: AssetCheckExecutionContext, stock_snapshot: pd.DataF
 
 
 @asset_check(asset=stock_diff, blocking=True, partitions_def=accounts_partitions,
-             additional_ins={"allegro_offers": AssetIn("allegro_offers")},
+             additional_ins={"allegro_offers": AssetIn("allegro_offers", dagster_type=OfferMapType)},
              description="Holds writes when one run would end or cut more than STOCK_GUARD_MAX_RISKY_SHARE of the "
                          "account's active offers.")
-def diff_guard(context: AssetCheckExecutionContext, stock_diff: pd.DataFrame, allegro_offers: pd.DataFrame,
+def diff_guard(context: AssetCheckExecutionContext, stock_diff: pd.DataFrame, allegro_offers: OfferMap,
                guards: GuardConfig):
-    yield from _judge("diff_guard", diff_verdict(stock_diff, active_offers(allegro_offers), guards.limits()), context)
+    with failures_as_sentences(allegro_offers.account):
+        active = active_offer_count(allegro_offers)
+    yield from _judge("diff_guard", diff_verdict(stock_diff, active, guards.limits()), context)

@@ -21,10 +21,9 @@ from dagster import (
     op,
 )
 
-from stock_pipeline.core.guards import diff_verdict, snapshot_verdict
+from stock_pipeline.core.guards import active_offer_count, diff_verdict, snapshot_verdict
 from stock_pipeline.defs.account_steps import (
     PLAN_COLUMNS,
-    active_offers,
     failures_as_sentences,
     list_offers,
     offers_metadata,
@@ -35,6 +34,7 @@ from stock_pipeline.defs.account_steps import (
     snapshot_metadata,
 )
 from stock_pipeline.defs.assets import accounts_partitions
+from stock_pipeline.defs.contract_types import RehearsalPlanType
 from stock_pipeline.defs.resources import AllegroApi, GuardConfig, PipelineDatabase, StockDatabase
 from stock_pipeline.defs.tags import DRY_RUN_TAG
 from stock_pipeline.store.guard_state import LAST_GOOD_SNAPSHOT_SKUS, read_value
@@ -42,7 +42,7 @@ from stock_pipeline.store.guard_state import LAST_GOOD_SNAPSHOT_SKUS, read_value
 REHEARSAL_IO_MANAGER = "rehearsal_io_manager"
 
 
-@op(out=Out(pd.DataFrame, io_manager_key=REHEARSAL_IO_MANAGER, description="The full plan, every offer to change."),
+@op(out=Out(RehearsalPlanType, io_manager_key=REHEARSAL_IO_MANAGER, description="The full plan, every offer to change."),
     description="Reads the warehouse, lists the account's offers, plans the writes a sync would send, and reports "
                 "what each guard would say. Writes nothing and remembers nothing.")
 def rehearse_account_sync(context: OpExecutionContext, stock_db: StockDatabase, allegro: AllegroApi,
@@ -53,16 +53,17 @@ def rehearse_account_sync(context: OpExecutionContext, stock_db: StockDatabase, 
         skus = int(snapshot.stock["sku"].nunique())
         snapshot_says = snapshot_verdict(skus, read_value(pipeline_db.engine(), LAST_GOOD_SNAPSHOT_SKUS), guards.limits())
         listing = list_offers(allegro, pipeline_db, account, record_metrics=False)
-        planned = plan_account(pipeline_db, account, snapshot.stock, listing.offers, allegro.batch_size)
-    diff_says = diff_verdict(planned.plan, active_offers(listing.offers), guards.limits())
+        planned = plan_account(pipeline_db, account, snapshot.stock, listing.offer_map, allegro.batch_size)
+        # A real sync's diff guard refuses a partial listing, and so does its rehearsal.
+        diff_says = diff_verdict(planned.plan, active_offer_count(listing.offer_map), guards.limits())
     held = [f"{name}: {verdict.description}" for name, verdict in (("snapshot_guard", snapshot_says),
                                                                       ("diff_guard", diff_says)) if not verdict.passed]
     for line in held:
         context.log.warning(f"a real sync would be held: {line}. {override_hint(account)}")
     context.add_output_metadata({
         **{f"snapshot_{k}": v for k, v in snapshot_metadata(snapshot).items()},
-        **offers_metadata(listing.offers),
-        **plan_metadata(planned, listing.offers),
+        **offers_metadata(listing.offer_map),
+        **plan_metadata(planned, listing.offer_map),
         "api_calls": listing.api_calls,
         "snapshot_guard": snapshot_says.description,
         "diff_guard": diff_says.description,
@@ -70,7 +71,8 @@ def rehearse_account_sync(context: OpExecutionContext, stock_db: StockDatabase, 
         "held_by": MetadataValue.json(held),
     })
     return planned.plan[PLAN_COLUMNS + ["batch"]].assign(
-        would_be_held=bool(held), held_by="; ".join(held) or None)
+        would_be_held=bool(held), held_by=pd.Series(["; ".join(held) or None] * len(planned.plan),
+                                                    index=planned.plan.index, dtype="string"))
 
 
 @job(name="account_rehearsal", partitions_def=accounts_partitions, executor_def=in_process_executor,

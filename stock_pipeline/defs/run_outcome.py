@@ -20,7 +20,8 @@ from stock_pipeline.defs.account_steps import PROBLEM_HELD
 from stock_pipeline.errors import PipelineDatabaseUnavailableError
 from stock_pipeline.logs import get_logger
 from stock_pipeline.store.sync_status import RESULT_FAILED, RESULT_HELD, RESULT_SUCCESS, SyncStatusStore
-from stock_pipeline.store.writes_log import FAILED, NOT_SENT, PENDING, PLANNED, SENT, SUCCESS, WritesLog
+from stock_pipeline.core.vocabulary import WriteStatus
+from stock_pipeline.store.writes_log import WritesLog
 
 log = get_logger(__name__)
 
@@ -52,8 +53,10 @@ class AuditCounts:
 
 def audit_counts(writes_log: Callable[[], WritesLog], run_id: str) -> AuditCounts:
     counts = writes_log().status_counts(run_id)
-    return AuditCounts(written=counts.get(SUCCESS, 0), failed=counts.get(FAILED, 0) + counts.get(NOT_SENT, 0),
-                       pending=counts.get(PENDING, 0) + counts.get(SENT, 0) + counts.get(PLANNED, 0))
+    return AuditCounts(written=counts.get(WriteStatus.SUCCESS, 0),
+                       failed=counts.get(WriteStatus.FAILED, 0) + counts.get(WriteStatus.NOT_SENT, 0),
+                       pending=counts.get(WriteStatus.PENDING, 0) + counts.get(WriteStatus.SENT, 0)
+                       + counts.get(WriteStatus.PLANNED, 0))
 
 
 def _failure_of(exc: BaseException | None) -> tuple[str | None, str | None]:

@@ -4,6 +4,9 @@ Rows are inserted as `planned` before the first call, marked `sent` with their
 command id just before the call, and get their final status only from Allegro's
 answer (task report, PATCH status). So after a crash the log can hold `planned` or
 `sent` rows, but never a `success` that did not happen.
+
+Actions, methods and statuses are the enums of core/contracts.py; each value is checked
+against its enum as it is stored, so the audit holds no other word.
 """
 
 from __future__ import annotations
@@ -15,14 +18,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from stock_pipeline.core.vocabulary import Action, Method, WriteStatus
 from stock_pipeline.store.schema import writes
-
-PLANNED = "planned"
-SENT = "sent"
-SUCCESS = "success"
-FAILED = "failed"
-PENDING = "pending"
-NOT_SENT = "not_sent"
 
 
 class WritesLog:
@@ -36,8 +33,8 @@ class WritesLog:
         now = datetime.now(timezone.utc)
         rows = [
             dict(run_id=run_id, account=account, offer_id=str(r.offer_id), sku=None if pd.isna(r.sku) else str(r.sku),
-                 before=int(r.before), after=int(r.after), action=str(r.action), method=str(r.method),
-                 status=PLANNED, guards_overridden=self._guards_overridden, created_at=now, updated_at=now)
+                 before=int(r.before), after=int(r.after), action=Action(r.action).value,
+                 method=Method(r.method).value, status=WriteStatus.PLANNED.value, guards_overridden=self._guards_overridden, created_at=now, updated_at=now)
             for r in plan.itertuples(index=False)
         ]
         with self.engine.begin() as conn:
@@ -48,7 +45,7 @@ class WritesLog:
         ids = [str(i) for i in offer_ids]
         if not ids:
             return
-        values: dict = dict(status=status, updated_at=datetime.now(timezone.utc))
+        values: dict = dict(status=WriteStatus(status).value, updated_at=datetime.now(timezone.utc))
         if command_id is not None:
             values["command_id"] = command_id
         if operation_url is not None:
@@ -58,7 +55,7 @@ class WritesLog:
         with self.engine.begin() as conn:
             for start in range(0, len(ids), 1000):
                 conn.execute(writes.update().where(
-                    writes.c.run_id == run_id, writes.c.account == account, writes.c.action == action,
+                    writes.c.run_id == run_id, writes.c.account == account, writes.c.action == Action(action).value,
                     writes.c.offer_id.in_(ids[start:start + 1000])).values(**values))
 
     def mark_each(self, account: str, results: list[tuple[str, str, str, str, str | None]]) -> None:
@@ -71,14 +68,15 @@ class WritesLog:
             status=sa.bindparam("b_status"), error=sa.bindparam("b_error"), updated_at=sa.bindparam("b_now"))
         now = datetime.now(timezone.utc)
         with self.engine.begin() as conn:
-            conn.execute(statement, [dict(b_run=run_id, b_account=account, b_offer=str(offer), b_action=action,
-                                          b_status=status, b_error=(error or None) and error[:2000], b_now=now)
+            conn.execute(statement, [dict(b_run=run_id, b_account=account, b_offer=str(offer),
+                                          b_action=Action(action).value, b_status=WriteStatus(status).value, b_error=(error or None) and error[:2000], b_now=now)
                                      for run_id, offer, action, status, error in results])
 
     def pending(self, account: str) -> pd.DataFrame:
         """Writes of earlier runs whose outcome Allegro had not reported yet."""
         columns = ["run_id", "offer_id", "action", "method", "command_id", "operation_url"]
-        query = sa.select(*(writes.c[c] for c in columns)).where(writes.c.account == account, writes.c.status == PENDING)
+        query = sa.select(*(writes.c[c] for c in columns)).where(writes.c.account == account,
+                                                                    writes.c.status == WriteStatus.PENDING.value)
         with self.engine.connect() as conn:
             return pd.DataFrame(conn.execute(query).mappings().all(), columns=columns)
 
@@ -92,7 +90,7 @@ class WritesLog:
     def count_by_account(self, status: str) -> dict[str, int]:
         """How many writes of each account are in `status` now (e.g. pending: Allegro has
         not reported them yet), whichever run planned them."""
-        query = (sa.select(writes.c.account, sa.func.count()).where(writes.c.status == status)
+        query = (sa.select(writes.c.account, sa.func.count()).where(writes.c.status == WriteStatus(status).value)
                  .group_by(writes.c.account))
         with self.engine.connect() as conn:
             return {account: int(count) for account, count in conn.execute(query)}
@@ -104,6 +102,7 @@ class WritesLog:
         planned at or after that moment, `run_id_prefix` the runs whose id starts so (the
         short ids tables show)."""
         query = sa.select(writes).order_by(writes.c.id.desc()).limit(limit)
+        status = None if status is None else WriteStatus(status).value
         for column, value in ((writes.c.sku, sku), (writes.c.offer_id, offer_id), (writes.c.account, account),
                               (writes.c.run_id, run_id), (writes.c.status, status)):
             if value is not None:
