@@ -25,11 +25,14 @@ def synthetic(skus: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     current = warehouse["stock"].to_numpy().copy()
     changed = rng.random(skus) < 0.05  # a 30-minute cycle changes a few percent
     current[changed] = rng.integers(0, 50, int(changed.sum()))
-    offers = pd.DataFrame({
-        "offer_id": pd.Series(np.arange(10**10, 10**10 + skus).astype(str), dtype="string"),
-        "sku": names, "stock": current.astype("int64"),
-        "status": pd.Series(np.where(current > 0, "ACTIVE", "ENDED"), dtype="string"),
-    })
+    offers = pd.DataFrame(
+        {
+            "offer_id": pd.Series(np.arange(10**10, 10**10 + skus).astype(str), dtype="string"),
+            "sku": names,
+            "stock": current.astype("int64"),
+            "status": pd.Series(np.where(current > 0, "ACTIVE", "ENDED"), dtype="string"),
+        }
+    )
     return warehouse, offers
 
 

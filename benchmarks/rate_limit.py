@@ -63,8 +63,17 @@ class FixedToken:
         return self._access_token
 
 
-def run_worker(index: int, api_url: str, access_token: str, redis_url: str, key: str, limit: int,
-               duration: float, start_line: Any, reports: Any) -> None:
+def run_worker(
+    index: int,
+    api_url: str,
+    access_token: str,
+    redis_url: str,
+    key: str,
+    limit: int,
+    duration: float,
+    start_line: Any,
+    reports: Any,
+) -> None:
     """One process: list offers until the deadline, then report what the client counted."""
     limiter = build_limiter(redis_url, key, [RateSpec(limit, WINDOW_SECONDS)])
     client = AllegroClient(api_url, FixedToken(access_token), limiter, retry_count=0, timeout=10.0)
@@ -96,8 +105,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=600, help="requests per minute for the client_id")
     parser.add_argument("--duration", type=float, default=120.0, help="seconds the workers call")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--warmup", type=float, default=0.0,
-                        help="first seconds left out of the achieved rate (the initial burst)")
+    parser.add_argument(
+        "--warmup", type=float, default=0.0, help="first seconds left out of the achieved rate (the initial burst)"
+    )
     args = parser.parse_args()
     if args.processes < 1 or args.limit < 2 or not 0 <= args.warmup < args.duration:
         parser.error("need --processes >= 1, --limit >= 2 and 0 <= --warmup < --duration")
@@ -114,8 +124,9 @@ def main() -> int:
     spec = RateSpec(args.limit, WINDOW_SECONDS)
     logins = [f"shop-{index + 1}" for index in range(args.processes)]
 
-    simulator = AllegroSimulator(client_id=client_id, client_secret=CLIENT_SECRET,
-                                 rate_limit_per_minute=args.limit).start()
+    simulator = AllegroSimulator(
+        client_id=client_id, client_secret=CLIENT_SECRET, rate_limit_per_minute=args.limit
+    ).start()
     try:
         auth = AllegroAuth(simulator.auth_url, client_id, CLIENT_SECRET)
         access_tokens = []
@@ -129,10 +140,24 @@ def main() -> int:
         # The workers start calling together, once all have imported the pipeline.
         start_line = context.Barrier(args.processes)
         reports = context.Queue()
-        workers = [context.Process(target=run_worker, name=f"rate-limit-bench-{index + 1}",
-                                   args=(index, simulator.api_url, token, args.redis_url, key, args.limit,
-                                         args.duration, start_line, reports))
-                   for index, token in enumerate(access_tokens)]
+        workers = [
+            context.Process(
+                target=run_worker,
+                name=f"rate-limit-bench-{index + 1}",
+                args=(
+                    index,
+                    simulator.api_url,
+                    token,
+                    args.redis_url,
+                    key,
+                    args.limit,
+                    args.duration,
+                    start_line,
+                    reports,
+                ),
+            )
+            for index, token in enumerate(access_tokens)
+        ]
         for worker in workers:
             worker.start()
         client_counts: dict[int, dict] = {}
@@ -154,8 +179,13 @@ def main() -> int:
     return report_figures(args, spec, logins, records, client_counts)
 
 
-def report_figures(args: argparse.Namespace, spec: RateSpec, logins: list[str],
-                   records: list[RequestRecord], client_counts: dict[int, dict]) -> int:
+def report_figures(
+    args: argparse.Namespace,
+    spec: RateSpec,
+    logins: list[str],
+    records: list[RequestRecord],
+    client_counts: dict[int, dict],
+) -> int:
     """Print the table and the verdict; return the exit code."""
     rejected = sum(1 for record in records if record.status == 429)
     admitted = sorted(record.started_at for record in records if record.status != 429)
@@ -170,27 +200,39 @@ def report_figures(args: argparse.Namespace, spec: RateSpec, logins: list[str],
     client_429s = sum(counts["rate_limited"] for counts in client_counts.values())
     target_per_minute = 60.0 / spec.emission_interval
 
-    print(f"{args.processes} processes, one client_id, limit {args.limit}/min, {args.duration:g} s "
-          f"(warm-up left out: {args.warmup:g} s)")
-    print(f"limiter: Redis GCRA, burst {spec.burst_size}, one call per {spec.emission_interval * 1000:.1f} ms "
-          f"= {target_per_minute:.1f}/min ({100.0 * target_per_minute / args.limit:.1f} % of the limit) in the long run")
+    print(
+        f"{args.processes} processes, one client_id, limit {args.limit}/min, {args.duration:g} s "
+        f"(warm-up left out: {args.warmup:g} s)"
+    )
+    print(
+        f"limiter: Redis GCRA, burst {spec.burst_size}, one call per {spec.emission_interval * 1000:.1f} ms "
+        f"= {target_per_minute:.1f}/min ({100.0 * target_per_minute / args.limit:.1f} % of the limit) in the long run"
+    )
     print()
     print(f"{'process':>7}  {'seller':<8} {'sent':>6} {'429s':>5} {'share':>7}")
     for index, login in enumerate(logins):
         counts = client_counts.get(index)
         seen = f"{counts['rate_limited']:>5}" if counts else "  n/a"
-        print(f"{index + 1:>7}  {login:<8} {per_seller[login]:>6} {seen} "
-              f"{100.0 * per_seller[login] / max(len(records), 1):>6.1f} %")
+        print(
+            f"{index + 1:>7}  {login:<8} {per_seller[login]:>6} {seen} "
+            f"{100.0 * per_seller[login] / max(len(records), 1):>6.1f} %"
+        )
     print(f"{'all':>7}  {'':<8} {len(records):>6} {client_429s:>5}")
     print()
     window_note = "" if args.duration >= WINDOW_SECONDS else ", the run is shorter than the window"
-    print(f"requests at the simulator   {len(records)} ({len(records) - measured - rejected} admitted outside "
-          f"the measured {args.warmup:g}-{args.duration:g} s)")
+    print(
+        f"requests at the simulator   {len(records)} ({len(records) - measured - rejected} admitted outside "
+        f"the measured {args.warmup:g}-{args.duration:g} s)"
+    )
     print(f"429 answers                 {rejected} (clients counted {client_429s})")
-    print(f"achieved rate (headline)    {per_minute:.1f}/min = {achieved_percent:.1f} % of the limit, "
-          f"average over {args.warmup:g}-{args.duration:g} s")
-    print(f"busiest sliding 60 s window {busiest} requests = {100.0 * busiest / args.limit:.1f} % of the limit "
-          f"(at most {args.limit}{window_note})")
+    print(
+        f"achieved rate (headline)    {per_minute:.1f}/min = {achieved_percent:.1f} % of the limit, "
+        f"average over {args.warmup:g}-{args.duration:g} s"
+    )
+    print(
+        f"busiest sliding 60 s window {busiest} requests = {100.0 * busiest / args.limit:.1f} % of the limit "
+        f"(at most {args.limit}{window_note})"
+    )
 
     failures = []
     if achieved_percent < PASS_PERCENT:
@@ -204,8 +246,10 @@ def report_figures(args: argparse.Namespace, spec: RateSpec, logins: list[str],
     if failures:
         print("FAIL: " + "; ".join(failures))
         return 1
-    print(f"PASS: {achieved_percent:.1f} % >= {PASS_PERCENT:g} % of the limit, 0 x 429, "
-          f"busiest window {busiest} <= {args.limit}")
+    print(
+        f"PASS: {achieved_percent:.1f} % >= {PASS_PERCENT:g} % of the limit, 0 x 429, "
+        f"busiest window {busiest} <= {args.limit}"
+    )
     return 0
 
 

@@ -25,14 +25,30 @@ VENDOR = "check_jsonschema/builtin_schemas/vendor"
 
 def main(version: str = DEFAULT_VERSION) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-                        "-d", tmp, f"check-jsonschema=={version}"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "-d",
+                tmp,
+                f"check-jsonschema=={version}",
+            ],
+            check=True,
+        )
         wheel = zipfile.ZipFile(next(Path(tmp).glob("check_jsonschema-*.whl")))
         schema = wheel.read(f"{VENDOR}/compose-spec.json")
         expected = wheel.read(f"{VENDOR}/sha256/compose-spec.sha256").decode().strip()
         if hashlib.sha256(schema).hexdigest() != expected:
-            print(f"error: compose-spec.json in check-jsonschema {version} does not match its recorded SHA-256",
-                  file=sys.stderr)
+            print(
+                f"error: compose-spec.json in check-jsonschema {version} does not match its recorded SHA-256",
+                file=sys.stderr,
+            )
             return 1
         TARGET.mkdir(exist_ok=True)
         (TARGET / "compose-spec.json").write_bytes(schema)

@@ -39,11 +39,15 @@ class AccountOverview:
     access_token_expires_at: datetime | None
 
     def to_record(self) -> dict:
-        return {**asdict(self), "last_success_at": iso_utc(self.last_success_at),
-                "last_finished_at": iso_utc(self.last_finished_at),
-                "access_token_expires_at": iso_utc(self.access_token_expires_at),
-                "last_success_age_seconds": None if self.last_success_age_seconds is None
-                else round(self.last_success_age_seconds)}
+        return {
+            **asdict(self),
+            "last_success_at": iso_utc(self.last_success_at),
+            "last_finished_at": iso_utc(self.last_finished_at),
+            "access_token_expires_at": iso_utc(self.access_token_expires_at),
+            "last_success_age_seconds": None
+            if self.last_success_age_seconds is None
+            else round(self.last_success_age_seconds),
+        }
 
 
 def schedule_period(cron: str, now: datetime) -> timedelta:
@@ -62,23 +66,34 @@ def freshness(last_success_at: datetime | None, now: datetime, period: timedelta
     return FRESH
 
 
-def overview(accounts: Sequence[Account], statuses: Mapping[str, SyncStatus], pending: Mapping[str, int],
-             now: datetime, period: timedelta) -> list[AccountOverview]:
+def overview(
+    accounts: Sequence[Account],
+    statuses: Mapping[str, SyncStatus],
+    pending: Mapping[str, int],
+    now: datetime,
+    period: timedelta,
+) -> list[AccountOverview]:
     rows = []
     for account in accounts:
         status = statuses.get(account.name)
         last_success = status.last_success_at if status else None
-        rows.append(AccountOverview(
-            account=account.name, status=account.status, last_success_at=last_success,
-            last_success_age_seconds=status.age_seconds(now) if status else None,
-            last_result=status.last_result if status else None,
-            # The account's own error (a rejected refresh token) when no run recorded one.
-            last_error=(status.last_error if status else None) or account.last_error,
-            last_finished_at=status.last_finished_at if status else None,
-            last_run_id=status.last_run_id if status else None,
-            offers=status.offers if status else None, pending_writes=int(pending.get(account.name, 0)),
-            freshness=freshness(last_success, now, period), access_token_expires_at=account.access_expires_at,
-        ))
+        rows.append(
+            AccountOverview(
+                account=account.name,
+                status=account.status,
+                last_success_at=last_success,
+                last_success_age_seconds=status.age_seconds(now) if status else None,
+                last_result=status.last_result if status else None,
+                # The account's own error (a rejected refresh token) when no run recorded one.
+                last_error=(status.last_error if status else None) or account.last_error,
+                last_finished_at=status.last_finished_at if status else None,
+                last_run_id=status.last_run_id if status else None,
+                offers=status.offers if status else None,
+                pending_writes=int(pending.get(account.name, 0)),
+                freshness=freshness(last_success, now, period),
+                access_token_expires_at=account.access_expires_at,
+            )
+        )
     return rows
 
 
@@ -97,9 +112,22 @@ def _last_result(row: AccountOverview) -> str:
 
 
 def overview_table(rows: Sequence[AccountOverview]) -> str:
-    return table(["account", "status", "last successful sync", "last result", "offers", "pending writes", "freshness"],
-                 [[r.account, r.status, _last_success(r), _last_result(r), "-" if r.offers is None else r.offers,
-                   r.pending_writes, r.freshness] for r in rows], right=(4, 5))
+    return table(
+        ["account", "status", "last successful sync", "last result", "offers", "pending writes", "freshness"],
+        [
+            [
+                r.account,
+                r.status,
+                _last_success(r),
+                _last_result(r),
+                "-" if r.offers is None else r.offers,
+                r.pending_writes,
+                r.freshness,
+            ]
+            for r in rows
+        ],
+        right=(4, 5),
+    )
 
 
 def overview_json(rows: Sequence[AccountOverview]) -> str:
@@ -124,8 +152,10 @@ def nothing_to_sync(accounts: Sequence[Account]) -> str:
 def paused_message(name: str, status_before: str) -> str:
     if status_before == ACCOUNT_PAUSED:
         return f"account {name} was already paused"
-    return (f"account {name} paused: no schedule, `sync` or launched run will sync it until "
-            f"`stock-pipeline accounts resume {name}` (a run already writing finishes)")
+    return (
+        f"account {name} paused: no schedule, `sync` or launched run will sync it until "
+        f"`stock-pipeline accounts resume {name}` (a run already writing finishes)"
+    )
 
 
 def resumed_message(name: str, status: str) -> str:
@@ -136,14 +166,22 @@ def resumed_message(name: str, status: str) -> str:
 
 # ---- adapters ---------------------------------------------------------------------------
 
+
 def load_overview(settings: Settings, now: datetime | None = None) -> list[AccountOverview]:
     now = now or datetime.now(timezone.utc)
     engine = engine_for(settings.stock_pipeline_database_url)
     # Pending writes from the writes log, not the last run's count: a later run may have
     # settled an earlier run's pending writes, and the log is what the next run will ask about.
-    return overview(AccountStore(engine, settings.token_cipher()).list(), SyncStatusStore(engine).all(),
-                    WritesLog(engine).count_by_account(WriteStatus.PENDING), now, schedule_period(settings.allegro_sync_schedule, now))
+    return overview(
+        AccountStore(engine, settings.token_cipher()).list(),
+        SyncStatusStore(engine).all(),
+        WritesLog(engine).count_by_account(WriteStatus.PENDING),
+        now,
+        schedule_period(settings.allegro_sync_schedule, now),
+    )
 
 
 def why_nothing_to_sync(settings: Settings) -> str:
-    return nothing_to_sync(AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).list())
+    return nothing_to_sync(
+        AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).list()
+    )

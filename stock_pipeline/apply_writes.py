@@ -24,8 +24,8 @@ import pandas as pd
 from stock_pipeline.allegro.client import AllegroClient
 from stock_pipeline.core.vocabulary import Action, Method, WriteStatus
 from stock_pipeline.errors import AllegroApiError, AllegroOfferNotFoundError
-from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.logs import get_logger
+from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.writes_log import WritesLog
 
 log = get_logger(__name__)
@@ -99,18 +99,33 @@ class _PatchSummary:
         answers = ", ".join(f"{n} {answer}" for answer, n in self._counts.items())
         shown = f" [{', '.join(self._shown)}]" if self._batch <= PATCH_LOG_SHOWN else ""
         level = log.warning if self._counts.get(WriteStatus.FAILED) else log.info
-        level("patches_sent", account=self._account, sent=self._batch, total_sent=self._sent, planned=self._planned,
-              answers=dict(self._counts),
-              msg=f"PATCH ×{self._batch} ({self._sent}/{self._planned}){shown}: {answers}")
+        level(
+            "patches_sent",
+            account=self._account,
+            sent=self._batch,
+            total_sent=self._sent,
+            planned=self._planned,
+            answers=dict(self._counts),
+            msg=f"PATCH ×{self._batch} ({self._sent}/{self._planned}){shown}: {answers}",
+        )
         self._since, self._batch, self._counts, self._shown = self._clock(), 0, {}, []
 
 
 class WriteApplier:
-    def __init__(self, client: AllegroClient, writes_log: WritesLog, *, run_id: str, account: str,
-                 poll: PollPolicy = PollPolicy(), progress: Progress = _no_progress,
-                 ended_offers: EndedOffers | None = None,
-                 new_command_id: Callable[[], str] = lambda: str(uuid.uuid4()),
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        client: AllegroClient,
+        writes_log: WritesLog,
+        *,
+        run_id: str,
+        account: str,
+        poll: PollPolicy = PollPolicy(),
+        progress: Progress = _no_progress,
+        ended_offers: EndedOffers | None = None,
+        new_command_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self._client = client
         self._log = writes_log
         self._run_id = run_id
@@ -135,17 +150,25 @@ class WriteApplier:
         commands = plan[plan["method"] != Method.PATCH]
         count, patches = int(commands["batch"].nunique()), len(plan) - len(commands)
         calls = ([f"{_count(count, 'command')} ({_count(len(commands), 'offer')})"] if count else []) + (
-            [_count(patches, "PATCH", "PATCHes")] if patches else [])
-        log.info("writes_planned", account=self._account, changes=len(plan), commands=count,
-                 command_offers=len(commands), patches=patches,
-                 msg=f"writing {len(plan)} changes: {', '.join(calls)}" if len(plan) else "nothing to write")
+            [_count(patches, "PATCH", "PATCHes")] if patches else []
+        )
+        log.info(
+            "writes_planned",
+            account=self._account,
+            changes=len(plan),
+            commands=count,
+            command_offers=len(commands),
+            patches=patches,
+            msg=f"writing {len(plan)} changes: {', '.join(calls)}" if len(plan) else "nothing to write",
+        )
         activations = plan[plan["action"] == Action.ACTIVATE]
         self._run_phase(plan[plan["action"] != Action.ACTIVATE])
         # Only offers whose quantity is in place (or needed none) may be activated.
-        restocked = {o for (o, a), (s, _) in self._results.items()
-                     if a != Action.ACTIVATE and s == WriteStatus.SUCCESS}
+        restocked = {o for (o, a), (s, _) in self._results.items() if a != Action.ACTIVATE and s == WriteStatus.SUCCESS}
         needed_restock = set(plan.loc[plan["action"] != Action.ACTIVATE, "offer_id"].astype(str))
-        ready = activations["offer_id"].astype(str).map(lambda o: o in restocked or o not in needed_restock).astype(bool)
+        ready = (
+            activations["offer_id"].astype(str).map(lambda o: o in restocked or o not in needed_restock).astype(bool)
+        )
         blocked = activations.loc[~ready, "offer_id"].astype(str).tolist()
         self._finish(blocked, Action.ACTIVATE, WriteStatus.NOT_SENT, "its quantity could not be set first")
         self._run_phase(activations[ready])
@@ -189,20 +212,45 @@ class WriteApplier:
             if resource == QUANTITY_RESOURCE:
                 self._client.put_quantity_command(command_id, value, offer_ids)
             else:
-                self._client.put_publication_command(command_id, "ACTIVATE" if action == Action.ACTIVATE else "END",
-                                                     offer_ids)
+                self._client.put_publication_command(
+                    command_id, "ACTIVATE" if action == Action.ACTIVATE else "END", offer_ids
+                )
         except AllegroApiError as exc:
-            log.warning("command_rejected", account=self._account, command_id=command_id, error=str(exc),
-                        offers=len(offer_ids), msg=f"{kind} {command_id} rejected, {len(offer_ids)} offers failed: {exc}")
+            log.warning(
+                "command_rejected",
+                account=self._account,
+                command_id=command_id,
+                error=str(exc),
+                offers=len(offer_ids),
+                msg=f"{kind} {command_id} rejected, {len(offer_ids)} offers failed: {exc}",
+            )
             self._finish(offer_ids, action, WriteStatus.FAILED, str(exc))
             return None
-        log.info("command_sent", account=self._account, kind=kind, command_id=command_id, action=action,
-                 value=value if resource == QUANTITY_RESOURCE else None, offers=len(offer_ids),
-                 msg=f"sent {kind} {command_id}: " + (f"stock {value} on {len(offer_ids)} offers"
-                                                       if resource == QUANTITY_RESOURCE else f"{len(offer_ids)} offers"))
+        log.info(
+            "command_sent",
+            account=self._account,
+            kind=kind,
+            command_id=command_id,
+            action=action,
+            value=value if resource == QUANTITY_RESOURCE else None,
+            offers=len(offer_ids),
+            msg=f"sent {kind} {command_id}: "
+            + (
+                f"stock {value} on {len(offer_ids)} offers"
+                if resource == QUANTITY_RESOURCE
+                else f"{len(offer_ids)} offers"
+            ),
+        )
         now = self._clock()
-        return _InFlight(command_id, resource, action, offer_ids, now + self._poll.first_poll_after,
-                         self._poll.first_poll_after, now + self._poll.timeout)
+        return _InFlight(
+            command_id,
+            resource,
+            action,
+            offer_ids,
+            now + self._poll.first_poll_after,
+            self._poll.first_poll_after,
+            now + self._poll.timeout,
+        )
 
     def _send_patch(self, offer_id: str, action: str, value: int, summary: _PatchSummary) -> _InFlight | None:
         self._log.mark(self._run_id, self._account, action, [offer_id], WriteStatus.SENT)
@@ -218,12 +266,14 @@ class WriteApplier:
             return None
         if outcome.status == 202:
             summary.add(offer_id, value, "accepted")
-            self._log.mark(self._run_id, self._account, action, [offer_id], WriteStatus.SENT,
-                           operation_url=outcome.operation_url)
+            self._log.mark(
+                self._run_id, self._account, action, [offer_id], WriteStatus.SENT, operation_url=outcome.operation_url
+            )
             wait = outcome.retry_after if outcome.retry_after is not None else self._poll.first_poll_after
             now = self._clock()
-            return _InFlight(outcome.operation_url, None, action, [offer_id], now + wait, max(wait, 0.1),
-                             now + self._poll.timeout)
+            return _InFlight(
+                outcome.operation_url, None, action, [offer_id], now + wait, max(wait, 0.1), now + self._poll.timeout
+            )
         summary.add(offer_id, value, "done")
         self._finish([offer_id], action, WriteStatus.SUCCESS, None)
         return None
@@ -270,10 +320,14 @@ class WriteApplier:
         if operations:  # PATCH operations are many: one line for all of them
             timed_out = self._operations_timed_out
             (log.warning if timed_out else log.info)(
-                "patch_operations_polled", account=self._account, operations=operations, polls=self._operations_polled,
+                "patch_operations_polled",
+                account=self._account,
+                operations=operations,
+                polls=self._operations_polled,
                 still_processing=timed_out,
                 msg=f"{operations - timed_out}/{operations} accepted PATCHes finished ({self._operations_polled} polls)"
-                    + (f"; {timed_out} still processing when polling stopped, recorded pending" if timed_out else ""))
+                + (f"; {timed_out} still processing when polling stopped, recorded pending" if timed_out else ""),
+            )
 
     def _poll_once(self, flight: _InFlight) -> bool:
         if flight.resource is None:
@@ -293,14 +347,23 @@ class WriteApplier:
                 flight.outcome[offer_id] = (WriteStatus.FAILED, task.get("message") or detail or "task failed")
         done = sum(1 for o in flight.offer_ids if o in flight.outcome)
         failed = sum(1 for o in flight.offer_ids if flight.outcome.get(o, (None,))[0] == WriteStatus.FAILED)
-        log.info("command_poll", account=self._account, command_id=flight.key, done=done, total=len(flight.offer_ids),
-                 failed=failed, msg=f"poll {_command_kind(flight.resource, flight.action)} {flight.key}: "
-                                    f"{done}/{len(flight.offer_ids)} done" + (f", {failed} failed" if failed else ""))
+        log.info(
+            "command_poll",
+            account=self._account,
+            command_id=flight.key,
+            done=done,
+            total=len(flight.offer_ids),
+            failed=failed,
+            msg=f"poll {_command_kind(flight.resource, flight.action)} {flight.key}: "
+            f"{done}/{len(flight.offer_ids)} done" + (f", {failed} failed" if failed else ""),
+        )
         return done == len(flight.offer_ids)
 
     def _settle(self, flight: _InFlight, timed_out: bool) -> None:
-        per_offer = [(o, *flight.outcome.get(o, (WriteStatus.PENDING, "still processing when polling stopped")))
-                     for o in flight.offer_ids]
+        per_offer = [
+            (o, *flight.outcome.get(o, (WriteStatus.PENDING, "still processing when polling stopped")))
+            for o in flight.offer_ids
+        ]
         for offer_id, status, error in per_offer:
             self._results[(offer_id, flight.action)] = (status, error)
         self._log.mark_each(self._account, [(self._run_id, o, flight.action, s, e) for o, s, e in per_offer])
@@ -310,9 +373,14 @@ class WriteApplier:
             self._operations_timed_out += 1  # summed up by _await
         elif timed_out:
             pending = sum(1 for _, s, _ in per_offer if s == WriteStatus.PENDING)
-            log.warning("write_pending", account=self._account, key=flight.key, offers=pending,
-                        msg=f"{_command_kind(flight.resource, flight.action)} {flight.key}: {pending} offers still "
-                            "processing when polling stopped, recorded pending (the next run asks again)")
+            log.warning(
+                "write_pending",
+                account=self._account,
+                key=flight.key,
+                offers=pending,
+                msg=f"{_command_kind(flight.resource, flight.action)} {flight.key}: {pending} offers still "
+                "processing when polling stopped, recorded pending (the next run asks again)",
+            )
 
     def resolve_pending(self) -> int:
         """Asks Allegro once more about writes earlier runs left `pending`; returns how
@@ -322,9 +390,17 @@ class WriteApplier:
         pending = self._log.pending(self._account)
         commands = int(pending["command_id"].nunique())
         operations = int(pending.loc[pending["command_id"].isna(), "operation_url"].nunique())
-        log.info("pending_recheck", account=self._account, pending=len(pending), commands=commands, operations=operations,
-                 msg=f"rechecking {_count(len(pending), 'write')} pending from earlier runs ({_count(commands, 'command')}, "
-                     f"{_count(operations, 'PATCH operation')})" if len(pending) else "no writes pending from earlier runs")
+        log.info(
+            "pending_recheck",
+            account=self._account,
+            pending=len(pending),
+            commands=commands,
+            operations=operations,
+            msg=f"rechecking {_count(len(pending), 'write')} pending from earlier runs ({_count(commands, 'command')}, "
+            f"{_count(operations, 'PATCH operation')})"
+            if len(pending)
+            else "no writes pending from earlier runs",
+        )
         if pending.empty:
             return 0
         still = 0
@@ -334,8 +410,7 @@ class WriteApplier:
             try:
                 self._poll_once(flight)
             except (AllegroOfferNotFoundError, AllegroApiError) as exc:
-                flight.outcome = {o: (WriteStatus.FAILED, f"could not be re-checked: {exc}")
-                                  for o in flight.offer_ids}
+                flight.outcome = {o: (WriteStatus.FAILED, f"could not be re-checked: {exc}") for o in flight.offer_ids}
             still += self._settle_earlier(rows, flight.outcome)
         operations = pending[pending["command_id"].isna() & pending["operation_url"].notna()]
         for (url, action), rows in operations.groupby(["operation_url", "action"]):
@@ -345,14 +420,20 @@ class WriteApplier:
                 outcome = (WriteStatus.FAILED, f"could not be re-checked: {exc}")
             still += self._settle_earlier(rows, {o: outcome for o in rows["offer_id"]} if outcome else {})
         still += int((pending["command_id"].isna() & pending["operation_url"].isna()).sum())
-        log.info("pending_rechecked", account=self._account, settled=len(pending) - still, still_pending=still,
-                 msg=f"pending writes from earlier runs: {len(pending) - still} settled, {still} still pending")
+        log.info(
+            "pending_rechecked",
+            account=self._account,
+            settled=len(pending) - still,
+            still_pending=still,
+            msg=f"pending writes from earlier runs: {len(pending) - still} settled, {still} still pending",
+        )
         return still
 
     def _settle_earlier(self, rows: pd.DataFrame, outcome: dict[str, tuple[str, str | None]]) -> int:
         """Records what Allegro said about earlier runs' writes; returns how many it did not settle."""
-        settled = [(r.run_id, r.offer_id, r.action, *outcome[r.offer_id]) for r in rows.itertuples()
-                   if r.offer_id in outcome]
+        settled = [
+            (r.run_id, r.offer_id, r.action, *outcome[r.offer_id]) for r in rows.itertuples() if r.offer_id in outcome
+        ]
         self._log.mark_each(self._account, settled)
         for run_id, offer_id, action, status, _ in settled:
             if status == WriteStatus.SUCCESS:

@@ -43,13 +43,17 @@ class ProgressPrinter:
 
 
 def print_summary(summaries) -> None:
-    header = (f"{'account':<20} {'result':<13} {'offers':>8} {'changed':>8} {'written':>8} {'failed':>7} "
-              f"{'pending':>8} {'api calls':>10} {'seconds':>8}")
+    header = (
+        f"{'account':<20} {'result':<13} {'offers':>8} {'changed':>8} {'written':>8} {'failed':>7} "
+        f"{'pending':>8} {'api calls':>10} {'seconds':>8}"
+    )
     _print(header)
     _print("-" * len(header))
     for s in summaries:
-        _print(f"{s.account:<20} {s.result:<13} {s.offers:>8} {s.changed:>8} {s.written:>8} "
-               f"{s.failed:>7} {s.pending:>8} {s.api_calls:>10} {s.duration_seconds:>8}")
+        _print(
+            f"{s.account:<20} {s.result:<13} {s.offers:>8} {s.changed:>8} {s.written:>8} "
+            f"{s.failed:>7} {s.pending:>8} {s.api_calls:>10} {s.duration_seconds:>8}"
+        )
     # One line per problem; the details are in the run's event log (or on the terminal with --verbose).
     for s in summaries:
         if s.error:
@@ -82,8 +86,7 @@ def export_plans(summaries, path: str) -> int:
     import pandas as pd
 
     frames = [s.plan.assign(account=s.account) for s in summaries if s.plan is not None]
-    columns = ["account", "offer_id", "sku", "before", "after", "action", "method", "batch", "would_be_held",
-               "held_by"]
+    columns = ["account", "offer_id", "sku", "before", "after", "action", "method", "batch", "would_be_held", "held_by"]
     plan = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
     if path.lower().endswith(".json"):
         plan.to_json(path, orient="records", indent=1, force_ascii=False)
@@ -118,10 +121,14 @@ def cmd_sync(settings: Settings, args) -> int:
     printer = ProgressPrinter()
     progress.add_listener(printer)
     try:
-        _print(f"syncing {len(accounts)} account(s){' (dry run: nothing is written or remembered)' if args.dry_run else ''}…",
-               file=sys.stderr)
-        summaries = sync_accounts(settings, accounts, dry_run=args.dry_run, override_guards=args.override_guards,
-                                  verbose=args.verbose)
+        _print(
+            f"syncing {len(accounts)} account(s)"
+            f"{' (dry run: nothing is written or remembered)' if args.dry_run else ''}…",
+            file=sys.stderr,
+        )
+        summaries = sync_accounts(
+            settings, accounts, dry_run=args.dry_run, override_guards=args.override_guards, verbose=args.verbose
+        )
     finally:
         progress.remove_listener(printer)
     if args.dry_run:
@@ -142,8 +149,12 @@ def cmd_accounts_add(settings: Settings, args) -> int:
     validate_account_name(args.name)
     store = _account_store(settings)
     store.check_can_store_tokens(args.name)  # refresh tokens are single-use: never spend one we cannot keep
-    auth = AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret,
-                       timeout=settings.allegro_sync_http_timeout)
+    auth = AllegroAuth(
+        settings.allegro_auth_url,
+        settings.allegro_client_id,
+        settings.allegro_client_secret,
+        timeout=settings.allegro_sync_http_timeout,
+    )
     if args.refresh_token:
         # "-" reads it from standard input: a token on the command line shows in `ps` and shell history.
         token = sys.stdin.readline().strip() if args.refresh_token == "-" else args.refresh_token
@@ -152,8 +163,10 @@ def cmd_accounts_add(settings: Settings, args) -> int:
         pair = auth.refresh(token)
     else:
         device = auth.start_device_flow()
-        _print(f"Open {device.verification_uri_complete} and confirm the code {device.user_code} "
-               f"(valid {device.expires_in // 60} min). Waiting…")
+        _print(
+            f"Open {device.verification_uri_complete} and confirm the code {device.user_code} "
+            f"(valid {device.expires_in // 60} min). Waiting…"
+        )
         pair = auth.wait_for_device_token(device)
     store.save_tokens(args.name, pair)
     _print(f"account {args.name} authorised; it becomes a partition within a minute (or at the next `sync`)")
@@ -202,16 +215,21 @@ def cmd_accounts_remove(settings: Settings, args) -> int:
     store = _account_store(settings)
     store.require(args.name)
     if not args.yes:
-        _print(f"Remove account {args.name}? Its tokens, stock policy, ended-offer memory and sync status are "
-               "deleted; its rows in the writes log (audit) stay. [y/N] ", end="")
+        _print(
+            f"Remove account {args.name}? Its tokens, stock policy, ended-offer memory and sync status are "
+            "deleted; its rows in the writes log (audit) stay. [y/N] ",
+            end="",
+        )
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             _print(f"account {args.name} not removed (pass --yes to skip this question)", file=sys.stderr)
             return EXIT_USAGE
     with account_write_lock(store.engine, args.name):  # never pull the tokens from under a run that is writing
         removed = store.remove(args.name)
-    _print(f"account {args.name} removed; {removed.writes_kept} audit row(s) kept in the writes log. "
-           "Its partition leaves Dagster at the next partitions sensor tick; authorise it again with "
-           f"`stock-pipeline accounts add {args.name}` to bring it back.")
+    _print(
+        f"account {args.name} removed; {removed.writes_kept} audit row(s) kept in the writes log. "
+        "Its partition leaves Dagster at the next partitions sensor tick; authorise it again with "
+        f"`stock-pipeline accounts add {args.name}` to bring it back."
+    )
     return EXIT_OK
 
 
@@ -224,9 +242,17 @@ def cmd_accounts_policy(settings: Settings, args) -> int:
     if accounts.get(args.name) is None:
         raise ValueError(f"unknown account {args.name!r} (add it with: stock-pipeline accounts add {args.name})")
     store = PolicyStore(accounts.engine)
-    changes = {k: v for k, v in dict(reserve_units=args.reserve, reserve_percent=args.reserve_percent, cap=args.cap,
-                                      combine=args.combine, case_insensitive_skus=args.case_insensitive_skus).items()
-               if v is not None}
+    changes = {
+        k: v
+        for k, v in dict(
+            reserve_units=args.reserve,
+            reserve_percent=args.reserve_percent,
+            cap=args.cap,
+            combine=args.combine,
+            case_insensitive_skus=args.case_insensitive_skus,
+        ).items()
+        if v is not None
+    }
     policy = store.get(args.name)
     if changes:
         policy = replace(policy, **changes)  # validated by StockPolicy
@@ -245,9 +271,15 @@ def cmd_history(settings: Settings, args) -> int:
 
     since = parse_since(args.since, datetime.now(timezone.utc)) if args.since else None
     rows = WritesLog(engine_for(settings.stock_pipeline_database_url)).history(
-        sku=args.sku, offer_id=args.offer, account=args.account, status=args.status, since=since, limit=args.limit,
+        sku=args.sku,
+        offer_id=args.offer,
+        account=args.account,
+        status=args.status,
+        since=since,
+        limit=args.limit,
         # Dagster run ids are 36 characters; anything shorter is the short id a table showed.
-        **({"run_id": args.run} if args.run and len(args.run) >= 36 else {"run_id_prefix": args.run}))
+        **({"run_id": args.run} if args.run and len(args.run) >= 36 else {"run_id_prefix": args.run}),
+    )
     if rows.empty and args.format == "table" and not args.output:
         _print("no writes recorded for that selection")
         return EXIT_OK
@@ -312,9 +344,15 @@ def cmd_db_stamp(settings: Settings, args) -> int:
     with database_errors(engine):
         state = stamp(engine, args.revision)
     engine.dispose()
-    _print(f"the pipeline database is recorded at revision {state.revision}; nothing was run"
-           + ("" if state.revision == state.head else
-              f"; migrations {', '.join(state.pending())} run at the next start, or now by: stock-pipeline db upgrade"))
+    _print(
+        f"the pipeline database is recorded at revision {state.revision}; nothing was run"
+        + (
+            ""
+            if state.revision == state.head
+            else f"; migrations {', '.join(state.pending())} run at the next start, "
+            "or now by: stock-pipeline db upgrade"
+        )
+    )
     return EXIT_OK
 
 
@@ -355,16 +393,23 @@ def percent(raw: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stock-pipeline", description="Keep Allegro offer stock equal to your warehouse.")
+    parser = argparse.ArgumentParser(
+        prog="stock-pipeline", description="Keep Allegro offer stock equal to your warehouse."
+    )
     parser.add_argument("--version", action="version", version=f"stock-pipeline {__version__}")
     parser.add_argument("--json-logs", action="store_true", help="log JSON lines (default when not on a terminal)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    accounts = sub.add_parser("accounts", help="manage seller accounts").add_subparsers(dest="accounts_command", required=True)
+    accounts = sub.add_parser("accounts", help="manage seller accounts").add_subparsers(
+        dest="accounts_command", required=True
+    )
     add = accounts.add_parser("add", help="authorise an account (device flow, or an existing refresh token)")
     add.add_argument("name")
-    add.add_argument("--refresh-token", metavar="TOKEN",
-                     help="exchange this refresh token instead of running the device flow ('-': read it from stdin)")
+    add.add_argument(
+        "--refresh-token",
+        metavar="TOKEN",
+        help="exchange this refresh token instead of running the device flow ('-': read it from stdin)",
+    )
     add.set_defaults(handler=cmd_accounts_add)
     listing = accounts.add_parser("list", help="each account's status, last sync, offers, pending writes, freshness")
     listing.add_argument("--format", choices=["table", "json"], default="table")
@@ -382,35 +427,56 @@ def build_parser() -> argparse.ArgumentParser:
     policy = accounts.add_parser("policy", help="show or change an account's stock policy")
     policy.add_argument("name")
     policy.add_argument("--reserve", type=int, help="units kept back per SKU")
-    policy.add_argument("--reserve-percent", type=percent, metavar="PERCENT",
-                        help="percent of each SKU's stock kept back, rounded up: 10%% or 10 (0 to under 100)")
+    policy.add_argument(
+        "--reserve-percent",
+        type=percent,
+        metavar="PERCENT",
+        help="percent of each SKU's stock kept back, rounded up: 10%% or 10 (0 to under 100)",
+    )
     policy.add_argument("--cap", type=int, help="never offer more than this (max 99999)")
     policy.add_argument("--combine", choices=["sum", "max", "min"], help="how several rows of one SKU combine")
-    policy.add_argument("--case-insensitive-skus", type=lambda v: v.lower() in ("1", "true", "yes"),
-                        metavar="true|false", help="match SKUs regardless of letter case")
+    policy.add_argument(
+        "--case-insensitive-skus",
+        type=lambda v: v.lower() in ("1", "true", "yes"),
+        metavar="true|false",
+        help="match SKUs regardless of letter case",
+    )
     policy.set_defaults(handler=cmd_accounts_policy)
 
     sync = sub.add_parser("sync", help="sync stock now, through Dagster")
     sync.add_argument("--account", action="append", help="only this account (repeatable); default: all active")
-    sync.add_argument("--dry-run", action="store_true",
-                      help="rehearse: plan and show the writes and what the guards would say; send, record and "
-                           "remember nothing")
-    sync.add_argument("--output", metavar="FILE",
-                      help="with --dry-run: write the full plan to FILE (.csv or .json), not only the first 20 rows")
+    sync.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="rehearse: plan and show the writes and what the guards would say; send, record and remember nothing",
+    )
+    sync.add_argument(
+        "--output",
+        metavar="FILE",
+        help="with --dry-run: write the full plan to FILE (.csv or .json), not only the first 20 rows",
+    )
     sync.add_argument("--verbose", action="store_true", help="show Dagster's own log records on the terminal")
-    sync.add_argument("--override-guards", action="store_true",
-                      help="write even if a guard (empty/shrunk snapshot, mass ending) holds the writes; audited")
+    sync.add_argument(
+        "--override-guards",
+        action="store_true",
+        help="write even if a guard (empty/shrunk snapshot, mass ending) holds the writes; audited",
+    )
     sync.set_defaults(handler=cmd_sync)
 
     history = sub.add_parser("history", help="show recorded writes, newest first")
     history.add_argument("--sku")
     history.add_argument("--offer")
     history.add_argument("--account")
-    history.add_argument("--run", metavar="RUN_ID", help="only the writes of this run (its id, or the first characters of it)")
+    history.add_argument(
+        "--run", metavar="RUN_ID", help="only the writes of this run (its id, or the first characters of it)"
+    )
     history.add_argument("--status", choices=[status.value for status in WriteStatus])
-    history.add_argument("--since", metavar="WHEN",
-                         help="only writes planned since: a duration back from now (30m, 2h, 3d, 1w) or an ISO "
-                              "date / date-time, UTC unless it has an offset (2024-05-01, 2024-05-01T10:00)")
+    history.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only writes planned since: a duration back from now (30m, 2h, 3d, 1w) or an ISO "
+        "date / date-time, UTC unless it has an offset (2024-05-01, 2024-05-01T10:00)",
+    )
     history.add_argument("--format", choices=["table", "json", "csv"], default="table")
     history.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     history.add_argument("--limit", type=int, default=200)
@@ -420,15 +486,22 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--send-test", action="store_true", help="also send a test message to the Telegram chat")
     doctor.set_defaults(handler=cmd_doctor)
 
-    db = sub.add_parser("db", help="the pipeline database's schema (migrations run at every start anyway)") \
-        .add_subparsers(dest="db_command", required=True)
-    db.add_parser("upgrade", help="bring the pipeline database to this release's schema now (e.g. in a deploy step)") \
-        .set_defaults(handler=cmd_db_upgrade)
-    db.add_parser("current", help="show the pipeline database's schema revision and what an upgrade would do; "
-                                  "exit 1 if this release cannot use it") \
-        .set_defaults(handler=cmd_db_current)
-    stamp = db.add_parser("stamp", help="record the schema revision the database is at, running nothing (repairs; "
-                                        "`db current` says when it is needed)")
+    db = sub.add_parser(
+        "db", help="the pipeline database's schema (migrations run at every start anyway)"
+    ).add_subparsers(dest="db_command", required=True)
+    db.add_parser(
+        "upgrade", help="bring the pipeline database to this release's schema now (e.g. in a deploy step)"
+    ).set_defaults(handler=cmd_db_upgrade)
+    db.add_parser(
+        "current",
+        help="show the pipeline database's schema revision and what an upgrade would do; "
+        "exit 1 if this release cannot use it",
+    ).set_defaults(handler=cmd_db_current)
+    stamp = db.add_parser(
+        "stamp",
+        help="record the schema revision the database is at, running nothing (repairs; "
+        "`db current` says when it is needed)",
+    )
     stamp.add_argument("revision")
     stamp.set_defaults(handler=cmd_db_stamp)
 

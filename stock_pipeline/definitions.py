@@ -8,13 +8,13 @@ from __future__ import annotations
 from dagster import Definitions, mem_io_manager
 
 from stock_pipeline.defs.assets import allegro_offers, stock_diff, stock_snapshot, stock_updates
-from stock_pipeline.defs.checks import diff_guard, snapshot_guard
 from stock_pipeline.defs.automation import (
     account_partitions_sensor,
     account_sync_job,
     build_failure_sensor,
     build_schedule,
 )
+from stock_pipeline.defs.checks import diff_guard, snapshot_guard
 from stock_pipeline.defs.io_manager import AtomicPickleIOManager
 from stock_pipeline.defs.rehearsal import REHEARSAL_IO_MANAGER, account_rehearsal
 from stock_pipeline.defs.resources import build_resources
@@ -31,9 +31,12 @@ def build_definitions(settings: Settings) -> Definitions:
         asset_checks=[snapshot_guard, diff_guard],
         jobs=[account_sync_job, account_rehearsal],
         schedules=[build_schedule(settings.allegro_sync_schedule)],
-        sensors=[account_partitions_sensor,
-                 build_failure_sensor(bool(settings.telegram_bot_token and settings.allegro_error_notification_chat_id))],
-        resources=build_resources(settings) | {
+        sensors=[
+            account_partitions_sensor,
+            build_failure_sensor(bool(settings.telegram_bot_token and settings.allegro_error_notification_chat_id)),
+        ],
+        resources=build_resources(settings)
+        | {
             "frames_io_manager": AtomicPickleIOManager(base_dir=settings.frames_dir),
             # A rehearsal's plan stays in its process: nothing of a dry run is stored.
             REHEARSAL_IO_MANAGER: mem_io_manager,

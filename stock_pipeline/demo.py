@@ -85,15 +85,21 @@ def ui_instructions(env_file: Path, simulator_url: str, keep_running: bool) -> l
     binary = shlex.quote(str(Path(sys.executable).parent / "dagster-webserver"))
     webserver = f"  (cd {shlex.quote(str(env_file.parent))} && . ./{env_file.name} && exec {binary} {target})"
     if keep_running:
-        return [f"The Allegro simulator keeps running at {simulator_url}; Ctrl-C here stops it.",
-                "In another terminal, start the Dagster UI on the demo's runs:", webserver,
-                "  then open http://127.0.0.1:3000: Assets → stock_updates → Partitions shows the runs;",
-                "  Jobs → account_sync → Materialize all… → Custom → an account → Launch 1 run syncs it again."]
-    return ["See the runs, the asset graph and the metadata in the Dagster UI:", webserver,
-            "  then open http://127.0.0.1:3000 (Assets → stock_updates → Partitions).",
-            "The Allegro simulator has stopped, so a run launched from the UI now would fail. To launch runs",
-            "from the UI too, run the demo with the simulator kept up, and start the UI as it says meanwhile:",
-            f"  {shlex.quote(str(Path(sys.executable).parent / 'stock-pipeline'))} demo --keep-running"]
+        return [
+            f"The Allegro simulator keeps running at {simulator_url}; Ctrl-C here stops it.",
+            "In another terminal, start the Dagster UI on the demo's runs:",
+            webserver,
+            "  then open http://127.0.0.1:3000: Assets → stock_updates → Partitions shows the runs;",
+            "  Jobs → account_sync → Materialize all… → Custom → an account → Launch 1 run syncs it again.",
+        ]
+    return [
+        "See the runs, the asset graph and the metadata in the Dagster UI:",
+        webserver,
+        "  then open http://127.0.0.1:3000 (Assets → stock_updates → Partitions).",
+        "The Allegro simulator has stopped, so a run launched from the UI now would fail. To launch runs",
+        "from the UI too, run the demo with the simulator kept up, and start the UI as it says meanwhile:",
+        f"  {shlex.quote(str(Path(sys.executable).parent / 'stock-pipeline'))} demo --keep-running",
+    ]
 
 
 def run_demo(keep_running: bool = False) -> int:

@@ -26,7 +26,7 @@ from stock_pipeline.store.token_crypto import KEY_VARIABLE, MAKE_KEY, parse_keys
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 # Network checks answer within this or count as unreachable: a doctor must not hang.
 CHECK_TIMEOUT_SECONDS = 5.0
-TEST_MESSAGE = ("✅ <b>stock_pipeline doctor</b>: test message. Failed sync runs will alert this chat.")
+TEST_MESSAGE = "✅ <b>stock_pipeline doctor</b>: test message. Failed sync runs will alert this chat."
 
 
 @dataclass(frozen=True)
@@ -72,18 +72,27 @@ def _connect_args(url: str) -> dict:
 
 # ---- the checks ------------------------------------------------------------------------
 
+
 def check_settings(settings: Settings) -> Check:
     # load_settings already refused any unusable value (the command stops with exit 2
     # before getting here); this line records what the checks below run with.
-    return Check("settings", OK, f"every variable is valid; schedule {settings.allegro_sync_schedule!r}, "
-                                 f"{settings.allegro_sync_rate_limit} requests/min, API {settings.allegro_api_url}")
+    return Check(
+        "settings",
+        OK,
+        f"every variable is valid; schedule {settings.allegro_sync_schedule!r}, "
+        f"{settings.allegro_sync_rate_limit} requests/min, API {settings.allegro_api_url}",
+    )
 
 
 def check_encryption_key(settings: Settings) -> Check:
     keys = parse_keys(settings.token_encryption_key)
     if not keys:
-        return Check("token encryption key", FAIL, f"{KEY_VARIABLE} is not set: tokens can be neither stored "
-                     "(accounts add) nor refreshed", f"make a key with {MAKE_KEY} and set {KEY_VARIABLE} in every process")
+        return Check(
+            "token encryption key",
+            FAIL,
+            f"{KEY_VARIABLE} is not set: tokens can be neither stored (accounts add) nor refreshed",
+            f"make a key with {MAKE_KEY} and set {KEY_VARIABLE} in every process",
+        )
     found = "1 key" if len(keys) == 1 else f"{len(keys)} keys (the first encrypts, all decrypt)"
     return Check("token encryption key", OK, found)
 
@@ -104,8 +113,12 @@ def check_pipeline_database(url: str) -> tuple[Check, set[str] | None]:
     metadata = current_metadata()
     shown = _database_url(url)
     if _missing_sqlite_file(url):
-        return Check("pipeline database", WARN, f"{shown} does not exist yet",
-                     "it is created by the first command that uses it (e.g. stock-pipeline accounts add NAME)"), None
+        return Check(
+            "pipeline database",
+            WARN,
+            f"{shown} does not exist yet",
+            "it is created by the first command that uses it (e.g. stock-pipeline accounts add NAME)",
+        ), None
     engine = sa.create_engine(url, connect_args=_connect_args(url))
     try:
         with engine.connect() as conn:
@@ -113,19 +126,28 @@ def check_pipeline_database(url: str) -> tuple[Check, set[str] | None]:
             state = read_state(conn)
         schema, usable = describe(engine)  # reads only: the doctor migrates nothing
     except sa.exc.SQLAlchemyError as exc:
-        return Check("pipeline database", FAIL, f"cannot reach {shown}: {_first_line(exc)}",
-                     "check STOCK_PIPELINE_DATABASE_URL and that the database server is up"), None
+        return Check(
+            "pipeline database",
+            FAIL,
+            f"cannot reach {shown}: {_first_line(exc)}",
+            "check STOCK_PIPELINE_DATABASE_URL and that the database server is up",
+        ), None
     finally:
         engine.dispose()
     if not usable:  # newer than this release, or tables it cannot recognise: the sentence says what to do
         return Check("pipeline database", FAIL, f"{shown} reachable, but {schema}"), present
     if state.status != AT_HEAD:
-        return Check("pipeline database", WARN, f"{shown} reachable; {schema}",
-                     "the user needs CREATE rights in it"), present
+        return Check(
+            "pipeline database", WARN, f"{shown} reachable; {schema}", "the user needs CREATE rights in it"
+        ), present
     found = f"{shown} reachable, schema at revision {state.revision} (head), {len(metadata.tables)} tables present"
     if sa.engine.make_url(url).get_backend_name() == "sqlite":
-        return Check("pipeline database", WARN, found + " (SQLite)",
-                     "fine for the demo; use Postgres as soon as the daemon or several processes run"), present
+        return Check(
+            "pipeline database",
+            WARN,
+            found + " (SQLite)",
+            "fine for the demo; use Postgres as soon as the daemon or several processes run",
+        ), present
     return Check("pipeline database", OK, found), present
 
 
@@ -140,19 +162,33 @@ def check_warehouse(url: str, query: str, max_plausible: int) -> Check:
     try:
         snapshot = clean_snapshot(read_stock(url, query), max_plausible=max_plausible)
     except AllegroSyncError as exc:  # StockSourceError: its message names the variable and the cause
-        return Check("warehouse", FAIL, str(exc), "check STOCK_DATABASE_URL and STOCK_QUERY (it must return sku, stock)")
+        return Check(
+            "warehouse", FAIL, str(exc), "check STOCK_DATABASE_URL and STOCK_QUERY (it must return sku, stock)"
+        )
     except ValueError as exc:  # columns sku/stock missing
-        return Check("warehouse", FAIL, f"STOCK_QUERY ran on {shown} but {exc}",
-                     "alias the columns in STOCK_QUERY: SELECT your_sku AS sku, your_qty AS stock FROM …")
+        return Check(
+            "warehouse",
+            FAIL,
+            f"STOCK_QUERY ran on {shown} but {exc}",
+            "alias the columns in STOCK_QUERY: SELECT your_sku AS sku, your_qty AS stock FROM …",
+        )
     if snapshot.rows_read == 0:
-        return Check("warehouse", FAIL, f"STOCK_QUERY returned no rows from {shown}: snapshot_guard would hold "
-                     "every run's writes", "check STOCK_QUERY and that the warehouse table is filled")
+        return Check(
+            "warehouse",
+            FAIL,
+            f"STOCK_QUERY returned no rows from {shown}: snapshot_guard would hold every run's writes",
+            "check STOCK_QUERY and that the warehouse table is filled",
+        )
     skus = int(snapshot.stock["sku"].nunique())
     found = f"{shown}: {snapshot.rows_read} rows, {skus} SKUs"
     if len(snapshot.bad_rows):
         problems = ", ".join(f"{problem}: {count}" for problem, count in snapshot.problems.items())
-        return Check("warehouse", WARN, f"{found}, {len(snapshot.bad_rows)} bad rows ({problems})",
-                     "fix those rows in the warehouse; until then their SKUs are left as they are on Allegro")
+        return Check(
+            "warehouse",
+            WARN,
+            f"{found}, {len(snapshot.bad_rows)} bad rows ({problems})",
+            "fix those rows in the warehouse; until then their SKUs are left as they are on Allegro",
+        )
     return Check("warehouse", OK, found + ", no bad rows")
 
 
@@ -160,16 +196,26 @@ def check_redis(url: str | None) -> Check:
     import redis
 
     if not url:
-        return Check("rate limiter", WARN, "REDIS_URL is not set: the in-process limiter is used, which is fine only "
-                     "while one process syncs (the demo, one `stock-pipeline sync` at a time)",
-                     "set REDIS_URL before running the daemon or several processes: they must share one budget")
-    client = redis.Redis.from_url(url, socket_timeout=CHECK_TIMEOUT_SECONDS / 2,
-                                  socket_connect_timeout=CHECK_TIMEOUT_SECONDS / 2)
+        return Check(
+            "rate limiter",
+            WARN,
+            "REDIS_URL is not set: the in-process limiter is used, which is fine only "
+            "while one process syncs (the demo, one `stock-pipeline sync` at a time)",
+            "set REDIS_URL before running the daemon or several processes: they must share one budget",
+        )
+    client = redis.Redis.from_url(
+        url, socket_timeout=CHECK_TIMEOUT_SECONDS / 2, socket_connect_timeout=CHECK_TIMEOUT_SECONDS / 2
+    )
     try:
         client.ping()
     except redis.RedisError as exc:
-        return Check("rate limiter", FAIL, f"Redis at {safe_url(url)} does not answer PING ({type(exc).__name__}): "
-                     "every run would fail before calling Allegro", "start Redis or correct REDIS_URL")
+        return Check(
+            "rate limiter",
+            FAIL,
+            f"Redis at {safe_url(url)} does not answer PING ({type(exc).__name__}): "
+            "every run would fail before calling Allegro",
+            "start Redis or correct REDIS_URL",
+        )
     finally:
         client.close()
     return Check("rate limiter", OK, f"Redis at {safe_url(url)} answers PING (shared token bucket)")
@@ -179,20 +225,32 @@ def check_allegro_client(settings: Settings) -> Check:
     from stock_pipeline.allegro.auth import AllegroAuth, InvalidClientError
     from stock_pipeline.errors import AllegroTokenError
 
-    auth = AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret,
-                       timeout=min(settings.allegro_sync_http_timeout, CHECK_TIMEOUT_SECONDS), connect_retries=0)
+    auth = AllegroAuth(
+        settings.allegro_auth_url,
+        settings.allegro_client_id,
+        settings.allegro_client_secret,
+        timeout=min(settings.allegro_sync_http_timeout, CHECK_TIMEOUT_SECONDS),
+        connect_retries=0,
+    )
     try:
         auth.check_client()
     except InvalidClientError as exc:
-        return Check("allegro credentials", FAIL, f"client_id {settings.allegro_client_id!r}: {exc}",
-                     "copy ALLEGRO_CLIENT_ID and ALLEGRO_CLIENT_SECRET from apps.developer.allegro.pl (sandbox "
-                     "applications are separate: ALLEGRO_AUTH_URL must match)")
+        return Check(
+            "allegro credentials",
+            FAIL,
+            f"client_id {settings.allegro_client_id!r}: {exc}",
+            "copy ALLEGRO_CLIENT_ID and ALLEGRO_CLIENT_SECRET from apps.developer.allegro.pl (sandbox "
+            "applications are separate: ALLEGRO_AUTH_URL must match)",
+        )
     except AllegroTokenError as exc:
         return Check("allegro credentials", FAIL, str(exc), "check ALLEGRO_AUTH_URL and the network")
     finally:
         auth.close()
-    return Check("allegro credentials", OK, f"{settings.allegro_auth_url} accepts client_id "
-                                            f"{settings.allegro_client_id!r} (client_credentials grant)")
+    return Check(
+        "allegro credentials",
+        OK,
+        f"{settings.allegro_auth_url} accepts client_id {settings.allegro_client_id!r} (client_credentials grant)",
+    )
 
 
 def _token_check(state, now: datetime) -> Check:
@@ -200,15 +258,24 @@ def _token_check(state, now: datetime) -> Check:
 
     name = f"account {state.name}"
     if state.problem:
-        return Check(name, FAIL, state.problem,
-                     f"set {KEY_VARIABLE} to the key they were stored with, or authorise again: "
-                     f"stock-pipeline accounts add {state.name}")
+        return Check(
+            name,
+            FAIL,
+            state.problem,
+            f"set {KEY_VARIABLE} to the key they were stored with, or authorise again: "
+            f"stock-pipeline accounts add {state.name}",
+        )
     if state.status == ACCOUNT_NEEDS_REAUTH:
-        return Check(name, FAIL, f"needs re-authorisation ({state.last_error or 'refresh token rejected'})",
-                     f"stock-pipeline accounts add {state.name}")
+        return Check(
+            name,
+            FAIL,
+            f"needs re-authorisation ({state.last_error or 'refresh token rejected'})",
+            f"stock-pipeline accounts add {state.name}",
+        )
     if not state.has_refresh_token:
-        return Check(name, FAIL, f"{state.status}, but no refresh token is stored",
-                     f"stock-pipeline accounts add {state.name}")
+        return Check(
+            name, FAIL, f"{state.status}, but no refresh token is stored", f"stock-pipeline accounts add {state.name}"
+        )
     expires = state.access_expires_at
     if expires is None or not state.has_access_token:
         access = "no access token yet (the next run gets one)"
@@ -218,11 +285,16 @@ def _token_check(state, now: datetime) -> Check:
         access = f"access token expired {age((now - expires).total_seconds())} (the next run refreshes it)"
     found = f"{state.status}; {access}; refresh token stored"
     if not state.encrypted:
-        return Check(name, WARN, found + " unencrypted (written before encryption)",
-                     "the next token refresh stores them encrypted")
+        return Check(
+            name,
+            WARN,
+            found + " unencrypted (written before encryption)",
+            "the next token refresh stores them encrypted",
+        )
     if state.status == ACCOUNT_PAUSED:
-        return Check(name, WARN, found + " (encrypted); paused: not synced",
-                     f"stock-pipeline accounts resume {state.name}")
+        return Check(
+            name, WARN, found + " (encrypted); paused: not synced", f"stock-pipeline accounts resume {state.name}"
+        )
     return Check(name, OK, found + " (encrypted)")
 
 
@@ -236,8 +308,14 @@ def check_accounts(settings: Settings, now: datetime | None = None) -> list[Chec
     try:
         states = AccountStore(engine, settings.token_cipher()).stored_tokens()
     except sa.exc.SQLAlchemyError as exc:
-        return [Check("accounts", FAIL, f"cannot read the accounts table: {_first_line(exc)}",
-                      "check STOCK_PIPELINE_DATABASE_URL")]
+        return [
+            Check(
+                "accounts",
+                FAIL,
+                f"cannot read the accounts table: {_first_line(exc)}",
+                "check STOCK_PIPELINE_DATABASE_URL",
+            )
+        ]
     finally:
         engine.dispose()
     if not states:
@@ -249,15 +327,28 @@ def check_telegram(settings: Settings, send_test: bool) -> list[Check]:
     from stock_pipeline.notify.telegram import TelegramError, TelegramNotifier
 
     if not (settings.telegram_bot_token and settings.allegro_error_notification_chat_id):
-        checks = [Check("telegram", WARN, "not configured: failed runs alert no one",
-                        "set TELEGRAM_BOT_TOKEN and ALLEGRO_ERROR_NOTIFICATION_CHAT_ID")]
+        checks = [
+            Check(
+                "telegram",
+                WARN,
+                "not configured: failed runs alert no one",
+                "set TELEGRAM_BOT_TOKEN and ALLEGRO_ERROR_NOTIFICATION_CHAT_ID",
+            )
+        ]
         if send_test:
-            checks.append(Check("telegram test message", FAIL, "not sent: Telegram is not configured",
-                                "set TELEGRAM_BOT_TOKEN and ALLEGRO_ERROR_NOTIFICATION_CHAT_ID"))
+            checks.append(
+                Check(
+                    "telegram test message",
+                    FAIL,
+                    "not sent: Telegram is not configured",
+                    "set TELEGRAM_BOT_TOKEN and ALLEGRO_ERROR_NOTIFICATION_CHAT_ID",
+                )
+            )
         return checks
     chat = settings.allegro_error_notification_chat_id
-    notifier = TelegramNotifier(settings.telegram_api_url, settings.telegram_bot_token, chat,
-                                timeout=CHECK_TIMEOUT_SECONDS, max_attempts=1)
+    notifier = TelegramNotifier(
+        settings.telegram_api_url, settings.telegram_bot_token, chat, timeout=CHECK_TIMEOUT_SECONDS, max_attempts=1
+    )
     try:
         bot = notifier.bot_name()
     except TelegramError as exc:
@@ -265,15 +356,26 @@ def check_telegram(settings: Settings, send_test: bool) -> list[Check]:
         if send_test:
             checks.append(Check("telegram test message", FAIL, "not sent: the bot token does not work", ""))
         return checks
-    checks = [Check("telegram", OK, f"bot {bot} answers; alerts go to chat {chat}"
-                                    + ("" if send_test else " (add --send-test to send a test message)"))]
+    checks = [
+        Check(
+            "telegram",
+            OK,
+            f"bot {bot} answers; alerts go to chat {chat}"
+            + ("" if send_test else " (add --send-test to send a test message)"),
+        )
+    ]
     if send_test:
         try:
             notifier.send(TEST_MESSAGE)
         except TelegramError as exc:
-            checks.append(Check("telegram test message", FAIL, str(exc),
-                                "check ALLEGRO_ERROR_NOTIFICATION_CHAT_ID; the bot must be in that chat "
-                                "(an admin of a channel)"))
+            checks.append(
+                Check(
+                    "telegram test message",
+                    FAIL,
+                    str(exc),
+                    "check ALLEGRO_ERROR_NOTIFICATION_CHAT_ID; the bot must be in that chat (an admin of a channel)",
+                )
+            )
         else:
             checks.append(Check("telegram test message", OK, f"sent to chat {chat}"))
     return checks
@@ -284,8 +386,12 @@ def _guarded(name: str, check, *args) -> Check:
     try:
         return check(*args)
     except Exception as exc:  # noqa: BLE001 - doctor must finish and say what it could not check
-        return Check(name, FAIL, f"the check could not run: {type(exc).__name__}: {str(exc)[:300]}",
-                     "run with the same settings again; if it repeats, report it with this line")
+        return Check(
+            name,
+            FAIL,
+            f"the check could not run: {type(exc).__name__}: {str(exc)[:300]}",
+            "run with the same settings again; if it repeats, report it with this line",
+        )
 
 
 def run_checks(settings: Settings, *, send_test: bool = False) -> Iterator[Check]:
@@ -294,8 +400,13 @@ def run_checks(settings: Settings, *, send_test: bool = False) -> Iterator[Check
     yield check_encryption_key(settings)
     database, tables = check_pipeline_database(settings.stock_pipeline_database_url)
     yield database
-    yield _guarded("warehouse", check_warehouse, settings.stock_database_url, settings.stock_query,
-                   settings.stock_max_plausible_stock)
+    yield _guarded(
+        "warehouse",
+        check_warehouse,
+        settings.stock_database_url,
+        settings.stock_query,
+        settings.stock_max_plausible_stock,
+    )
     yield _guarded("redis", check_redis, settings.redis_url)
     yield _guarded("allegro credentials", check_allegro_client, settings)
     if tables is None and database.level == FAIL:

@@ -12,8 +12,23 @@ from stock_pipeline.report_format import iso_utc, json_text, shorten, table, utc
 
 FORMATS = ("table", "json", "csv")
 # Machine formats keep every value whole (full run id, before and after apart).
-RECORD_COLUMNS = ["id", "created_at", "updated_at", "run_id", "account", "offer_id", "sku", "before", "after",
-                  "action", "method", "command_id", "status", "error", "guards_overridden"]
+RECORD_COLUMNS = [
+    "id",
+    "created_at",
+    "updated_at",
+    "run_id",
+    "account",
+    "offer_id",
+    "sku",
+    "before",
+    "after",
+    "action",
+    "method",
+    "command_id",
+    "status",
+    "error",
+    "guards_overridden",
+]
 SHORT_RUN_ID = 8  # as Dagster's UI shows run ids
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -28,8 +43,10 @@ def parse_since(text: str, now: datetime) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError(f"--since {text!r} is neither a duration (30m, 2h, 3d, 1w) nor an ISO date or "
-                         "date-time (2024-05-01, 2024-05-01T10:00)") from None
+        raise ValueError(
+            f"--since {text!r} is neither a duration (30m, 2h, 3d, 1w) nor an ISO date or "
+            "date-time (2024-05-01, 2024-05-01T10:00)"
+        ) from None
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
@@ -50,12 +67,36 @@ def _records(rows: pd.DataFrame) -> list[dict]:
 def history_table(rows: pd.DataFrame) -> str:
     records = _records(rows)
     return table(
-        ["time (UTC)", "account", "offer", "sku", "before→after", "action", "method", "status", "run", "override",
-         "error"],
-        [[utc_time(datetime.fromisoformat(r["created_at"])) if r["created_at"] else "", r["account"], r["offer_id"],
-          r["sku"] or "", f"{'?' if r['before'] is None else r['before']}→{r['after']}", r["action"], r["method"],
-          r["status"], (r["run_id"] or "")[:SHORT_RUN_ID], "yes" if r["guards_overridden"] else "",
-          shorten(r["error"], 60)] for r in records])
+        [
+            "time (UTC)",
+            "account",
+            "offer",
+            "sku",
+            "before→after",
+            "action",
+            "method",
+            "status",
+            "run",
+            "override",
+            "error",
+        ],
+        [
+            [
+                utc_time(datetime.fromisoformat(r["created_at"])) if r["created_at"] else "",
+                r["account"],
+                r["offer_id"],
+                r["sku"] or "",
+                f"{'?' if r['before'] is None else r['before']}→{r['after']}",
+                r["action"],
+                r["method"],
+                r["status"],
+                (r["run_id"] or "")[:SHORT_RUN_ID],
+                "yes" if r["guards_overridden"] else "",
+                shorten(r["error"], 60),
+            ]
+            for r in records
+        ],
+    )
 
 
 def history_json(rows: pd.DataFrame) -> str:

@@ -42,8 +42,10 @@ _SECRET_PATTERNS = [
     (re.compile(r"(?i)\b(basic\s+)[A-Za-z0-9+/]{8,}=*"), r"\1" + REDACTED),  # base64(client_id:secret)
     # refresh_token=… in query strings and forms, "refresh_token": "…" in JSON and reprs,
     # "Invalid refresh token: …" in Allegro's error descriptions.
-    (re.compile(rf"(?i)(?<![A-Za-z0-9_])((?:{_SECRET_NAME})[\"']?\s*[=:]\s*[\"']?)[^&\s\"',;)}}\]]+"),
-     r"\1" + REDACTED),
+    (
+        re.compile(rf"(?i)(?<![A-Za-z0-9_])((?:{_SECRET_NAME})[\"']?\s*[=:]\s*[\"']?)[^&\s\"',;)}}\]]+"),
+        r"\1" + REDACTED,
+    ),
     # Telegram bot tokens: in /bot<token>/method paths, and bare (<bot id>:<35 characters>).
     (re.compile(r"(/bot)\d+:[^/\s?#\"']+"), r"\1" + REDACTED),
     (re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{30,}"), REDACTED),
@@ -136,9 +138,17 @@ class RedactingFilter(logging.Filter):
 _REDACTED_STDLIB_LOGGERS = ("httpx", "httpcore", "urllib3")
 
 
-_METHOD_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "msg": logging.INFO, "warning": logging.WARNING,
-                  "warn": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
-                  "critical": logging.CRITICAL, "fatal": logging.CRITICAL}
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
 
 
 def _below(terminal_level: int):

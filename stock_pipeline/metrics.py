@@ -35,8 +35,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 __all__ = [
-    "DEFAULT_PREFIX", "API_RESPONSE_BUCKETS", "SyncMetrics", "NullMetrics", "build_metrics",
-    "render_prometheus", "serve", "MetricsServer",
+    "DEFAULT_PREFIX",
+    "API_RESPONSE_BUCKETS",
+    "SyncMetrics",
+    "NullMetrics",
+    "build_metrics",
+    "render_prometheus",
+    "serve",
+    "MetricsServer",
 ]
 
 log = structlog.get_logger(__name__)
@@ -60,27 +66,44 @@ class _Metric:
     labels: tuple[str, ...]
 
 
-_PROCESSED = _Metric("processed_offers_total", "counter", "Allegro offers read and compared with the warehouse.",
-                     ("account",))
-_CHANGED = _Metric("changed_offers_total", "counter", "Offers whose Allegro stock differed from the warehouse.",
-                   ("account",))
+_PROCESSED = _Metric(
+    "processed_offers_total", "counter", "Allegro offers read and compared with the warehouse.", ("account",)
+)
+_CHANGED = _Metric(
+    "changed_offers_total", "counter", "Offers whose Allegro stock differed from the warehouse.", ("account",)
+)
 _UPDATED = _Metric("updated_offers_total", "counter", "Offers whose stock was written to Allegro.", ("account",))
 _ERRORS = _Metric("errors_total", "counter", "Failed offer writes plus failed runs.", ("account",))
 _API_CALLS = _Metric("api_calls_total", "counter", "Allegro API calls made by sync runs.", ("account",))
 _RUNS = _Metric("runs_total", "counter", "Sync runs by result.", ("account", "result"))
-_LAST_RUN_AT = _Metric("last_run_timestamp_seconds", "gauge", "Unix time the last sync run ended, whatever its result.",
-                       ("account",))
-_LAST_SUCCESS_AT = _Metric("last_success_timestamp_seconds", "gauge",
-                           "Unix time the last successful sync run ended (what freshness alerts should watch).",
-                           ("account",))
+_LAST_RUN_AT = _Metric(
+    "last_run_timestamp_seconds", "gauge", "Unix time the last sync run ended, whatever its result.", ("account",)
+)
+_LAST_SUCCESS_AT = _Metric(
+    "last_success_timestamp_seconds",
+    "gauge",
+    "Unix time the last successful sync run ended (what freshness alerts should watch).",
+    ("account",),
+)
 _LAST_RUN_DURATION = _Metric("last_run_duration_seconds", "gauge", "Duration of the last sync run.", ("account",))
-_PENDING = _Metric("pending_writes", "gauge", "Writes still unconfirmed by Allegro when the last run ended.",
-                   ("account",))
-_API_RESPONSE = _Metric("api_response_time_seconds", "histogram", "Allegro API response time by route.",
-                        ("route",))
+_PENDING = _Metric(
+    "pending_writes", "gauge", "Writes still unconfirmed by Allegro when the last run ended.", ("account",)
+)
+_API_RESPONSE = _Metric("api_response_time_seconds", "histogram", "Allegro API response time by route.", ("route",))
 
-_METRICS = (_PROCESSED, _CHANGED, _UPDATED, _ERRORS, _API_CALLS, _RUNS, _LAST_RUN_AT, _LAST_SUCCESS_AT, _LAST_RUN_DURATION,
-            _PENDING, _API_RESPONSE)
+_METRICS = (
+    _PROCESSED,
+    _CHANGED,
+    _UPDATED,
+    _ERRORS,
+    _API_CALLS,
+    _RUNS,
+    _LAST_RUN_AT,
+    _LAST_SUCCESS_AT,
+    _LAST_RUN_DURATION,
+    _PENDING,
+    _API_RESPONSE,
+)
 _BUCKET_FIELDS = tuple(floatToGoString(bound) for bound in API_RESPONSE_BUCKETS)
 
 
@@ -114,20 +137,37 @@ class SyncMetrics:
     def record_api_calls(self, account: str, api_calls: int) -> None:
         """Calls made by a step, counted by the step that made them, whatever the run's result."""
         if api_calls:
-            self._write("record_api_calls",
-                        lambda pipe: pipe.hincrby(self._key(_API_CALLS), _field(account), api_calls), account=account)
+            self._write(
+                "record_api_calls",
+                lambda pipe: pipe.hincrby(self._key(_API_CALLS), _field(account), api_calls),
+                account=account,
+            )
 
-    def record_run(self, account: str, *, changed: int = 0, written: int = 0, failed: int = 0, pending: int = 0,
-                   api_calls: int = 0, duration_seconds: float = 0.0, success: bool) -> None:
+    def record_run(
+        self,
+        account: str,
+        *,
+        changed: int = 0,
+        written: int = 0,
+        failed: int = 0,
+        pending: int = 0,
+        api_calls: int = 0,
+        duration_seconds: float = 0.0,
+        success: bool,
+    ) -> None:
         """The end of a run: its writes, and whether it succeeded (a failed run adds one error).
         Called once per run, by the job's hooks (stock_pipeline/defs/run_outcome.py)."""
         field = _field(account)
-        counters = [(_CHANGED, field, changed), (_UPDATED, field, written),
-                    (_ERRORS, field, failed + (0 if success else 1)), (_API_CALLS, field, api_calls),
-                    # Both results are written, the other one with 0, so that both series
-                    # exist from the first run and increase() sees the first failure.
-                    (_RUNS, _field(account, "success"), int(success)),
-                    (_RUNS, _field(account, "failure"), int(not success))]
+        counters = [
+            (_CHANGED, field, changed),
+            (_UPDATED, field, written),
+            (_ERRORS, field, failed + (0 if success else 1)),
+            (_API_CALLS, field, api_calls),
+            # Both results are written, the other one with 0, so that both series
+            # exist from the first run and increase() sees the first failure.
+            (_RUNS, _field(account, "success"), int(success)),
+            (_RUNS, _field(account, "failure"), int(not success)),
+        ]
         now = time.time()
         gauges = [(_LAST_RUN_AT, now), (_LAST_RUN_DURATION, duration_seconds), (_PENDING, pending)]
         if success:
@@ -170,8 +210,13 @@ class SyncMetrics:
                 pipe.execute()
         except redis.RedisError as exc:
             self._paused_until = time.monotonic() + PAUSE_AFTER_ERROR_SECONDS
-            log.warning("metrics_not_recorded", metric_call=what, error=f"{type(exc).__name__}: {exc}",
-                        paused_seconds=PAUSE_AFTER_ERROR_SECONDS, **context)
+            log.warning(
+                "metrics_not_recorded",
+                metric_call=what,
+                error=f"{type(exc).__name__}: {exc}",
+                paused_seconds=PAUSE_AFTER_ERROR_SECONDS,
+                **context,
+            )
 
 
 class NullMetrics:

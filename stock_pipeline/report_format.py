@@ -60,7 +60,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable
     right = set(right)
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+        return "  ".join(
+            v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths))
+        ).rstrip()
 
     return "\n".join([line(list(headers)), line(["-" * w for w in widths]), *(line(row) for row in cells)])
 

@@ -40,9 +40,17 @@ PROGRESS_INTERVAL = 2.0
 MAX_VALUE_CHARS = 200
 MAX_LINE_CHARS = 1000
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "msg": logging.INFO, "warning": logging.WARNING,
-           "warn": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
-           "critical": logging.CRITICAL, "fatal": logging.CRITICAL}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
 # Added by the processors for the renderers; the run's event log has its own.
 _NOT_SHOWN = frozenset({"event", "msg", "timestamp", "level", "logger", "logger_name"})
 _PROGRESS_LABELS = {"listing": "offers", "writes": "done"}
@@ -51,8 +59,12 @@ _PROGRESS_LABELS = {"listing": "offers", "writes": "done"}
 class RunLogBridge:
     """Forwards to one Dagster logger (``context.log``); made and entered by ``run_log``."""
 
-    def __init__(self, dagster_logger: logging.Logger, progress_interval: float = PROGRESS_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        dagster_logger: logging.Logger,
+        progress_interval: float = PROGRESS_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._logger = dagster_logger
         self._interval = progress_interval
         self._clock = clock
@@ -106,6 +118,7 @@ def in_run_log(compute_fn: Callable) -> Callable:
         return kwargs["context"] if "context" in kwargs else args[0]
 
     if inspect.isgeneratorfunction(compute_fn):  # a body that yields its outputs
+
         @functools.wraps(compute_fn)
         def generator(*args, **kwargs):
             with run_log(context_of(args, kwargs).log):
@@ -144,7 +157,7 @@ def format_line(event_dict: dict) -> str:
         parts += [f"{key}={_show(key, value)}" for key, value in event_dict.items() if key not in _NOT_SHOWN]
         line = " ".join(parts)
     line = line.replace("\n", " ")
-    return line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS - 1] + "…"
+    return line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 1] + "…"
 
 
 def _show(key: str, value: Any) -> str:
@@ -158,7 +171,7 @@ def _show(key: str, value: Any) -> str:
         # redact_secrets keeps an object whose repr showed no secret; its str() may differ.
         text = redact_text(str(value))
     if len(text) > MAX_VALUE_CHARS:
-        text = text[:MAX_VALUE_CHARS - 1] + "…"
+        text = text[: MAX_VALUE_CHARS - 1] + "…"
     if not text or any(c.isspace() for c in text) or "=" in text:
         text = '"' + text.replace('"', "'") + '"'
     return text
@@ -183,7 +196,7 @@ def _install() -> None:
 
 def ensure_forwarding() -> None:
     processors = list(structlog.get_config()["processors"])
-    if forward_to_run_log in processors and redact_secrets in processors[:processors.index(forward_to_run_log)]:
+    if forward_to_run_log in processors and redact_secrets in processors[: processors.index(forward_to_run_log)]:
         return
     processors = [p for p in processors if p is not forward_to_run_log]
     if redact_secrets in processors:
@@ -191,4 +204,3 @@ def ensure_forwarding() -> None:
     else:  # never a line to the run that was not redacted
         processors[-1:-1] = [redact_secrets, forward_to_run_log]
     structlog.configure(processors=processors)
-

@@ -110,11 +110,9 @@ class Settings:
     def secret_values(self) -> tuple[str, ...]:
         """Every secret these settings hold, for the log redaction: the secret variables (each
         key of TOKEN_ENCRYPTION_KEY on its own) and the passwords inside the URLs."""
-        values = [self.allegro_client_secret, self.telegram_bot_token,
-                  *(self.token_encryption_key or "").split(",")]
+        values = [self.allegro_client_secret, self.telegram_bot_token, *(self.token_encryption_key or "").split(",")]
         values += [urlsplit(getattr(self, name) or "").password for name in URL_WITH_PASSWORD_FIELDS]
         return tuple(v.strip() for v in values if v and v.strip())
-
 
 
 def _env_name(field_name: str) -> str:
@@ -125,8 +123,10 @@ def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     parsed = urlparse(raw)
     if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
         # The value is not echoed: URLs may carry a password (redis://:secret@host).
-        raise SettingsError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)} "
-                            "(the value given is not shown: it may hold a password)")
+        raise SettingsError(
+            f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)} "
+            "(the value given is not shown: it may hold a password)"
+        )
     return raw.rstrip("/")
 
 
@@ -199,7 +199,10 @@ def _parse_sqlalchemy_url(name: str, raw: str) -> str:
     try:
         make_url(raw)
     except (ArgumentError, ValueError):
-        raise SettingsError(f"{name} must be an SQLAlchemy database URL (e.g. postgresql+psycopg://user@host/db), got an unparsable value") from None
+        raise SettingsError(
+            f"{name} must be an SQLAlchemy database URL (e.g. postgresql+psycopg://user@host/db), "
+            "got an unparsable value"
+        ) from None
     return raw
 
 
@@ -258,5 +261,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**{**{f.name: getattr(defaults, f.name) for f in fields(Settings)}, **values})
     if bool(settings.telegram_bot_token) != bool(settings.allegro_error_notification_chat_id):
         missing = "ALLEGRO_ERROR_NOTIFICATION_CHAT_ID" if settings.telegram_bot_token else "TELEGRAM_BOT_TOKEN"
-        raise SettingsError(f"Telegram alerts need both TELEGRAM_BOT_TOKEN and ALLEGRO_ERROR_NOTIFICATION_CHAT_ID; {missing} is not set")
+        raise SettingsError(
+            f"Telegram alerts need both TELEGRAM_BOT_TOKEN and ALLEGRO_ERROR_NOTIFICATION_CHAT_ID; {missing} is not set"
+        )
     return settings

@@ -29,8 +29,10 @@ def read_stock(database_url: str, query: str) -> pd.DataFrame:
         try:
             conn = engine.connect()
         except sa.exc.SQLAlchemyError as exc:
-            raise StockSourceError(f"cannot connect to the warehouse database (STOCK_DATABASE_URL "
-                                   f"{engine.url.render_as_string(hide_password=True)}): {_first_line(exc)}") from None
+            raise StockSourceError(
+                f"cannot connect to the warehouse database (STOCK_DATABASE_URL "
+                f"{engine.url.render_as_string(hide_password=True)}): {_first_line(exc)}"
+            ) from None
         # Connected: whatever fails now is the query's (SQLite reports a missing table as
         # an OperationalError, which is not a connection problem).
         with conn:
@@ -47,8 +49,9 @@ def read_stock(database_url: str, query: str) -> pd.DataFrame:
 
 def raw_frame(columns: list[str], rows: Sequence[Sequence]) -> pd.DataFrame:
     values = list(zip(*rows)) if rows else [()] * len(columns)
-    return pd.DataFrame({i: _exact_column(column) for i, column in enumerate(values)},
-                        index=pd.RangeIndex(len(rows))).set_axis(columns, axis=1)
+    return pd.DataFrame(
+        {i: _exact_column(column) for i, column in enumerate(values)}, index=pd.RangeIndex(len(rows))
+    ).set_axis(columns, axis=1)
 
 
 def _exact_column(values: Sequence) -> np.ndarray:

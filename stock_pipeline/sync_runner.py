@@ -73,9 +73,11 @@ def ensure_dagster_home(settings: Settings) -> str:
     return home
 
 
-@logger(colored_console_logger.config_schema,
-        description="Dagster's console logger without the lines stock_pipeline forwards to the run's event log: "
-                    "the terminal already shows them on stderr.")
+@logger(
+    colored_console_logger.config_schema,
+    description="Dagster's console logger without the lines stock_pipeline forwards to the run's event log: "
+    "the terminal already shows them on stderr.",
+)
 def terminal_console_logger(init_context):
     console = colored_console_logger.logger_fn(init_context)
     console.addFilter(lambda record: not getattr(record, FORWARDED, False))
@@ -89,8 +91,10 @@ def select_accounts(settings: Settings, requested: list[str] | None) -> list[str
     known = {a.name: a.status for a in store.list()}
     unknown = [name for name in requested if name not in known]
     if unknown:
-        raise ValueError(f"unknown account(s): {', '.join(unknown)}; registered: {', '.join(known) or 'none'} "
-                         "(add one with: stock-pipeline accounts add NAME)")
+        raise ValueError(
+            f"unknown account(s): {', '.join(unknown)}; registered: {', '.join(known) or 'none'} "
+            "(add one with: stock-pipeline accounts add NAME)"
+        )
     # Refused here rather than left to the run: a paused account is the operator's decision, not a failure.
     paused = [name for name in dict.fromkeys(requested) if known[name] == ACCOUNT_PAUSED]
     if paused:
@@ -107,22 +111,46 @@ def _run_config(verbose: bool) -> dict:
 def _notes(metadata: dict[str, dict]) -> tuple[str, ...]:
     snapshot = metadata.get("stock_snapshot", {})
     bad = int(snapshot.get("bad_rows", 0) or 0)
-    return (f"{bad} warehouse row(s) excluded as bad (their SKUs were left alone); see the run's stock_snapshot "
-            "metadata",) if bad else ()
+    return (
+        (f"{bad} warehouse row(s) excluded as bad (their SKUs were left alone); see the run's stock_snapshot metadata",)
+        if bad
+        else ()
+    )
 
 
-def _sync_one(job, account: str, instance: DagsterInstance, override_guards: bool, verbose: bool,
-              writes_log: Callable[[], WritesLog]) -> AccountSummary:
+def _sync_one(
+    job,
+    account: str,
+    instance: DagsterInstance,
+    override_guards: bool,
+    verbose: bool,
+    writes_log: Callable[[], WritesLog],
+) -> AccountSummary:
     started = time.monotonic()
     result = job.execute_in_process(
-        partition_key=account, instance=instance, raise_on_error=False, run_config=_run_config(verbose),
-        tags={ACCOUNT_TAG: account, **({OVERRIDE_TAG: "true"} if override_guards else {})})
+        partition_key=account,
+        instance=instance,
+        raise_on_error=False,
+        run_config=_run_config(verbose),
+        tags={ACCOUNT_TAG: account, **({OVERRIDE_TAG: "true"} if override_guards else {})},
+    )
     outcome = read_run_outcome(instance, result.run_id, account, writes_log, success=result.success)
     return AccountSummary(
-        account=account, success=result.success, run_id=result.run_id, result=outcome.result,
-        offers=outcome.offers or 0, changed=outcome.changed or 0, written=outcome.written, failed=outcome.failed,
-        pending=outcome.pending, api_calls=outcome.api_calls, duration_seconds=round(time.monotonic() - started, 2),
-        error=outcome.error, problem=outcome.problem, notes=_notes(step_metadata(instance, result.run_id)))
+        account=account,
+        success=result.success,
+        run_id=result.run_id,
+        result=outcome.result,
+        offers=outcome.offers or 0,
+        changed=outcome.changed or 0,
+        written=outcome.written,
+        failed=outcome.failed,
+        pending=outcome.pending,
+        api_calls=outcome.api_calls,
+        duration_seconds=round(time.monotonic() - started, 2),
+        error=outcome.error,
+        problem=outcome.problem,
+        notes=_notes(step_metadata(instance, result.run_id)),
+    )
 
 
 def _output_metadata(instance: DagsterInstance, run_id: str) -> dict:
@@ -134,25 +162,43 @@ def _output_metadata(instance: DagsterInstance, run_id: str) -> dict:
 
 def _rehearse_one(job, account: str, instance: DagsterInstance, verbose: bool) -> AccountSummary:
     started = time.monotonic()
-    result = job.execute_in_process(partition_key=account, instance=instance, raise_on_error=False,
-                                    run_config=_run_config(verbose), tags={ACCOUNT_TAG: account})
+    result = job.execute_in_process(
+        partition_key=account,
+        instance=instance,
+        raise_on_error=False,
+        run_config=_run_config(verbose),
+        tags={ACCOUNT_TAG: account},
+    )
     failures = step_failures(instance, result.run_id)
     error, problem = failures[0] if failures else (None, None)
     meta = _output_metadata(instance, result.run_id)
     plan = result.output_for_node(rehearse_account_sync.name) if result.success else None
     held = list(meta.get("held_by") or [])
     return AccountSummary(
-        account=account, success=result.success, run_id=result.run_id,
+        account=account,
+        success=result.success,
+        run_id=result.run_id,
         result="would be held" if held else ("rehearsed" if result.success else "failed"),
-        offers=int(meta.get("offers", 0)), changed=int(meta.get("changed", 0)), api_calls=int(meta.get("api_calls", 0)),
+        offers=int(meta.get("offers", 0)),
+        changed=int(meta.get("changed", 0)),
+        api_calls=int(meta.get("api_calls", 0)),
         duration_seconds=round(time.monotonic() - started, 2),
         error=error or ("; ".join(held) if held else None) or (None if result.success else "the dry run failed"),
-        problem=problem, plan=plan)
+        problem=problem,
+        plan=plan,
+    )
 
 
-def sync_accounts(settings: Settings, accounts: list[str], *, dry_run: bool = False, override_guards: bool = False,
-                  verbose: bool = False, instance: DagsterInstance | None = None,
-                  defs: Definitions | None = None) -> list[AccountSummary]:
+def sync_accounts(
+    settings: Settings,
+    accounts: list[str],
+    *,
+    dry_run: bool = False,
+    override_guards: bool = False,
+    verbose: bool = False,
+    instance: DagsterInstance | None = None,
+    defs: Definitions | None = None,
+) -> list[AccountSummary]:
     home = ensure_dagster_home(settings)
     defs = defs or build_definitions(settings)
     instance = instance or DagsterInstance.from_config(home)

@@ -51,7 +51,8 @@ def postgres_dagster_home(pipeline_env, tmp_path, monkeypatch):
     home.mkdir()
     with scratch_database(driver="postgresql") as url:
         (home / "dagster.yaml").write_text(
-            "storage:\n  postgres:\n    postgres_url:\n      env: DAGSTER_POSTGRES_URL\ntelemetry:\n  enabled: false\n")
+            "storage:\n  postgres:\n    postgres_url:\n      env: DAGSTER_POSTGRES_URL\ntelemetry:\n  enabled: false\n"
+        )
         monkeypatch.setenv("DAGSTER_POSTGRES_URL", url)
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         yield home
@@ -77,8 +78,9 @@ def client_id(redis_url):
 def simulator(client_id):
     from stock_pipeline.simulator import AllegroSimulator
 
-    with AllegroSimulator(client_id=client_id, client_secret="test-secret", command_task_delay=0.05,
-                          operation_delay=0.05) as sim:
+    with AllegroSimulator(
+        client_id=client_id, client_secret="test-secret", command_task_delay=0.05, operation_delay=0.05
+    ) as sim:
         sim.device_interval = 0
         yield sim
 
@@ -144,7 +146,9 @@ def pipeline_env(monkeypatch, tmp_path, simulator, telegram, postgres_url, redis
         "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),  # the whole suite stores tokens encrypted
     }
     Path(env["DAGSTER_HOME"]).mkdir()
-    shutil.copy(Path(stock_pipeline.__file__).with_name("dagster_embedded.yaml"), Path(env["DAGSTER_HOME"]) / "dagster.yaml")
+    shutil.copy(
+        Path(stock_pipeline.__file__).with_name("dagster_embedded.yaml"), Path(env["DAGSTER_HOME"]) / "dagster.yaml"
+    )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
@@ -172,8 +176,9 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 # and its like). `daemon`, `ui` and `faults` are module markers (one line at the top of
 # test_daemon.py, test_ui.py, test_faults.py). The markers are registered in pyproject.toml.
 
-SERVICE_FIXTURES = frozenset({"postgres_url", "redis_url", "client_id", "pipeline_env", "settings",
-                              "postgres_dagster_home"})
+SERVICE_FIXTURES = frozenset(
+    {"postgres_url", "redis_url", "client_id", "pipeline_env", "settings", "postgres_dagster_home"}
+)
 SERVICE_NAMES = frozenset({"scratch_database", "POSTGRES_URL", "REDIS_URL"})
 CLI_MODULE = "stock_pipeline.cli"
 PACKAGE = __name__.split(".")[0]  # stock_pipeline_tests
@@ -207,7 +212,7 @@ def _code_facts(item: pytest.Item) -> tuple[set[str], set[object]]:
     function, its fixtures, and the package's functions they call by a global name."""
     roots = [getattr(item, "function", None)]
     fixture_info = getattr(item, "_fixtureinfo", None)
-    for definitions in (fixture_info.name2fixturedefs.values() if fixture_info else ()):
+    for definitions in fixture_info.name2fixturedefs.values() if fixture_info else ():
         roots += [getattr(definition, "func", None) for definition in definitions]
     todo = [f for f in map(_own_function, roots) if f]
     seen: set[types.FunctionType] = set()

@@ -42,7 +42,9 @@ def scratch_database(driver: str = "postgresql+psycopg"):
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
-        yield sa.engine.make_url(POSTGRES_URL).set(drivername=driver, database=name).render_as_string(hide_password=False)
+        yield (
+            sa.engine.make_url(POSTGRES_URL).set(drivername=driver, database=name).render_as_string(hide_password=False)
+        )
     finally:
         from stock_pipeline.store.schema import dispose_engines
 
@@ -61,8 +63,10 @@ def write_stock(url: str, rows: list[tuple]) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM products"))
         if rows:
-            conn.execute(sa.text("INSERT INTO products (sku, stock) VALUES (:sku, :stock)"),
-                         [{"sku": s, "stock": v} for s, v in rows])
+            conn.execute(
+                sa.text("INSERT INTO products (sku, stock) VALUES (:sku, :stock)"),
+                [{"sku": s, "stock": v} for s, v in rows],
+            )
     engine.dispose()
 
 
@@ -91,8 +95,11 @@ def expire_stored_token(database_url: str, name: str) -> str:
 
     engine = engine_for(database_url)
     with engine.begin() as conn:
-        conn.execute(accounts.update().where(accounts.c.name == name)
-                     .values(access_expires_at=datetime.now(timezone.utc) - timedelta(minutes=1)))
+        conn.execute(
+            accounts.update()
+            .where(accounts.c.name == name)
+            .values(access_expires_at=datetime.now(timezone.utc) - timedelta(minutes=1))
+        )
         return conn.execute(sa.select(accounts.c.access_token).where(accounts.c.name == name)).scalar_one()
 
 
@@ -106,15 +113,24 @@ def seed(simulator, account: str, offers: list[tuple]) -> list[str]:
 
 def listing_items(simulator, account):
     """The account's offers as GET /sale/offers lists them."""
-    return [{"id": o["id"], "external": {"id": o["sku"]} if o["sku"] else None,
-             "stock": {"available": o["stock"]}, "publication": {"status": o["status"]}}
-            for o in simulator.offers(account)]
+    return [
+        {
+            "id": o["id"],
+            "external": {"id": o["sku"]} if o["sku"] else None,
+            "stock": {"available": o["stock"]},
+            "publication": {"status": o["status"]},
+        }
+        for o in simulator.offers(account)
+    ]
 
 
 def write_requests(simulator, login=None):
     """The stock and publication writes the simulator received (of one seller, with `login`)."""
-    return [r for r in simulator.requests if r.method in ("PUT", "PATCH") and r.path.startswith(WRITE_ROUTES)
-            and (login is None or r.login == login)]
+    return [
+        r
+        for r in simulator.requests
+        if r.method in ("PUT", "PATCH") and r.path.startswith(WRITE_ROUTES) and (login is None or r.login == login)
+    ]
 
 
 def token_requests(simulator) -> int:
@@ -138,13 +154,19 @@ def send_failure_alert(defs, instance, run) -> None:
     from dagster import build_run_status_sensor_context
 
     telegram_on_run_failure = defs.resolve_sensor_def("telegram_on_run_failure")
-    failure = next(e for e in instance.all_logs(run.run_id)
-                   if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+    failure = next(
+        e
+        for e in instance.all_logs(run.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
+    )
     # A context manager, as Dagster opens it: the resources hold the Settings as a nested
     # resource (stock_pipeline/defs/resources.py), which Dagster sets up inside a `with`.
     with build_run_status_sensor_context(
-        sensor_name="telegram_on_run_failure", dagster_event=failure.dagster_event, dagster_instance=instance,
-        dagster_run=run, resources={name: defs.resources[name] for name in ("telegram", "allegro", "pipeline_db")},
+        sensor_name="telegram_on_run_failure",
+        dagster_event=failure.dagster_event,
+        dagster_instance=instance,
+        dagster_run=run,
+        resources={name: defs.resources[name] for name in ("telegram", "allegro", "pipeline_db")},
     ) as context:
         return telegram_on_run_failure(context.for_run_failure())
 
@@ -155,8 +177,13 @@ def send_failure_alert(defs, instance, run) -> None:
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """`stock-pipeline ARGS…` in a subprocess with this process's environment (tests that
     call it are marked `cli` by conftest.py)."""
-    return subprocess.run([sys.executable, "-m", "stock_pipeline.cli", *args], capture_output=True, text=True,
-                          env=os.environ.copy(), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "stock_pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
 
 
 def dagster_bin(name: str) -> str:
@@ -178,8 +205,15 @@ class DagsterProcess:
         self.args = args
         self.log_path = log_path
         self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(args, cwd=REPO, env=os.environ.copy(), stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            cwd=REPO,
+            env=os.environ.copy(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def tail(self, lines: int = 60) -> str:
         with self.log_path.open(errors="replace") as handle:
@@ -204,8 +238,7 @@ class DagsterProcess:
         self._log.close()
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float, process: DagsterProcess,
-             interval: float = 1.0):
+def wait_for(what: str, check: Callable[[], object], timeout: float, process: DagsterProcess, interval: float = 1.0):
     """Polls `check` until it returns something truthy; fails with the process's log."""
     deadline = time.monotonic() + timeout
     while True:

@@ -26,13 +26,17 @@ def main() -> int:
             conn.execute(sa.text("SELECT 1"))
         engine.dispose()
     except Exception as exc:  # any failure means the same thing here
-        problems.append(f"PostgreSQL is not reachable at {POSTGRES_URL} ({type(exc).__name__}). "
-                        "Start it (e.g. `pg_ctlcluster 15 main start`) or set TEST_POSTGRES_URL.")
+        problems.append(
+            f"PostgreSQL is not reachable at {POSTGRES_URL} ({type(exc).__name__}). "
+            "Start it (e.g. `pg_ctlcluster 15 main start`) or set TEST_POSTGRES_URL."
+        )
     try:
         redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
     except Exception as exc:
-        problems.append(f"Redis is not reachable at {REDIS_URL} ({type(exc).__name__}). "
-                        "Start it (e.g. `redis-server --daemonize yes`) or set TEST_REDIS_URL.")
+        problems.append(
+            f"Redis is not reachable at {REDIS_URL} ({type(exc).__name__}). "
+            "Start it (e.g. `redis-server --daemonize yes`) or set TEST_REDIS_URL."
+        )
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if problems else 0

@@ -23,11 +23,21 @@ def make_client(settings, simulator):
 
     def build(retry_count=3, timeout=5.0, rate=6000, pause=0.2):
         tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for(
-            "shop-a", AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret))
-        limiter = build_limiter(settings.redis_url, f"allegro:rate:{settings.allegro_client_id}",
-                                [RateSpec(limit=rate, period_seconds=60)])
-        client = AllegroClient(settings.allegro_api_url, tokens, limiter, retry_count=retry_count, retry_delay=0.02,
-                               timeout=timeout, rate_limit_pause=pause, account="shop-a")
+            "shop-a", AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret)
+        )
+        limiter = build_limiter(
+            settings.redis_url, f"allegro:rate:{settings.allegro_client_id}", [RateSpec(limit=rate, period_seconds=60)]
+        )
+        client = AllegroClient(
+            settings.allegro_api_url,
+            tokens,
+            limiter,
+            retry_count=retry_count,
+            retry_delay=0.02,
+            timeout=timeout,
+            rate_limit_pause=pause,
+            account="shop-a",
+        )
         clients.append(client)
         return client
 
@@ -102,15 +112,26 @@ def test_retries_run_out_into_a_typed_error(make_client, simulator):
 def test_retry_after_on_429_is_honoured(settings, client_id):
     from stock_pipeline.simulator import AllegroSimulator
 
-    with AllegroSimulator(client_id=client_id, client_secret="test-secret", rate_limit_per_minute=2,
-                          block_seconds=1.0) as strict:
+    with AllegroSimulator(
+        client_id=client_id, client_secret="test-secret", rate_limit_per_minute=2, block_seconds=1.0
+    ) as strict:
         strict.send_retry_after = True
         refresh = strict.add_seller("shop-a")
         auth = AllegroAuth(strict.auth_url, client_id, "test-secret")
-        AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).save_tokens("shop-a", auth.refresh(refresh))
-        tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for("shop-a", auth)
-        client = AllegroClient(strict.api_url, tokens, build_limiter(None, "k", [RateSpec(6000, 60)]),
-                               retry_count=1, retry_delay=0.01, rate_limit_pause=0.0)
+        AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).save_tokens(
+            "shop-a", auth.refresh(refresh)
+        )
+        tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for(
+            "shop-a", auth
+        )
+        client = AllegroClient(
+            strict.api_url,
+            tokens,
+            build_limiter(None, "k", [RateSpec(6000, 60)]),
+            retry_count=1,
+            retry_delay=0.01,
+            rate_limit_pause=0.0,
+        )
         client.list_offers_page(0)
         client.list_offers_page(0)
         started = time.monotonic()
@@ -139,8 +160,9 @@ def test_unknown_offer_and_rejected_values_raise_typed_errors(make_client, simul
         client.put_quantity_command(str(uuid.uuid4()), 0, ["1"])
     [offer_id] = simulator.add_offers("shop-a", [{"sku": "S", "stock": 1}])
     with pytest.raises(AllegroApiError) as info:
-        client.request("PATCH", f"/sale/product-offers/{offer_id}", route="PATCH",
-                       json={"stock": {"available": 100_000}})
+        client.request(
+            "PATCH", f"/sale/product-offers/{offer_id}", route="PATCH", json={"stock": {"available": 100_000}}
+        )
     assert info.value.status in (400, 422)
 
 

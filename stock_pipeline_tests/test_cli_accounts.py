@@ -51,17 +51,34 @@ def test_refresh_token_can_come_from_stdin_so_it_stays_out_of_ps(settings, simul
     import sys
 
     refresh = simulator.add_seller("shop-a")
-    result = subprocess.run([sys.executable, "-m", "stock_pipeline.cli", "accounts", "add", "shop-a",
-                             "--refresh-token", "-"], input=refresh + "\n", capture_output=True, text=True,
-                            env=os.environ.copy(), timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "stock_pipeline.cli", "accounts", "add", "shop-a", "--refresh-token", "-"],
+        input=refresh + "\n",
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
-    assert AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a").status == "active"
+    assert (
+        AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a").status
+        == "active"
+    )
 
 
 def test_a_refresh_token_starting_with_a_dash_is_taken_as_the_value():
     from stock_pipeline.cli import _glue_option_values
 
     assert _glue_option_values(["accounts", "add", "a", "--refresh-token", "-x9"]) == [
-        "accounts", "add", "a", "--refresh-token=-x9"]
+        "accounts",
+        "add",
+        "a",
+        "--refresh-token=-x9",
+    ]
     assert _glue_option_values(["accounts", "add", "a", "--refresh-token", "-"]) == [
-        "accounts", "add", "a", "--refresh-token", "-"]
+        "accounts",
+        "add",
+        "a",
+        "--refresh-token",
+        "-",
+    ]

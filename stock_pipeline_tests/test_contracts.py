@@ -36,12 +36,23 @@ from stock_pipeline.errors import IncompleteOfferMapError
 
 
 def item(offer_id, sku, stock, status="ACTIVE"):
-    return {"id": str(offer_id), "external": {"id": sku} if sku else None, "stock": {"available": stock},
-            "publication": {"status": status}}
+    return {
+        "id": str(offer_id),
+        "external": {"id": sku} if sku else None,
+        "stock": {"available": stock},
+        "publication": {"status": status},
+    }
 
 
-ITEMS = [item(1, "A", 5), item(2, "A", 5), item(3, "B", 2), item(4, None, 1), item(5, "C", 0, "ENDED"),
-         item(6, "D", 3, "INACTIVE"), item(7, "E", 9)]
+ITEMS = [
+    item(1, "A", 5),
+    item(2, "A", 5),
+    item(3, "B", 2),
+    item(4, None, 1),
+    item(5, "C", 0, "ENDED"),
+    item(6, "D", 3, "INACTIVE"),
+    item(7, "E", 9),
+]
 SNAPSHOT = pd.DataFrame({"sku": pd.Series(["A", "B", "C", "E"], dtype="string"), "stock": [7, 2, 4, 0]})
 
 
@@ -68,8 +79,9 @@ def test_the_stored_words_never_change():
 
 
 def test_every_frame_the_pipeline_makes_keeps_its_contract():
-    snapshot = clean_snapshot(pd.DataFrame({"sku": [" A ", "B", "C", "E", None], "stock": [7, 2, 4, 0, 3]}),
-                              max_plausible=1_000_000)
+    snapshot = clean_snapshot(
+        pd.DataFrame({"sku": [" A ", "B", "C", "E", None], "stock": [7, 2, 4, 0, 3]}), max_plausible=1_000_000
+    )
     check_frame(SnapshotFrame, snapshot.stock)
     check_frame(SnapshotFrame, apply_policy(snapshot.stock, StockPolicy()))
     offers = check_offer_map(full_map()).offers
@@ -78,9 +90,11 @@ def test_every_frame_the_pipeline_makes_keeps_its_contract():
     plan = check_frame(PlanFrame, plan_writes(diff, batch_size=1))
     assert set(plan["method"]) == {"patch", "publication_command"}
     check_frame(PlanFrame, plan_writes(pd.concat([diff] * 1, ignore_index=True), batch_size=1000))
-    results = plan.assign(command_id=pd.Series([None] * len(plan), dtype="string"),
-                          status=pd.Series([WriteStatus.SUCCESS.value] * len(plan), dtype="string"),
-                          error=pd.Series([None] * len(plan), dtype="string"))
+    results = plan.assign(
+        command_id=pd.Series([None] * len(plan), dtype="string"),
+        status=pd.Series([WriteStatus.SUCCESS.value] * len(plan), dtype="string"),
+        error=pd.Series([None] * len(plan), dtype="string"),
+    )
     check_frame(WriteResultFrame, results)
 
 
@@ -119,7 +133,9 @@ def test_a_wrong_dtype_a_missing_column_and_a_repeated_offer_are_named():
     with pytest.raises(ContractError, match="missing column 'status'"):
         check_frame(OfferFrame, full_map().offers.drop(columns="status"))
     twice = offers_frame(ITEMS + [item(3, "B", 2)])
-    with pytest.raises(ContractError, match=r"column 'offer_id' fails field_uniqueness .* at rows 2 \('3'\), 7 \('3'\)"):
+    with pytest.raises(
+        ContractError, match=r"column 'offer_id' fails field_uniqueness .* at rows 2 \('3'\), 7 \('3'\)"
+    ):
         check_frame(OfferFrame, twice)
     with pytest.raises(ContractError, match=r"column 'status' fails isin\(.*\) at row 0 \('ARCHIVED'\)"):
         check_frame(OfferFrame, offers_frame([item(1, "A", 1, "ARCHIVED")]))
@@ -129,8 +145,11 @@ def test_a_plan_row_whose_method_and_batch_disagree_is_named_with_its_values():
     plan = a_plan()
     patch = int(plan.index[plan["method"] == "patch"][0])
     plan.loc[patch, "batch"] = 3
-    with pytest.raises(ContractError, match=rf"rows fail batch_minus_one_exactly_for_patches at row {patch} "
-                                            r"\(offer_id='\d+'.*method='patch', batch=3\)"):
+    with pytest.raises(
+        ContractError,
+        match=rf"rows fail batch_minus_one_exactly_for_patches at row {patch} "
+        r"\(offer_id='\d+'.*method='patch', batch=3\)",
+    ):
         check_frame(PlanFrame, plan)
 
 
@@ -140,12 +159,17 @@ def test_the_dagster_types_fail_with_the_contracts_sentence():
     assert not check.success and "column 'before' fails in_range(0, 99999) at row 0 (-1)" in check.description
     assert check.metadata["failure_sample"].value.startswith("| column")
     assert PlanType.type_check(None, a_plan()).success
-    assert WriteResultsType.type_check(None, a_plan()).description.startswith("WriteResults breaks its contract: missing")
+    assert WriteResultsType.type_check(None, a_plan()).description.startswith(
+        "WriteResults breaks its contract: missing"
+    )
     assert OfferMapType.type_check(None, full_map()).success
     stale = OfferMapType.type_check(None, full_map().offers)
     assert not stale.success and "materialise allegro_offers again" in stale.description
     lying = OfferMap("shop-a", full_map().offers, complete=True, total_count=99)
-    assert "says it is complete with 7 offers while Allegro reported 99" in OfferMapType.type_check(None, lying).description
+    assert (
+        "says it is complete with 7 offers while Allegro reported 99"
+        in OfferMapType.type_check(None, lying).description
+    )
 
 
 def test_an_asset_whose_frame_breaks_its_contract_fails_the_step_naming_the_column(tmp_path):
@@ -157,7 +181,9 @@ def test_an_asset_whose_frame_breaks_its_contract_fails_the_step_naming_the_colu
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.error.message
-    assert "StockSnapshot breaks its contract: column 'stock' fails greater_than_or_equal_to(0) at row 1 (-2)" in message
+    assert (
+        "StockSnapshot breaks its contract: column 'stock' fails greater_than_or_equal_to(0) at row 1 (-2)" in message
+    )
 
 
 # ---- the offer map says whether it is complete ------------------------------------------------
@@ -165,7 +191,7 @@ def test_an_asset_whose_frame_breaks_its_contract_fails_the_step_naming_the_colu
 
 def pages(items, total, page_size=3):
     """What AllegroClient.iter_offer_pages yields: pages of items, each with the total."""
-    chunks = [items[i:i + page_size] for i in range(0, len(items), page_size)] or [[]]
+    chunks = [items[i : i + page_size] for i in range(0, len(items), page_size)] or [[]]
     return [(chunk, total) for chunk in chunks]
 
 

@@ -16,8 +16,18 @@ from typing import Callable
 import pytest
 import yaml
 
-from stock_pipeline_tests.helpers import (REPO, DagsterProcess, assert_every_offer_right, dagster_bin, register_account,
-                                          run_cli, seed, wait_for, write_requests, write_stock)
+from stock_pipeline_tests.helpers import (
+    REPO,
+    DagsterProcess,
+    assert_every_offer_right,
+    dagster_bin,
+    register_account,
+    run_cli,
+    seed,
+    wait_for,
+    write_requests,
+    write_stock,
+)
 
 pytestmark = pytest.mark.daemon
 
@@ -41,8 +51,15 @@ def write_instance_yaml(home: Path, **coordinator: object) -> None:
 
 
 def run_tool(tool: str, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([dagster_bin(tool), *args], cwd=REPO, capture_output=True, text=True,
-                            env=os.environ.copy(), stdin=subprocess.DEVNULL, timeout=120)
+    result = subprocess.run(
+        [dagster_bin(tool), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
     assert result.returncode == 0, f"{tool} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -63,8 +80,10 @@ def runs_succeeded(instance, process: DagsterProcess, accounts: set[str], **tags
         runs = instance.get_runs(RunsFilter(job_name="account_sync", tags=tags))
         for run in runs:
             if run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
-                pytest.fail(f"run {run.run_id} ({run.tags.get('dagster/partition')}) ended {run.status.value}:\n"
-                            f"{run_failures(instance, run.run_id)}\n{process.report()}")
+                pytest.fail(
+                    f"run {run.run_id} ({run.tags.get('dagster/partition')}) ended {run.status.value}:\n"
+                    f"{run_failures(instance, run.run_id)}\n{process.report()}"
+                )
         covered = accounts <= {r.tags.get("dagster/partition") for r in runs}
         return runs if covered and all(r.status == DagsterRunStatus.SUCCESS for r in runs) else []
 
@@ -118,15 +137,23 @@ def offer_state(simulator, *accounts: str) -> dict:
 def test_daemon_schedules_each_account_senses_new_ones_and_backfills_one(settings, simulator, instance, daemon):
     register_account(settings, simulator, "shop-a")
     register_account(settings, simulator, "shop-b")
-    seed(simulator, "shop-a", [(f"A{i:02d}", 1, "ACTIVE") for i in range(40)] + [("GONE", 2, "ACTIVE"), (None, 3, "ACTIVE")])
+    seed(
+        simulator,
+        "shop-a",
+        [(f"A{i:02d}", 1, "ACTIVE") for i in range(40)] + [("GONE", 2, "ACTIVE"), (None, 3, "ACTIVE")],
+    )
     seed(simulator, "shop-b", [("B1", 5, "ACTIVE"), ("B2", 5, "ACTIVE"), ("A01", 9, "ACTIVE")])
     warehouse = {**{f"A{i:02d}": 2 + i % 5 for i in range(40)}, "GONE": 0, "B1": 6, "B2": 5}
     write_stock(settings.stock_database_url, list(warehouse.items()))
     before = {o["id"]: o for a in ("shop-a", "shop-b") for o in simulator.offers(a)}
 
     # 1. The sensor turns the accounts into partitions.
-    wait_for("the partitions sensor adding shop-a and shop-b",
-             lambda: {"shop-a", "shop-b"} <= set(instance.get_dynamic_partitions(ACCOUNTS)), SENSOR_BOUND, daemon)
+    wait_for(
+        "the partitions sensor adding shop-a and shop-b",
+        lambda: {"shop-a", "shop-b"} <= set(instance.get_dynamic_partitions(ACCOUNTS)),
+        SENSOR_BOUND,
+        daemon,
+    )
 
     # 2. A third account, added with the CLI while the daemon runs, becomes a partition at
     # the sensor's next tick (while the schedule waits for its minute).
@@ -136,14 +163,21 @@ def test_daemon_schedules_each_account_senses_new_ones_and_backfills_one(setting
     assert added.returncode == 0, added.stdout + added.stderr
 
     # 3. The schedule launches one run per account.
-    wait_for("a scheduled run per account, all succeeded",
-             runs_succeeded(instance, daemon, {"shop-a", "shop-b"}, **{"dagster/schedule_name": SCHEDULE}),
-             FIRST_RUNS_BOUND, daemon)
+    wait_for(
+        "a scheduled run per account, all succeeded",
+        runs_succeeded(instance, daemon, {"shop-a", "shop-b"}, **{"dagster/schedule_name": SCHEDULE}),
+        FIRST_RUNS_BOUND,
+        daemon,
+    )
     for account in ("shop-a", "shop-b"):
         assert_every_offer_right(simulator, account, warehouse, before)
     assert simulator.spec_violations == []
-    wait_for("the partitions sensor adding shop-c",
-             lambda: "shop-c" in instance.get_dynamic_partitions(ACCOUNTS), SENSOR_BOUND, daemon)
+    wait_for(
+        "the partitions sensor adding shop-c",
+        lambda: "shop-c" in instance.get_dynamic_partitions(ACCOUNTS),
+        SENSOR_BOUND,
+        daemon,
+    )
 
     # docker-compose.yml's healthcheck of the daemon service.
     assert "Daemon live" in run_tool("dagster-daemon", "liveness-check").stdout
@@ -158,12 +192,17 @@ def test_daemon_schedules_each_account_senses_new_ones_and_backfills_one(setting
     untouched = offer_state(simulator, "shop-a", "shop-c")
     before = {o["id"]: o for o in simulator.offers("shop-b")}
     simulator.reset_requests()
-    launched = run_tool("dagster", "job", "backfill", "-j", "account_sync", "--partitions", "shop-b",
-                        "-w", str(WORKSPACE), "--noprompt")
+    launched = run_tool(
+        "dagster", "job", "backfill", "-j", "account_sync", "--partitions", "shop-b", "-w", str(WORKSPACE), "--noprompt"
+    )
     backfill_id = re.search(r"Launched backfill job `([^`]+)`", launched.stdout)
     assert backfill_id, launched.stdout
-    runs = wait_for("the backfill's run", runs_succeeded(instance, daemon, {"shop-b"}, **{"dagster/backfill": backfill_id[1]}),
-                    RUN_BOUND, daemon)
+    runs = wait_for(
+        "the backfill's run",
+        runs_succeeded(instance, daemon, {"shop-b"}, **{"dagster/backfill": backfill_id[1]}),
+        RUN_BOUND,
+        daemon,
+    )
     assert [r.tags["dagster/partition"] for r in runs] == ["shop-b"]
     assert_every_offer_right(simulator, "shop-b", warehouse, before)
     assert offer_state(simulator, "shop-a", "shop-c") == untouched
@@ -175,15 +214,31 @@ def test_daemon_schedules_each_account_senses_new_ones_and_backfills_one(setting
     # starts the second only after the first has finished.
     backfills = []
     for _ in range(2):
-        launched = run_tool("dagster", "job", "backfill", "-j", "account_sync", "--partitions", "shop-a",
-                            "-w", str(WORKSPACE), "--noprompt")
+        launched = run_tool(
+            "dagster",
+            "job",
+            "backfill",
+            "-j",
+            "account_sync",
+            "--partitions",
+            "shop-a",
+            "-w",
+            str(WORKSPACE),
+            "--noprompt",
+        )
         backfills.append(re.search(r"Launched backfill job `([^`]+)`", launched.stdout)[1])
     for backfill in backfills:
-        wait_for(f"backfill {backfill}", runs_succeeded(instance, daemon, {"shop-a"}, **{"dagster/backfill": backfill}),
-                 RUN_BOUND, daemon)
+        wait_for(
+            f"backfill {backfill}",
+            runs_succeeded(instance, daemon, {"shop-a"}, **{"dagster/backfill": backfill}),
+            RUN_BOUND,
+            daemon,
+        )
     from dagster import RunsFilter
 
-    records = sorted((r for b in backfills for r in instance.get_run_records(RunsFilter(tags={"dagster/backfill": b}))),
-                     key=lambda r: r.start_time)
+    records = sorted(
+        (r for b in backfills for r in instance.get_run_records(RunsFilter(tags={"dagster/backfill": b}))),
+        key=lambda r: r.start_time,
+    )
     assert len(records) == 2
     assert records[0].end_time <= records[1].start_time, "two runs of one account overlapped"

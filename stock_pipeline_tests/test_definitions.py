@@ -9,8 +9,10 @@ from stock_pipeline.settings import load_settings
 def test_asset_graph_snapshot():
     defs = build_definitions(load_settings({}))
     graph = defs.resolve_asset_graph()
-    edges = {key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys)
-             for key in graph.get_all_asset_keys()}
+    edges = {
+        key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys)
+        for key in graph.get_all_asset_keys()
+    }
     assert edges == {
         "stock_snapshot": [],
         "allegro_offers": ["stock_snapshot"],  # the warehouse is read (and checked) before any Allegro call
@@ -18,8 +20,11 @@ def test_asset_graph_snapshot():
         "stock_updates": ["allegro_offers", "stock_diff"],
     }
     checks = {key.name: key.asset_key.to_user_string() for key in graph.asset_check_keys}
-    assert checks == {"snapshot_guard": "stock_snapshot", "diff_guard": "stock_diff",
-                      "writes_confirmed": "stock_updates"}
+    assert checks == {
+        "snapshot_guard": "stock_snapshot",
+        "diff_guard": "stock_diff",
+        "writes_confirmed": "stock_updates",
+    }
     partitioned = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).partitions_def}
     assert partitioned == {"allegro_offers", "stock_diff", "stock_updates"}
 

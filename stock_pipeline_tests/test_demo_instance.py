@@ -41,8 +41,11 @@ def test_the_demo_prints_a_ui_command_that_works_from_anywhere_and_says_to_keep_
 
 
 def graphql(base_url: str, query: str, **variables) -> dict:
-    request = urllib.request.Request(f"{base_url}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{base_url}/graphql",
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         body = json.load(response)
     assert "errors" not in body, body
@@ -55,7 +58,9 @@ STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
 
 
 @pytest.mark.timeout(180)
-def test_a_run_launched_from_the_printed_webserver_command_succeeds(pipeline_env, settings, simulator, monkeypatch, tmp_path):
+def test_a_run_launched_from_the_printed_webserver_command_succeeds(
+    pipeline_env, settings, simulator, monkeypatch, tmp_path
+):
     """The demo's UI, started as the demo prints it, on the demo's instance: a run of one
     account launched there (the UI's Launch 1 run sends this same launchRun) writes the
     warehouse's stock to Allegro, with no daemon running."""
@@ -76,7 +81,9 @@ def test_a_run_launched_from_the_printed_webserver_command_succeeds(pipeline_env
     # given through the webserver's own DAGSTER_WEBSERVER_PORT: the line stays verbatim).
     env_file = tmp_path / "demo" / "env"
     env_file.parent.mkdir()
-    env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in pipeline_env.items()) + "unset REDIS_URL\n")
+    env_file.write_text(
+        "".join(f"export {k}={shlex.quote(v)}\n" for k, v in pipeline_env.items()) + "unset REDIS_URL\n"
+    )
     # The user's shell stands in a checkout holding docker-compose's .env, which Dagster's CLI
     # would load over the demo's variables if the webserver started there.
     checkout = tmp_path / "checkout"
@@ -87,14 +94,24 @@ def test_a_run_launched_from_the_printed_webserver_command_succeeds(pipeline_env
     command = next(line for line in printed if "dagster-webserver" in line).strip()
     port = free_port()
     monkeypatch.setenv("DAGSTER_WEBSERVER_PORT", str(port))
-    process = DagsterProcess(["bash", "-c", f"cd {shlex.quote(str(checkout))} && {command}"], tmp_path / "webserver.log")
+    process = DagsterProcess(
+        ["bash", "-c", f"cd {shlex.quote(str(checkout))} && {command}"], tmp_path / "webserver.log"
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_for("dagster-webserver answering /server_info", lambda: _answers(base_url), 60, process, interval=0.5)
-        launched = graphql(base_url, LAUNCH, params={
-            "selector": {"repositoryLocationName": "stock_pipeline", "repositoryName": "__repository__",
-                         "jobName": "account_sync"},
-            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "shop-a"}]}})["launchRun"]
+        launched = graphql(
+            base_url,
+            LAUNCH,
+            params={
+                "selector": {
+                    "repositoryLocationName": "stock_pipeline",
+                    "repositoryName": "__repository__",
+                    "jobName": "account_sync",
+                },
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "shop-a"}]},
+            },
+        )["launchRun"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         run_id = launched["run"]["runId"]
 
@@ -102,7 +119,9 @@ def test_a_run_launched_from_the_printed_webserver_command_succeeds(pipeline_env
             status = graphql(base_url, STATUS, id=run_id)["runOrError"]["status"]
             return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
 
-        assert wait_for("the run launched from the UI finishing", finished, RUN_BOUND, process) == "SUCCESS", process.report()
+        assert wait_for("the run launched from the UI finishing", finished, RUN_BOUND, process) == "SUCCESS", (
+            process.report()
+        )
     finally:
         process.stop()
     assert [simulator.offer(offer)["stock"] for offer in offers] == [3, 4]

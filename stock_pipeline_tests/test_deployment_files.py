@@ -29,15 +29,22 @@ SERVICES = {"postgres", "redis", "code", "webserver", "daemon", "metrics", "prox
 PIPELINE_SERVICES = {"code", "webserver", "daemon", "metrics"}  # the project's image and environment
 DAGSTER_SERVICES = {"code", "webserver", "daemon"}  # these run or read runs, so they share the asset values
 # What an operator must put in .env; everything else has a default in the compose file.
-REQUIRED_ENV = {"ALLEGRO_CLIENT_ID": "my-client-id", "ALLEGRO_CLIENT_SECRET": "my-secret",
-                "STOCK_DATABASE_URL": "postgresql+psycopg://shop@warehouse.example/shop",
-                "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode()}
+REQUIRED_ENV = {
+    "ALLEGRO_CLIENT_ID": "my-client-id",
+    "ALLEGRO_CLIENT_SECRET": "my-secret",
+    "STOCK_DATABASE_URL": "postgresql+psycopg://shop@warehouse.example/shop",
+    "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+}
 # Read by docker/dagster.yaml, Dagster itself and definitions.py; pinned by the compose file.
 DAGSTER_ENV = {"DAGSTER_HOME", "DAGSTER_POSTGRES_URL", "DAGSTER_COMPUTE_LOGS_DIR", "STOCK_PIPELINE_STORAGE_DIR"}
 # Settings the compose file points at its own services, whatever .env says.
-PINNED = {"STOCK_PIPELINE_DATABASE_URL": "@postgres:5432/stock_pipeline", "REDIS_URL": "redis://redis:6379/0",
-          # Paths inside the containers (volumes), the same for the code server, the runs and the UI.
-          "DAGSTER_HOME": "/opt/dagster/dagster_home", "STOCK_PIPELINE_STORAGE_DIR": "/opt/dagster/storage/frames"}
+PINNED = {
+    "STOCK_PIPELINE_DATABASE_URL": "@postgres:5432/stock_pipeline",
+    "REDIS_URL": "redis://redis:6379/0",
+    # Paths inside the containers (volumes), the same for the code server, the runs and the UI.
+    "DAGSTER_HOME": "/opt/dagster/dagster_home",
+    "STOCK_PIPELINE_STORAGE_DIR": "/opt/dagster/storage/frames",
+}
 INSTANCE = REPO / "docker" / "dagster.yaml"
 
 _VARIABLE = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>\w+)")
@@ -118,7 +125,9 @@ def test_compose_file_follows_the_compose_specification(compose, resolved):
     schema = json.loads(SCHEMA.read_text())
     validator = jsonschema.validators.validator_for(schema)(schema)
     for name, document in (("as written", compose), ("interpolated", resolved)):
-        errors = [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(document)]
+        errors = [
+            f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(document)
+        ]
         assert errors == [], f"docker-compose.yml ({name}) breaks the Compose Specification:\n" + "\n".join(errors)
 
 
@@ -171,7 +180,9 @@ def test_compose_services_are_wired_together(resolved):
         for dependency, rule in service.get("depends_on", {}).items():
             assert dependency in services, f"{name} depends on unknown service {dependency}"
             if rule.get("condition") == "service_healthy":
-                assert "healthcheck" in services[dependency], f"{name} waits for {dependency} to be healthy; it has no healthcheck"
+                assert "healthcheck" in services[dependency], (
+                    f"{name} waits for {dependency} to be healthy; it has no healthcheck"
+                )
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("."):
@@ -180,13 +191,19 @@ def test_compose_services_are_wired_together(resolved):
                 assert source in resolved.get("volumes", {}), f"{name} mounts undeclared volume {source}"
     for name in PIPELINE_SERVICES:
         assert services[name]["build"] == "." and (REPO / "Dockerfile").exists()
-        assert services[name]["environment"] == services["code"]["environment"], f"{name} must share the pipeline environment"
+        assert services[name]["environment"] == services["code"]["environment"], (
+            f"{name} must share the pipeline environment"
+        )
         assert services[name]["env_file"] == services["code"]["env_file"], f"{name} must read the same .env"
     for name in DAGSTER_SERVICES:
-        assert "/opt/dagster/storage" in {v.split(":")[1] for v in services[name]["volumes"]}, f"{name} cannot see the asset values"
+        assert "/opt/dagster/storage" in {v.split(":")[1] for v in services[name]["volumes"]}, (
+            f"{name} cannot see the asset values"
+        )
     # The code server starts before the webserver and daemon, which both wait for it.
-    assert services["code"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
-                                              "redis": {"condition": "service_healthy"}}
+    assert services["code"]["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+    }
     for name in ("webserver", "daemon"):
         assert services[name]["depends_on"] == {"code": {"condition": "service_healthy"}}
     assert services["webserver"]["ports"] == ["127.0.0.1:3000:3000"]
@@ -197,7 +214,9 @@ def test_webserver_is_published_on_loopback_only(resolved):
     """Dagster's UI has no login and launches runs (the override-guards tag included): the
     host publishes it on 127.0.0.1 only; other machines go through the `remote` proxy."""
     for port in resolved["services"]["webserver"]["ports"]:
-        spec = port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port.get('published', '')}:{port['target']}"
+        spec = (
+            port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port.get('published', '')}:{port['target']}"
+        )
         assert spec.startswith("127.0.0.1:"), f"the webserver is published on every interface: {port!r}"
 
 
@@ -207,8 +226,13 @@ def _proxy_start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     stub.mkdir(exist_ok=True)
     (stub / "caddy").write_text('#!/bin/sh\necho "caddy-started $*"\n')
     (stub / "caddy").chmod(0o755)
-    return subprocess.run(["sh", str(REPO / "docker" / "proxy-start.sh")], capture_output=True, text=True, timeout=30,
-                          env={"PATH": f"{stub}:{os.environ['PATH']}", **env})
+    return subprocess.run(
+        ["sh", str(REPO / "docker" / "proxy-start.sh")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": f"{stub}:{os.environ['PATH']}", **env},
+    )
 
 
 def test_remote_proxy_profile_requires_a_password(compose, resolved, tmp_path):
@@ -234,9 +258,11 @@ def test_remote_proxy_profile_requires_a_password(compose, resolved, tmp_path):
     assert interpolate(proxy["environment"], {"PROXY_PASSWORD_HASH": bcrypt})["PROXY_PASSWORD_HASH"] == bcrypt
 
     address = {"PROXY_SITE_ADDRESS": "dagster.example.com", "PROXY_USER": "admin"}
-    for env, problem in ((address, "set PROXY_PASSWORD_HASH"),
-                         ({**address, "PROXY_PASSWORD_HASH": "hunter2"}, "not a bcrypt hash"),
-                         ({"PROXY_PASSWORD_HASH": bcrypt}, "set PROXY_SITE_ADDRESS")):
+    for env, problem in (
+        (address, "set PROXY_PASSWORD_HASH"),
+        ({**address, "PROXY_PASSWORD_HASH": "hunter2"}, "not a bcrypt hash"),
+        ({"PROXY_PASSWORD_HASH": bcrypt}, "set PROXY_SITE_ADDRESS"),
+    ):
         refused = _proxy_start(tmp_path, **env)
         assert refused.returncode != 0 and problem in refused.stderr, (env, refused.stdout, refused.stderr)
         assert "caddy-started" not in refused.stdout
@@ -279,7 +305,11 @@ def test_code_server_and_workspaces_agree(resolved):
 
 def dockerfile_copies() -> list[list[str]]:
     text = (REPO / "Dockerfile").read_text()
-    return [[a for a in shlex.split(line)[1:] if not a.startswith("--")] for line in text.splitlines() if line.startswith("COPY ")]
+    return [
+        [a for a in shlex.split(line)[1:] if not a.startswith("--")]
+        for line in text.splitlines()
+        if line.startswith("COPY ")
+    ]
 
 
 def test_dockerfile_copies_what_the_services_use():
@@ -307,7 +337,9 @@ def test_dockerfile_runs_as_a_non_root_user(compose):
     mounted = {v.split(":")[1] for name in DAGSTER_SERVICES for v in compose["services"][name]["volumes"]}
     chowned = re.search(rf"chown -R {re.escape(user)}(:\S+)? ([^&]+)", runs)
     assert chowned, f"nothing in the image is given to {user}"
-    assert {"/opt/dagster/dagster_home", *mounted} <= set(chowned[2].split()), f"{user} must own DAGSTER_HOME and {mounted}"
+    assert {"/opt/dagster/dagster_home", *mounted} <= set(chowned[2].split()), (
+        f"{user} must own DAGSTER_HOME and {mounted}"
+    )
 
 
 def test_dockerignore_keeps_local_state_and_secrets_out_of_the_build():
@@ -322,11 +354,20 @@ def test_dockerignore_keeps_local_state_and_secrets_out_of_the_build():
     def ignored(relative: str) -> bool:
         parts = relative.split("/")
         prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-        return any(fnmatch.fnmatch(prefix, p.replace("**/", "*")) for p in patterns if not p.startswith("!") for prefix in prefixes)
+        return any(
+            fnmatch.fnmatch(prefix, p.replace("**/", "*"))
+            for p in patterns
+            if not p.startswith("!")
+            for prefix in prefixes
+        )
 
     for *sources, _ in dockerfile_copies():
         for source in sources:
-            files = [source] if (REPO / source).is_file() else [str(f.relative_to(REPO)) for f in (REPO / source).rglob("*.py")]
+            files = (
+                [source]
+                if (REPO / source).is_file()
+                else [str(f.relative_to(REPO)) for f in (REPO / source).rglob("*.py")]
+            )
             assert not any(ignored(f) for f in files), f".dockerignore drops {source}, which the Dockerfile copies"
 
 
@@ -355,15 +396,22 @@ def test_compute_logs_are_written_where_the_webserver_reads_them(resolved):
     logs = config["compute_logs"]
     assert logs["class"] == "LocalComputeLogManager"
     variable = logs["config"]["base_dir"]["env"]
-    assert yaml.safe_load((REPO / "docker" / "workspace.yaml").read_text())["load_from"][0]["grpc_server"]["host"] == "code"
+    assert (
+        yaml.safe_load((REPO / "docker" / "workspace.yaml").read_text())["load_from"][0]["grpc_server"]["host"]
+        == "code"
+    )
     volumes = set()
     for name in DAGSTER_SERVICES:
         service = resolved["services"][name]
         directory = service["environment"][variable]
-        holding = [v.split(":")[0] for v in service["volumes"] if directory.startswith(v.split(":")[1].rstrip("/") + "/")]
+        holding = [
+            v.split(":")[0] for v in service["volumes"] if directory.startswith(v.split(":")[1].rstrip("/") + "/")
+        ]
         assert holding, f"{name}: {variable}={directory} is not on a volume"
         volumes.add(holding[0])
-    assert len(volumes) == 1 and volumes <= set(resolved["volumes"]), f"code, webserver and daemon must share one volume, got {volumes}"
+    assert len(volumes) == 1 and volumes <= set(resolved["volumes"]), (
+        f"code, webserver and daemon must share one volume, got {volumes}"
+    )
 
 
 def test_dagster_dev_from_the_repository_root_does_not_load_the_production_instance(tmp_path, monkeypatch):
@@ -386,14 +434,20 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
         pytest.skip("no docker CLI on this machine; the schema and wiring tests above cover the file")
     if plugin.returncode != 0:
         reason = (plugin.stderr.strip() or plugin.stdout.strip()).splitlines()[0]
-        pytest.skip(f"the docker CLI has no compose plugin ({reason}); the schema and wiring tests above cover the file")
+        pytest.skip(
+            f"the docker CLI has no compose plugin ({reason}); the schema and wiring tests above cover the file"
+        )
     # A copy beside a .env holding the required settings (env_file needs the file to exist).
     (tmp_path / "docker-compose.yml").write_text(COMPOSE.read_text())
     (tmp_path / "docker").symlink_to(REPO / "docker")
     (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in REQUIRED_ENV.items()))
     for profile in ([], ["--profile", "remote"]):
-        result = subprocess.run(["docker", "compose", *profile, "-f", str(tmp_path / "docker-compose.yml"), "config", "--quiet"],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ["docker", "compose", *profile, "-f", str(tmp_path / "docker-compose.yml"), "config", "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
 
 
@@ -421,14 +475,23 @@ def test_dagster_yaml_is_a_valid_postgres_instance_with_queued_runs(tmp_path, mo
             assert isinstance(coordinator, QueuedRunCoordinator)
             assert coordinator.get_run_queue_config().max_concurrent_runs == 4
             assert coordinator.get_run_queue_config().tag_concurrency_limits == [
-                {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+                {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+            ]
             assert instance.get_runs() == []  # the schema was created and answers
 
 
-@pytest.mark.parametrize("target", [["-m", "stock_pipeline.definitions"], ["-w", "workspace.yaml"]], ids=["module", "workspace"])
+@pytest.mark.parametrize(
+    "target", [["-m", "stock_pipeline.definitions"], ["-w", "workspace.yaml"]], ids=["module", "workspace"]
+)
 def test_dagster_definitions_validate(tmp_path, target):
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    result = subprocess.run([dagster_bin("dagster"), "definitions", "validate", *target], cwd=REPO, capture_output=True,
-                            text=True, env={**os.environ, "DAGSTER_HOME": str(tmp_path)}, timeout=120)
+    result = subprocess.run(
+        [dagster_bin("dagster"), "definitions", "validate", *target],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All code locations passed validation" in result.stdout + result.stderr

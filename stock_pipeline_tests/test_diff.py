@@ -4,8 +4,12 @@ from stock_pipeline.core.diff import compute_diff, offers_frame
 
 
 def offer(offer_id, sku, stock, status="ACTIVE"):
-    return {"id": offer_id, "external": {"id": sku} if sku is not None else None,
-            "stock": {"available": stock}, "publication": {"status": status}}
+    return {
+        "id": offer_id,
+        "external": {"id": sku} if sku is not None else None,
+        "stock": {"available": stock},
+        "publication": {"status": status},
+    }
 
 
 def stock(**values):
@@ -23,7 +27,9 @@ def test_only_offers_whose_stock_differs_are_written():
 
 def test_every_offer_of_a_sku_is_updated():
     assert diff_of([offer("1", "A", 1), offer("2", "A", 2), offer("3", "A", 9)], stock(A=9)) == {
-        "1": (1, 9, "set"), "2": (2, 9, "set")}
+        "1": (1, 9, "set"),
+        "2": (2, 9, "set"),
+    }
 
 
 def test_offers_without_external_id_or_unknown_sku_are_left_alone():
@@ -37,7 +43,9 @@ def test_offers_not_active_are_left_alone():
 
 def test_zero_ends_the_offer_and_quantity_is_capped():
     assert diff_of([offer("1", "A", 4), offer("2", "B", 5)], stock(A=0, B=250_000)) == {
-        "1": (4, 0, "end"), "2": (5, 99_999, "set")}
+        "1": (4, 0, "end"),
+        "2": (5, 99_999, "set"),
+    }
 
 
 def test_sku_whitespace_on_allegro_side_matches():

@@ -3,22 +3,32 @@ simulator's OAuth, the fake Telegram), healthy and broken in each way an operato
 
 from __future__ import annotations
 
-
 import pytest
 from cryptography.fernet import Fernet
 
 from stock_pipeline_tests.helpers import register_account, run_cli, write_stock
 
-CHECKS = ("settings", "token encryption key", "pipeline database", "warehouse", "rate limiter", "allegro credentials",
-          "account shop-a", "telegram")
+CHECKS = (
+    "settings",
+    "token encryption key",
+    "pipeline database",
+    "warehouse",
+    "rate limiter",
+    "allegro credentials",
+    "account shop-a",
+    "telegram",
+)
 
 
 def check_line(stdout: str, name: str) -> str:
     """The line of one check: `LEVEL  NAME…  what was found  → what to do`."""
     for line in stdout.splitlines():
         rest = line[6:]
-        if line[:4].strip() in ("ok", "warn", "FAIL") and rest.startswith(name + " ") \
-                and not (name == "telegram" and rest.startswith("telegram test message")):
+        if (
+            line[:4].strip() in ("ok", "warn", "FAIL")
+            and rest.startswith(name + " ")
+            and not (name == "telegram" and rest.startswith("telegram test message"))
+        ):
             return line
     raise AssertionError(f"no line for check {name!r} in:\n{stdout}")
 
@@ -71,7 +81,11 @@ def test_each_broken_dependency_fails_by_name_with_its_fix(healthy, monkeypatch)
     warehouse = check_line(result.stdout, "warehouse")
     assert warehouse.startswith("FAIL") and "qty" in warehouse
     redis_line = check_line(result.stdout, "rate limiter")
-    assert redis_line.startswith("FAIL") and "127.0.0.1:1" in redis_line and "start Redis or correct REDIS_URL" in redis_line
+    assert (
+        redis_line.startswith("FAIL")
+        and "127.0.0.1:1" in redis_line
+        and "start Redis or correct REDIS_URL" in redis_line
+    )
     credentials = check_line(result.stdout, "allegro credentials")
     assert credentials.startswith("FAIL") and "invalid_client" in credentials and "ALLEGRO_CLIENT_SECRET" in credentials
     account = check_line(result.stdout, "account shop-a")

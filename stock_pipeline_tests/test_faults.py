@@ -17,8 +17,13 @@ from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import engine_for
 from stock_pipeline.store.writes_log import WritesLog
 from stock_pipeline.sync_runner import sync_accounts
-from stock_pipeline_tests.helpers import (assert_every_offer_right, register_account, run_cli, write_requests,
-                                          write_stock)
+from stock_pipeline_tests.helpers import (
+    assert_every_offer_right,
+    register_account,
+    run_cli,
+    write_requests,
+    write_stock,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -84,7 +89,10 @@ def test_invalid_grant_on_one_account_leaves_the_others_syncing(settings, simula
 
     assert result.returncode == 1
     assert "shop-a" in result.stdout and "stock-pipeline accounts add shop-a" in result.stdout
-    assert AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a").status == "needs_reauth"
+    assert (
+        AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a").status
+        == "needs_reauth"
+    )
     assert_every_offer_right(simulator, "shop-b", dict(warehouse), before)
     # Next time it is not even tried, and says why.
     assert "needs_reauth" in run_cli("accounts", "list").stdout
@@ -121,8 +129,12 @@ def test_killed_mid_writes_leaves_no_phantom_success_and_next_run_converges(sett
     write_stock(settings.stock_database_url, warehouse)
     before = {o["id"]: o for o in simulator.offers("shop-a")}
     monkeypatch.setenv("ALLEGRO_SYNC_USER_PATCHES_PER_MINUTE", "300")
-    process = subprocess.Popen([sys.executable, "-m", "stock_pipeline.cli", "sync"], env=os.environ.copy(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stock_pipeline.cli", "sync"],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while len(write_requests(simulator)) < 5 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -149,7 +161,10 @@ def test_a_second_writer_for_the_same_account_sends_nothing(settings, simulator)
         result = run_cli("sync")
     assert result.returncode == 1 and "another run is writing to account 'shop-a'" in result.stdout
     assert write_requests(simulator) == []
-    assert AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a").status == "active"
+    assert (
+        AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a").status
+        == "active"
+    )
 
 
 def test_two_forced_runs_at_once_are_harmless(settings, simulator, monkeypatch, postgres_dagster_home):
@@ -159,8 +174,13 @@ def test_two_forced_runs_at_once_are_harmless(settings, simulator, monkeypatch, 
     monkeypatch.setenv("ALLEGRO_SYNC_USER_PATCHES_PER_MINUTE", "300")  # 40 PATCHes take ~8 s
 
     def start():
-        return subprocess.Popen([sys.executable, "-m", "stock_pipeline.cli", "sync"], env=os.environ.copy(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "stock_pipeline.cli", "sync"],
+            env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     first = start()
     deadline = time.monotonic() + 60
@@ -171,7 +191,10 @@ def test_two_forced_runs_at_once_are_harmless(settings, simulator, monkeypatch, 
 
     assert first.returncode == 0, out_first + err_first
     assert second.returncode == 1 and "another run is writing to account 'shop-a'" in out_second
-    assert AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a").status == "active"
+    assert (
+        AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).get("shop-a").status
+        == "active"
+    )
     assert_every_offer_right(simulator, "shop-a", dict(warehouse), before)
     patched = [r.path for r in write_requests(simulator)]
     assert len(patched) == len(set(patched))  # no offer written twice

@@ -29,14 +29,25 @@ def logged(settings):
     """Two runs: an old one (3 days ago, one failure) and a recent one (one pending write)."""
     engine = engine_for(settings.stock_pipeline_database_url)
     log = WritesLog(engine)
-    log.record_planned(RUN_OLD, "shop-a", plan([("101", "A1", 5, 3, "set", "patch"), ("102", "A2", 4, 0, "end", "patch")]))
-    log.mark_each("shop-a", [(RUN_OLD, "101", "set", "success", None),
-                             (RUN_OLD, "102", "end", "failed", "offer 102 is not ACTIVE\nsecond line of detail")])
+    log.record_planned(
+        RUN_OLD, "shop-a", plan([("101", "A1", 5, 3, "set", "patch"), ("102", "A2", 4, 0, "end", "patch")])
+    )
+    log.mark_each(
+        "shop-a",
+        [
+            (RUN_OLD, "101", "set", "success", None),
+            (RUN_OLD, "102", "end", "failed", "offer 102 is not ACTIVE\nsecond line of detail"),
+        ],
+    )
     with engine.begin() as conn:
-        conn.execute(writes.update().where(writes.c.run_id == RUN_OLD)
-                     .values(created_at=datetime.now(timezone.utc) - timedelta(days=3, microseconds=123456)))
-    log.record_planned(RUN_NEW, "shop-b", plan([("201", "B1", 1, 7, "set", "quantity_command"),
-                                                ("202", None, 2, 8, "set", "patch")]))
+        conn.execute(
+            writes.update()
+            .where(writes.c.run_id == RUN_OLD)
+            .values(created_at=datetime.now(timezone.utc) - timedelta(days=3, microseconds=123456))
+        )
+    log.record_planned(
+        RUN_NEW, "shop-b", plan([("201", "B1", 1, 7, "set", "quantity_command"), ("202", None, 2, 8, "set", "patch")])
+    )
     log.mark(RUN_NEW, "shop-b", "set", ["201"], "pending", command_id="cmd-1")
     log.mark(RUN_NEW, "shop-b", "set", ["202"], "success")
     return settings
@@ -81,9 +92,17 @@ def test_json_and_csv_read_back_with_every_value_whole(logged, tmp_path):
     records = {r["offer_id"]: r for r in json.loads(result.stdout)}
     failed = records["102"]
     assert (failed["run_id"], failed["account"], failed["sku"], failed["before"], failed["after"]) == (
-        RUN_OLD, "shop-a", "A2", 4, 0)
+        RUN_OLD,
+        "shop-a",
+        "A2",
+        4,
+        0,
+    )
     assert (failed["status"], failed["error"], failed["guards_overridden"]) == (
-        "failed", "offer 102 is not ACTIVE\nsecond line of detail", False)
+        "failed",
+        "offer 102 is not ACTIVE\nsecond line of detail",
+        False,
+    )
     created = datetime.fromisoformat(failed["created_at"])
     assert created.tzinfo is not None and created.microsecond == 0
 
@@ -94,7 +113,12 @@ def test_json_and_csv_read_back_with_every_value_whole(logged, tmp_path):
     assert len(rows) == 4
     pending = next(r for r in rows if r["offer_id"] == "201")
     assert (pending["run_id"], pending["status"], pending["command_id"], pending["before"], pending["after"]) == (
-        RUN_NEW, "pending", "cmd-1", "1", "7")
+        RUN_NEW,
+        "pending",
+        "cmd-1",
+        "1",
+        "7",
+    )
     no_sku = next(r for r in rows if r["offer_id"] == "202")
     assert no_sku["sku"] == "" and no_sku["status"] == "success"
     with_error = next(r for r in rows if r["offer_id"] == "102")

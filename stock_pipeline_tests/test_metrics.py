@@ -30,8 +30,11 @@ def redis_client():
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
     """{(sample name, sorted label items): value} of a Prometheus text exposition."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_counters_accumulate_per_account_across_processes(redis_client, prefix):
@@ -128,7 +131,8 @@ def test_unreachable_redis_never_breaks_a_sync():
 
     # One warning: after the first failure recording pauses instead of failing per call.
     assert [(e["log_level"], e["event"], e["metric_call"]) for e in logs] == [
-        ("warning", "metrics_not_recorded", "record_run")]
+        ("warning", "metrics_not_recorded", "record_run")
+    ]
     assert "ConnectionError" in logs[0]["error"]
 
 

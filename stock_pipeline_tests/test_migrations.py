@@ -107,12 +107,17 @@ def _recording_upgrades(monkeypatch) -> list:
 @pytest.fixture(scope="session")
 def previous_release(tmp_path_factory) -> Path:
     """The package as released at 73ea1ae, extracted from this repository's history."""
-    if subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["git", "-C", str(REPO), "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip(f"needs the git history with commit {PREVIOUS_RELEASE} (the previous release)")
     target = tmp_path_factory.mktemp(f"release_{PREVIOUS_RELEASE}")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", PREVIOUS_RELEASE, "stock_pipeline"],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", PREVIOUS_RELEASE, "stock_pipeline"], capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     return target
 
@@ -120,8 +125,15 @@ def previous_release(tmp_path_factory) -> Path:
 def run_previous_release(checkout: Path, script: str, args: dict) -> dict:
     """Runs `script` with the previous release's package (PYTHONPATH) in this venv."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    result = subprocess.run([sys.executable, "-c", script], input=json.dumps(dict(args, checkout=str(checkout))),
-                            capture_output=True, text=True, env=env, cwd=checkout, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(dict(args, checkout=str(checkout))),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=checkout,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -186,24 +198,31 @@ def _schema_fingerprint(url: str) -> dict:
     try:
         with engine.connect() as conn:
             if conn.dialect.name == "sqlite":
-                return {"sqlite_master": conn.execute(sa.text(
-                    "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE tbl_name != :version "
-                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"), {"version": VERSION_TABLE}).all()}
+                return {
+                    "sqlite_master": conn.execute(
+                        sa.text(
+                            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE tbl_name != :version "
+                            "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                        ),
+                        {"version": VERSION_TABLE},
+                    ).all()
+                }
             query = {
                 "columns": "SELECT table_name, column_name, ordinal_position, data_type, character_maximum_length, "
-                           "numeric_precision, datetime_precision, is_nullable, column_default "
-                           "FROM information_schema.columns WHERE table_schema = 'public' AND table_name != :version "
-                           "ORDER BY table_name, ordinal_position",
+                "numeric_precision, datetime_precision, is_nullable, column_default "
+                "FROM information_schema.columns WHERE table_schema = 'public' AND table_name != :version "
+                "ORDER BY table_name, ordinal_position",
                 "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
-                           "AND tablename != :version ORDER BY indexname",
+                "AND tablename != :version ORDER BY indexname",
                 "constraints": "SELECT tc.table_name, tc.constraint_name, tc.constraint_type, "
-                               "string_agg(k.column_name, ',' ORDER BY k.ordinal_position) "
-                               "FROM information_schema.table_constraints tc JOIN information_schema.key_column_usage k "
-                               "ON k.constraint_name = tc.constraint_name AND k.table_name = tc.table_name "
-                               "WHERE tc.table_schema = 'public' AND tc.table_name != :version "
-                               "GROUP BY 1, 2, 3 ORDER BY 2",
-                "sequences": "SELECT sequence_name, data_type, start_value, increment FROM information_schema.sequences "
-                             "WHERE sequence_schema = 'public' ORDER BY 1",
+                "string_agg(k.column_name, ',' ORDER BY k.ordinal_position) "
+                "FROM information_schema.table_constraints tc JOIN information_schema.key_column_usage k "
+                "ON k.constraint_name = tc.constraint_name AND k.table_name = tc.table_name "
+                "WHERE tc.table_schema = 'public' AND tc.table_name != :version "
+                "GROUP BY 1, 2, 3 ORDER BY 2",
+                "sequences": "SELECT sequence_name, data_type, start_value, increment "
+                "FROM information_schema.sequences "
+                "WHERE sequence_schema = 'public' ORDER BY 1",
             }
             return {key: conn.execute(sa.text(sql), {"version": VERSION_TABLE}).all() for key, sql in query.items()}
     finally:
@@ -266,7 +285,9 @@ def test_migrations_ship_inside_the_package():
             relative = path.relative_to(root).as_posix()
             assert any(fnmatch.fnmatch(relative, glob) for glob in package_data["stock_pipeline"]), relative
     assert sorted(p.name for p in (migrations / "versions").glob("0*.py"))[:2] == [
-        "0001_previous_release.py", "0002_sync_status.py"]
+        "0001_previous_release.py",
+        "0002_sync_status.py",
+    ]
 
 
 # --- upgrading a database of the previous release ---------------------------------------
@@ -278,8 +299,13 @@ def _dump(url: str, tables=("accounts", "writes", "ended_offers", "guard_state",
         with engine.connect() as conn:
             meta = sa.MetaData()
             meta.reflect(conn, only=list(tables))
-            return {name: [tuple(r) for r in conn.execute(sa.select(meta.tables[name]).order_by(
-                *meta.tables[name].primary_key.columns))] for name in tables}
+            return {
+                name: [
+                    tuple(r)
+                    for r in conn.execute(sa.select(meta.tables[name]).order_by(*meta.tables[name].primary_key.columns))
+                ]
+                for name in tables
+            }
     finally:
         engine.dispose()
 
@@ -296,7 +322,8 @@ def upgrade_url(request, pipeline_env, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("upgrade_url", ["postgres", "sqlite"], indirect=True)
 def test_database_of_the_previous_release_is_upgraded_keeping_every_row_and_syncs(
-        previous_release, upgrade_url, settings, simulator, monkeypatch):
+    previous_release, upgrade_url, settings, simulator, monkeypatch
+):
     from stock_pipeline.core.policy import StockPolicy
     from stock_pipeline.store.accounts import AccountStore
     from stock_pipeline.store.ended_offers import EndedOffers
@@ -306,27 +333,71 @@ def test_database_of_the_previous_release_is_upgraded_keeping_every_row_and_sync
     from stock_pipeline.store.writes_log import WritesLog
 
     # The sellers exist at Allegro; the previous release exchanged their refresh tokens.
-    refresh_tokens = {"shop-old": simulator.add_seller("shop-old"), "shop-expired": simulator.add_seller("shop-expired")}
-    a, b, c, d = simulator.add_offers("shop-old", [
-        {"sku": "A", "stock": 5}, {"sku": "B", "stock": 3},
-        {"sku": "C", "stock": 0, "status": "ENDED", "ended_by": "USER"},  # ended by the previous release
-        {"sku": "D", "stock": 0, "status": "ENDED", "ended_by": "USER"},  # ended by the seller
-    ])
+    refresh_tokens = {
+        "shop-old": simulator.add_seller("shop-old"),
+        "shop-expired": simulator.add_seller("shop-expired"),
+    }
+    a, b, c, d = simulator.add_offers(
+        "shop-old",
+        [
+            {"sku": "A", "stock": 5},
+            {"sku": "B", "stock": 3},
+            {"sku": "C", "stock": 0, "status": "ENDED", "ended_by": "USER"},  # ended by the previous release
+            {"sku": "D", "stock": 0, "status": "ENDED", "ended_by": "USER"},  # ended by the seller
+        ],
+    )
     [x] = simulator.add_offers("shop-expired", [{"sku": "X", "stock": 1}])
     warehouse = [("A", 20), ("B", 3), ("C", 4), ("D", 6), ("X", 7)]
     audit = [
-        dict(offer_id=a, sku="A", before=2, after=5, action="set", method="quantity_command", final="success",
-             command_id="cmd-old-1"),
-        dict(offer_id=c, sku="C", before=3, after=0, action="end", method="publication_command", final="success",
-             command_id="cmd-old-2"),
-        dict(offer_id=b, sku="B", before=1, after=3, action="set", method="patch", final="failed", command_id=None,
-             error="HTTP 422: kept in the audit"),
+        dict(
+            offer_id=a,
+            sku="A",
+            before=2,
+            after=5,
+            action="set",
+            method="quantity_command",
+            final="success",
+            command_id="cmd-old-1",
+        ),
+        dict(
+            offer_id=c,
+            sku="C",
+            before=3,
+            after=0,
+            action="end",
+            method="publication_command",
+            final="success",
+            command_id="cmd-old-2",
+        ),
+        dict(
+            offer_id=b,
+            sku="B",
+            before=1,
+            after=3,
+            action="set",
+            method="patch",
+            final="failed",
+            command_id=None,
+            error="HTTP 422: kept in the audit",
+        ),
     ]
-    stored = run_previous_release(previous_release, FILL_DATABASE, {
-        "url": upgrade_url, "auth_url": settings.allegro_auth_url, "client_id": settings.allegro_client_id,
-        "client_secret": settings.allegro_client_secret, "refresh_tokens": refresh_tokens, "expired": ["shop-expired"],
-        "account": "shop-old", "policy": {"reserve_units": 1, "cap": 8}, "ended_by_us": [c],
-        "snapshot_skus": len(warehouse), "audit": audit})
+    stored = run_previous_release(
+        previous_release,
+        FILL_DATABASE,
+        {
+            "url": upgrade_url,
+            "auth_url": settings.allegro_auth_url,
+            "client_id": settings.allegro_client_id,
+            "client_secret": settings.allegro_client_secret,
+            "refresh_tokens": refresh_tokens,
+            "expired": ["shop-expired"],
+            "account": "shop-old",
+            "policy": {"reserve_units": 1, "cap": 8},
+            "ended_by_us": [c],
+            "snapshot_skus": len(warehouse),
+            "audit": audit,
+        },
+    )
     assert _version_rows(upgrade_url) == []  # that release knew nothing of migrations
     before = _dump(upgrade_url)
     assert len(before["accounts"]) == 2 and len(before["writes"]) == 3
@@ -357,7 +428,8 @@ def test_database_of_the_previous_release_is_upgraded_keeping_every_row_and_sync
     assert read_value(engine, LAST_GOOD_SNAPSHOT_SKUS) == len(warehouse)
     history = WritesLog(engine).history(account="shop-old")
     assert sorted(zip(history["offer_id"], history["status"], history["command_id"].fillna(""))) == sorted(
-        (r["offer_id"], r["final"], r["command_id"] or "") for r in audit)
+        (r["offer_id"], r["final"], r["command_id"] or "") for r in audit
+    )
     assert SyncStatusStore(engine).all() == {}  # the new table, empty until a run records one
 
     # A real sync with the tokens the previous release stored: no re-authorisation.
@@ -412,8 +484,13 @@ def test_tables_matching_no_release_are_refused_with_the_command_that_resolves_i
 
     # What the message says to do: make the tables match 0001, then stamp.
     with engine.begin() as conn:
-        conn.execute(sa.text("ALTER TABLE writes ADD COLUMN guards_overridden BOOLEAN DEFAULT "
-                             + ("0" if conn.dialect.name == "sqlite" else "false") + " NOT NULL"))
+        conn.execute(
+            sa.text(
+                "ALTER TABLE writes ADD COLUMN guards_overridden BOOLEAN DEFAULT "
+                + ("0" if conn.dialect.name == "sqlite" else "false")
+                + " NOT NULL"
+            )
+        )
     engine.dispose()
     monkeypatch.setenv("STOCK_PIPELINE_DATABASE_URL", database_url)
     stamped = run_cli("db", "stamp", "0001")
@@ -431,7 +508,9 @@ def test_database_newer_than_the_release_is_refused_with_a_sentence(database_url
     with engine.begin() as conn:
         conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '0099'"))
     dispose_engines()
-    sentence = f"the pipeline database is at revision 0099, newer than this release (head {HEAD}): upgrade stock_pipeline"
+    sentence = (
+        f"the pipeline database is at revision 0099, newer than this release (head {HEAD}): upgrade stock_pipeline"
+    )
 
     with pytest.raises(PipelineDatabaseSchemaError) as refused:
         engine_for(database_url)
@@ -477,8 +556,11 @@ def test_a_second_start_changes_nothing(database_url, monkeypatch):
     finally:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
     assert not first[1].changed and first[1].after.revision == HEAD
-    changes = [s for s in statements if not s.lstrip().upper().startswith(("SELECT", "PRAGMA", "WITH"))
-               or "advisory" in s.lower()]
+    changes = [
+        s
+        for s in statements
+        if not s.lstrip().upper().startswith(("SELECT", "PRAGMA", "WITH")) or "advisory" in s.lower()
+    ]
     assert statements and changes == []  # no DDL, no version row written, no lock taken
     assert _version_rows(database_url) == [HEAD]
 
@@ -542,8 +624,9 @@ def test_dagster_storage_in_the_same_database_keeps_its_own_version_table(postgr
     engine = _plain_engine(dagster_url)
     with engine.connect() as conn:
         dagster_revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
-    pipeline_url = sa.engine.make_url(dagster_url).set(drivername="postgresql+psycopg").render_as_string(
-        hide_password=False)
+    pipeline_url = (
+        sa.engine.make_url(dagster_url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    )
 
     engine_for(pipeline_url)
 

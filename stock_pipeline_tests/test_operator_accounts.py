@@ -29,8 +29,14 @@ PAUSED_SENTENCE = "account 'shop-a' is paused; resume it with: stock-pipeline ac
 
 
 def run_cli_with_input(text: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stock_pipeline.cli", *args], input=text, capture_output=True,
-                          text=True, env=os.environ.copy(), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "stock_pipeline.cli", *args],
+        input=text,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
 
 
 def store(settings) -> AccountStore:
@@ -121,14 +127,24 @@ def test_sync_with_no_active_account_says_why_for_each(settings, simulator):
     store(settings).pause("shop-b")
     result = run_cli("sync")
     assert result.returncode == 2
-    assert ("no account to sync: shop-a needs re-authorisation (run: stock-pipeline accounts add shop-a), "
-            "shop-b is paused (stock-pipeline accounts resume shop-b)") in result.stderr
+    assert (
+        "no account to sync: shop-a needs re-authorisation (run: stock-pipeline accounts add shop-a), "
+        "shop-b is paused (stock-pipeline accounts resume shop-b)"
+    ) in result.stderr
     assert "add one" not in result.stderr
 
 
 def _planned(run_id: str, offers: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"offer_id": offers, "sku": ["S"] * len(offers), "before": [1] * len(offers),
-                         "after": [2] * len(offers), "action": ["set"] * len(offers), "method": ["patch"] * len(offers)})
+    return pd.DataFrame(
+        {
+            "offer_id": offers,
+            "sku": ["S"] * len(offers),
+            "before": [1] * len(offers),
+            "after": [2] * len(offers),
+            "action": ["set"] * len(offers),
+            "method": ["patch"] * len(offers),
+        }
+    )
 
 
 def test_remove_asks_first_then_deletes_tokens_and_settings_but_keeps_the_audit(settings, simulator):
@@ -190,8 +206,11 @@ def test_partitions_sensor_keeps_every_registered_account_and_the_schedule_runs_
     instance.add_dynamic_partitions("accounts", ["shop-c"])
     instance.delete_dynamic_partition("accounts", "shop-gone")
     schedule = build_schedule("*/30 * * * *")
-    with build_schedule_context(instance=instance, resources={"pipeline_db": pipeline_db},
-                                scheduled_execution_time=datetime(2024, 5, 1, 10, 30, tzinfo=timezone.utc)) as context:
+    with build_schedule_context(
+        instance=instance,
+        resources={"pipeline_db": pipeline_db},
+        scheduled_execution_time=datetime(2024, 5, 1, 10, 30, tzinfo=timezone.utc),
+    ) as context:
         runs = schedule(context)
     assert [r.partition_key for r in runs] == ["shop-c"]
 
@@ -202,12 +221,25 @@ def test_accounts_list_shows_last_success_result_offers_pending_and_freshness(se
     engine = engine_for(settings.stock_pipeline_database_url)
     status = SyncStatusStore(engine)
     now = datetime.now(timezone.utc)
-    status.record("shop-a", run_id="run-a1", result="success", offers=120, changed=3, written=3, pending=0,
-                  finished_at=now - timedelta(minutes=10, seconds=5))
+    status.record(
+        "shop-a",
+        run_id="run-a1",
+        result="success",
+        offers=120,
+        changed=3,
+        written=3,
+        pending=0,
+        finished_at=now - timedelta(minutes=10, seconds=5),
+    )
     status.record("shop-b", run_id="run-b1", result="success", offers=40, finished_at=now - timedelta(hours=3))
-    status.record("shop-b", run_id="run-b2", result="failed", finished_at=now - timedelta(minutes=1),
-                  error="AccountNeedsReauthorisationError: account 'shop-b' needs re-authorisation (refresh token "
-                        "rejected by Allegro (invalid_grant)); run: stock-pipeline accounts add shop-b\nsecond line")
+    status.record(
+        "shop-b",
+        run_id="run-b2",
+        result="failed",
+        finished_at=now - timedelta(minutes=1),
+        error="AccountNeedsReauthorisationError: account 'shop-b' needs re-authorisation (refresh token "
+        "rejected by Allegro (invalid_grant)); run: stock-pipeline accounts add shop-b\nsecond line",
+    )
     log = WritesLog(engine)
     log.record_planned("run-a0", "shop-a", _planned("run-a0", ["1", "2", "3"]))
     log.mark("run-a0", "shop-a", "set", ["1", "2"], "pending")
@@ -233,7 +265,12 @@ def test_accounts_list_shows_last_success_result_offers_pending_and_freshness(se
     assert set(rows) == {"shop-a", "shop-b", "shop-c"}
     a, b, c = rows["shop-a"], rows["shop-b"], rows["shop-c"]
     assert (a["status"], a["last_result"], a["offers"], a["pending_writes"], a["freshness"]) == (
-        "active", "success", 120, 2, "ok")
+        "active",
+        "success",
+        120,
+        2,
+        "ok",
+    )
     assert 600 <= a["last_success_age_seconds"] < 700 and a["last_run_id"] == "run-a1"
     assert datetime.fromisoformat(a["last_success_at"]) < now
     assert (b["last_result"], b["freshness"], b["last_run_id"]) == ("failed", "STALE", "run-b2")
@@ -252,5 +289,10 @@ def test_freshness_allows_two_schedule_periods():
     assert freshness(now - timedelta(minutes=119), now, hourly) == "ok"
     assert freshness(now - timedelta(minutes=121), now, hourly) == "STALE"
     assert freshness(None, now, hourly) == "STALE"
-    assert [age(s) for s in (None, 5, 720, 3 * 3600, 4 * 86400)] == ["never", "5 s ago", "12 min ago", "3 h ago",
-                                                                      "4 d ago"]
+    assert [age(s) for s in (None, 5, 720, 3 * 3600, 4 * 86400)] == [
+        "never",
+        "5 s ago",
+        "12 min ago",
+        "3 h ago",
+        "4 d ago",
+    ]

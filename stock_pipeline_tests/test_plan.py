@@ -6,7 +6,8 @@ from stock_pipeline.core.plan import minimum_calls, plan_writes
 
 def diff(rows):
     return pd.DataFrame(rows, columns=["offer_id", "sku", "status", "before", "after", "action"]).astype(
-        {"before": "int64", "after": "int64"})
+        {"before": "int64", "after": "int64"}
+    )
 
 
 def rows(n, after, start=0):
@@ -59,8 +60,13 @@ def test_batch_size_is_bounded_by_allegro_maximum():
 
 
 def test_reactivation_sets_quantity_first_then_one_activate_command():
-    d = diff([("1", "A", "ENDED", 4, 6, "activate"), ("2", "B", "ENDED", 6, 6, "activate"),
-              ("3", "C", "ACTIVE", 1, 6, "set")])
+    d = diff(
+        [
+            ("1", "A", "ENDED", 4, 6, "activate"),
+            ("2", "B", "ENDED", 6, 6, "activate"),
+            ("3", "C", "ACTIVE", 1, 6, "set"),
+        ]
+    )
     plan = plan_writes(d)
     sets = plan[plan["action"] == "set"]
     assert sorted(sets["offer_id"]) == ["1", "3"]  # offer 2 already holds 6

@@ -30,7 +30,12 @@ def test_reserve_units_and_percent_round_towards_not_overselling():
 
 def test_cap_and_allegro_maximum():
     assert targets(rows(("A", 500), ("B", 7)), StockPolicy(cap=100)) == {"A": 100, "B": 7}
-    assert targets(rows(("A", 10**7),), StockPolicy()) == {"A": 99_999}
+    assert targets(
+        rows(
+            ("A", 10**7),
+        ),
+        StockPolicy(),
+    ) == {"A": 99_999}
 
 
 def test_a_sum_beyond_int64_saturates_instead_of_wrapping_to_zero():

@@ -45,8 +45,16 @@ def max_units_in_window(sends: list[tuple[float, int]], window: float) -> int:
 # --- GCRA on a virtual clock ---------------------------------------------------------
 
 
-def simulate(windows: list[RateSpec], clients: int, horizon: float, rng: random.Random, *,
-             max_cost: int = 1, busy: bool = False, penalties: int = 0) -> list[tuple[float, int]]:
+def simulate(
+    windows: list[RateSpec],
+    clients: int,
+    horizon: float,
+    rng: random.Random,
+    *,
+    max_cost: int = 1,
+    busy: bool = False,
+    penalties: int = 0,
+) -> list[tuple[float, int]]:
     """Clients that reserve, wait, send, pause, reserve again, until ``horizon``.
 
     Returns the (start, cost) of every reservation starting before ``horizon``. ``busy``
@@ -94,14 +102,22 @@ def test_no_window_ever_holds_more_than_the_limit(seed):
     windows = [random_window(rng) for _ in range(rng.choice([1, 1, 2]))]
     smallest = min(w.limit for w in windows)
     longest = max(w.period_seconds for w in windows)
-    sends = simulate(windows, clients=rng.randint(1, 6), horizon=6 * longest, rng=rng,
-                     max_cost=rng.choice([1, max(1, smallest // 10), smallest]), penalties=rng.randint(0, 2))
+    sends = simulate(
+        windows,
+        clients=rng.randint(1, 6),
+        horizon=6 * longest,
+        rng=rng,
+        max_cost=rng.choice([1, max(1, smallest // 10), smallest]),
+        penalties=rng.randint(0, 2),
+    )
 
     for w in windows:
         assert max_units_in_window(sends, w.period_seconds) <= w.limit, w
         assert max_units_arriving_late(sends, w.period_seconds) <= w.limit, w
         # The derivation is tight: the bound holds up to (1 + margin) periods plus T.
-        assert max_units_in_window(sends, (1 + SAFETY_MARGIN) * w.period_seconds + 0.99 * w.emission_interval) <= w.limit
+        assert (
+            max_units_in_window(sends, (1 + SAFETY_MARGIN) * w.period_seconds + 0.99 * w.emission_interval) <= w.limit
+        )
 
 
 @pytest.mark.parametrize("limit, period", [(60, 60.0), (100, 60.0), (9000, 60.0), (250_000, 3600.0)])
@@ -128,7 +144,9 @@ def test_reservations_queue_in_order_of_asking():
     tat, first_wait = reserve(IDLE, 0.0, 1, spec)
     tat, second_wait = reserve(tat, 0.0, 1, spec)
     _, third_wait = reserve(tat, 0.0, 1, spec)
-    assert (first_wait, second_wait, third_wait) == pytest.approx((0, spec.emission_interval, 2 * spec.emission_interval))
+    assert (first_wait, second_wait, third_wait) == pytest.approx(
+        (0, spec.emission_interval, 2 * spec.emission_interval)
+    )
 
 
 def test_cost_above_burst_waits_for_its_tokens_unless_the_bucket_was_idle():
@@ -151,8 +169,15 @@ def test_penalise_holds_everyone_back_then_no_burst():
     assert penalise(100.0, 5.0, 2.0, spec) == 100.0  # never moves a TAT back
 
 
-@pytest.mark.parametrize("kwargs", [dict(limit=1, period_seconds=1), dict(limit=10, period_seconds=0),
-                                    dict(limit=10, period_seconds=1, burst=10), dict(limit=10, period_seconds=1, burst=0)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(limit=1, period_seconds=1),
+        dict(limit=10, period_seconds=0),
+        dict(limit=10, period_seconds=1, burst=10),
+        dict(limit=10, period_seconds=1, burst=0),
+    ],
+)
 def test_spec_rejects_values_that_cannot_be_limited(kwargs):
     with pytest.raises(ValueError):
         RateSpec(**kwargs)
@@ -275,8 +300,13 @@ def test_processes_sharing_a_key_never_exceed_the_limit_together(key):
     stop_at = start_at + 5.0
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     children = [
-        subprocess.Popen([sys.executable, "-c", CHILD, REDIS_URL, key, str(start_at), str(stop_at)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, REDIS_URL, key, str(start_at), str(stop_at)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for _ in range(3)
     ]
     sends = []

@@ -59,8 +59,11 @@ def test_a_run_logs_its_listing_commands_polls_patches_retries_and_429_pauses(se
     # 2 500 offers: three listing pages. 400 change to four values (quantity commands),
     # three to values of their own (PATCHes).
     simulator.add_offers("shop-a", [{"sku": f"S{i}", "stock": 1} for i in range(2500)])
-    write_stock(settings.stock_database_url, [(f"S{i}", 2 + i % 4 if i < 400 else 1) for i in range(2497)]
-                + [(f"S{i}", 50 + i - 2497) for i in range(2497, 2500)])
+    write_stock(
+        settings.stock_database_url,
+        [(f"S{i}", 2 + i % 4 if i < 400 else 1) for i in range(2497)]
+        + [(f"S{i}", 50 + i - 2497) for i in range(2497, 2500)],
+    )
     # Seeded: the first listing call gets a 429, a later one a 500 (asserted below, not assumed).
     simulator.set_faults(rate=0.4, kinds=("429", "500"), seed=28, paths=("/sale/offers",))
 
@@ -71,13 +74,17 @@ def test_a_run_logs_its_listing_commands_polls_patches_retries_and_429_pauses(se
     messages = run_messages(summary.run_id)
     text = "\n".join(line for _, line in messages)
     assert [line for _, line in lines_like(messages, r"^listing page ")] == [
-        "listing page 1/3 (offers 0–999 of 2500)", "listing page 2/3 (offers 1000–1999 of 2500)",
-        "listing page 3/3 (offers 2000–2499 of 2500)"]
+        "listing page 1/3 (offers 0–999 of 2500)",
+        "listing page 2/3 (offers 1000–1999 of 2500)",
+        "listing page 3/3 (offers 2000–2499 of 2500)",
+    ]
     assert "listing: 2500/2500 offers" in text
     [(level, pause)] = lines_like(messages, r"^429 on GET /sale/offers")
     assert level == logging.WARNING
-    assert pause == ("429 on GET /sale/offers: every process sharing the client_id pauses 0.2 s "
-                     "(no Retry-After: ALLEGRO_SYNC_RATE_LIMIT_PAUSE)")
+    assert pause == (
+        "429 on GET /sale/offers: every process sharing the client_id pauses 0.2 s "
+        "(no Retry-After: ALLEGRO_SYNC_RATE_LIMIT_PAUSE)"
+    )
     retries = lines_like(messages, r"^retry \d/3 of GET /sale/offers in [\d.]+ s: ")
     assert len(retries) == 2 and {level for level, _ in retries} == {logging.WARNING}
     assert "429" in retries[0][1] and "HTTP 500" in retries[1][1]
@@ -94,13 +101,18 @@ def test_a_run_logs_its_listing_commands_polls_patches_retries_and_429_pauses(se
     assert re.search(r"^writes: (\d+)/\1 done$", text, re.M)
 
     # No token in any record of the run's event log, though the run used some.
-    bearer = {r.headers["authorization"].removeprefix("Bearer ") for r in simulator.requests
-              if r.headers.get("authorization", "").startswith("Bearer ")}
+    bearer = {
+        r.headers["authorization"].removeprefix("Bearer ")
+        for r in simulator.requests
+        if r.headers.get("authorization", "").startswith("Bearer ")
+    }
     assert bearer and bearer <= set(issued)
     records = [serialize_value(r) for r in DagsterInstance.get().all_logs(summary.run_id)]
     assert not [token for token in issued for record in records if token in record]
     # The terminal already shows these lines through structlog: Dagster's console logger leaves them out.
-    assert not [line for line in capsys.readouterr().err.splitlines() if " - WARNING - " in line and "retry 1/3" in line]
+    assert not [
+        line for line in capsys.readouterr().err.splitlines() if " - WARNING - " in line and "retry 1/3" in line
+    ]
 
 
 def test_two_thousand_patches_keep_the_event_log_short(settings, simulator, monkeypatch):
@@ -133,7 +145,9 @@ def test_writes_left_pending_are_a_warning_and_the_next_runs_recheck_is_logged(s
     [(level, pending)] = lines_like(run_messages(first.run_id), r"still processing")
     assert level == logging.WARNING and re.fullmatch(
         r"quantity command [0-9a-f-]{36}: 100 offers still processing when polling stopped, recorded pending "
-        r"\(the next run asks again\)", pending)
+        r"\(the next run asks again\)",
+        pending,
+    )
     assert lines_like(run_messages(first.run_id), r"^poll quantity command [0-9a-f-]{36}: 0/100 done$")
 
     time.sleep(2.0)
@@ -173,7 +187,9 @@ class SlowLimiter:
 def test_a_long_wait_for_the_rate_budget_is_logged(settings, simulator):
     register_account(settings, simulator, "shop-a")
     auth = AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret)
-    tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for("shop-a", auth)
+    tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for(
+        "shop-a", auth
+    )
     client = AllegroClient(settings.allegro_api_url, tokens, SlowLimiter(), account="shop-a")
     captured = Captured("run")
     try:
@@ -210,8 +226,9 @@ def test_two_threads_with_their_own_bridges_never_cross():
     for name, total in (("a", 200), ("b", 300)):
         lines = captured[name].lines
         assert [line for line in lines if line.startswith("step")] == [f"step who={name} i={i}" for i in range(total)]
-        assert [line for line in lines if line.startswith("listing")] == [f"listing: {i + 1}/{total} offers"
-                                                                         for i in range(total)]
+        assert [line for line in lines if line.startswith("listing")] == [
+            f"listing: {i + 1}/{total} offers" for i in range(total)
+        ]
         assert len(lines) == 2 * total
         assert all(getattr(r, FORWARDED) for r in captured[name].records)
 
@@ -222,8 +239,12 @@ def test_progress_is_throttled_per_stage_but_the_last_report_always_shows():
         for done in range(1, 1001):
             progress.report("shop-a", "listing", done, 1000)
             progress.report("shop-a", "writes", done, 1000)
-    assert captured.lines == ["listing: 1/1000 offers", "writes: 1/1000 done",
-                              "listing: 1000/1000 offers", "writes: 1000/1000 done"]
+    assert captured.lines == [
+        "listing: 1/1000 offers",
+        "writes: 1/1000 done",
+        "listing: 1000/1000 offers",
+        "writes: 1000/1000 done",
+    ]
     progress.report("shop-a", "listing", 1, 1)  # the bridge is gone
     assert len(captured.lines) == 4
 

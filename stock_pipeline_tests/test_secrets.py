@@ -21,16 +21,28 @@ from stock_pipeline.settings import load_settings
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.schema import accounts, engine_for
 from stock_pipeline.store.token_crypto import TokenEncryptionError
-from stock_pipeline_tests.helpers import (allegro_auth, expire_stored_token, register_account, run_cli,
-                                          send_failure_alert, token_requests, write_stock)
+from stock_pipeline_tests.helpers import (
+    allegro_auth,
+    expire_stored_token,
+    register_account,
+    run_cli,
+    send_failure_alert,
+    token_requests,
+    write_stock,
+)
 
-WRONG_KEY = "cannot decrypt stored tokens of account 'shop-a': TOKEN_ENCRYPTION_KEY does not match the key they were stored with"
+WRONG_KEY = (
+    "cannot decrypt stored tokens of account 'shop-a': "
+    "TOKEN_ENCRYPTION_KEY does not match the key they were stored with"
+)
 
 
 def stored(settings, name: str = "shop-a") -> tuple[str, str]:
     """The raw columns, as anyone reading the table would see them."""
     with engine_for(settings.stock_pipeline_database_url).connect() as conn:
-        row = conn.execute(sa.text("SELECT access_token, refresh_token FROM accounts WHERE name = :n"), {"n": name}).one()
+        row = conn.execute(
+            sa.text("SELECT access_token, refresh_token FROM accounts WHERE name = :n"), {"n": name}
+        ).one()
     return row.access_token, row.refresh_token
 
 
@@ -45,8 +57,14 @@ def write_plaintext_row(settings, simulator, name: str) -> TokenPair:
     """A row as a version without encryption wrote it."""
     pair = allegro_auth(settings).refresh(simulator.add_seller(name))
     with engine_for(settings.stock_pipeline_database_url).begin() as conn:
-        conn.execute(accounts.insert().values(name=name, access_token=pair.access_token, refresh_token=pair.refresh_token,
-                                              access_expires_at=pair.expires_at))
+        conn.execute(
+            accounts.insert().values(
+                name=name,
+                access_token=pair.access_token,
+                refresh_token=pair.refresh_token,
+                access_expires_at=pair.expires_at,
+            )
+        )
     return pair
 
 
@@ -100,7 +118,9 @@ def test_postgres_without_a_key_refuses_accounts_add_and_refresh(settings, simul
 
     result = run_cli("accounts", "add", "shop-a", "--refresh-token", simulator.add_seller("shop-a"))
     assert result.returncode == 2, result.stderr
-    assert "refusing to store the tokens of account 'shop-a' unencrypted: TOKEN_ENCRYPTION_KEY is not set" in result.stderr
+    assert (
+        "refusing to store the tokens of account 'shop-a' unencrypted: TOKEN_ENCRYPTION_KEY is not set" in result.stderr
+    )
     assert "Fernet.generate_key()" in result.stderr and "Traceback" not in result.stderr
     assert store().get("shop-a") is None
 
@@ -133,8 +153,10 @@ def test_encrypted_tokens_without_a_key_or_with_another_key_are_a_clear_error(se
     assert store().get("shop-a").status == "active"  # the account is fine: the key is wrong
 
 
-@pytest.mark.parametrize("value, problem", [("not-a-key", "its value is not"),
-                                            (f"{Fernet.generate_key().decode()},short", "key 2 of 2 is not")])
+@pytest.mark.parametrize(
+    "value, problem",
+    [("not-a-key", "its value is not"), (f"{Fernet.generate_key().decode()},short", "key 2 of 2 is not")],
+)
 def test_a_bad_key_is_a_settings_error_naming_the_variable_and_the_fix(value, problem):
     with pytest.raises(SettingsError) as error:
         load_settings({"TOKEN_ENCRYPTION_KEY": value})
@@ -154,21 +176,24 @@ SECRET = "s3cr3t-t0ken-value_xyz"
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJ1c2VyX25hbWUiOiIxMjMifQ.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 
 
-@pytest.mark.parametrize("event", [
-    {"event": "call", "headers": {"Authorization": f"Bearer {SECRET}", "Accept": "application/json"}},
-    {"event": "call", "headers": [("authorization", f"Basic {SECRET}")]},
-    {"event": f"POST https://allegro.pl/auth/oauth/token?grant_type=refresh_token&refresh_token={SECRET}&x=1"},
-    {"event": "poll", "url": f"https://allegro.pl/auth/oauth/token?device_code={SECRET}"},
-    {"event": "answer", "body": {"access_token": SECRET, "refresh_token": SECRET, "token_type": "bearer"}},
-    {"event": "answer", "body": f"{{'access_token': '{SECRET}', 'expires_in': 43199}}"},
-    {"event": "answer", "body": f'{{"refresh_token": "{SECRET}"}}'},
-    {"event": "telegram", "url": f"https://api.telegram.org/bot123456789:{SECRET}AAAAAAAAAAAAAA/sendMessage"},
-    {"event": "failed", "error": f"invalid_grant: Invalid refresh token: {SECRET}"},
-    {"event": "failed", "error": f"invalid_token: Access token expired: {JWT}"},
-    {"event": "stored", "value": "fernet:" + Fernet(Fernet.generate_key()).encrypt(SECRET.encode()).decode()},
-    {"event": "failed", "error": ValueError(f"Bearer {SECRET}")},
-    {"event": "config", "client_secret": SECRET, "TELEGRAM_BOT_TOKEN": SECRET, "token_encryption_key": SECRET},
-])
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"event": "call", "headers": {"Authorization": f"Bearer {SECRET}", "Accept": "application/json"}},
+        {"event": "call", "headers": [("authorization", f"Basic {SECRET}")]},
+        {"event": f"POST https://allegro.pl/auth/oauth/token?grant_type=refresh_token&refresh_token={SECRET}&x=1"},
+        {"event": "poll", "url": f"https://allegro.pl/auth/oauth/token?device_code={SECRET}"},
+        {"event": "answer", "body": {"access_token": SECRET, "refresh_token": SECRET, "token_type": "bearer"}},
+        {"event": "answer", "body": f"{{'access_token': '{SECRET}', 'expires_in': 43199}}"},
+        {"event": "answer", "body": f'{{"refresh_token": "{SECRET}"}}'},
+        {"event": "telegram", "url": f"https://api.telegram.org/bot123456789:{SECRET}AAAAAAAAAAAAAA/sendMessage"},
+        {"event": "failed", "error": f"invalid_grant: Invalid refresh token: {SECRET}"},
+        {"event": "failed", "error": f"invalid_token: Access token expired: {JWT}"},
+        {"event": "stored", "value": "fernet:" + Fernet(Fernet.generate_key()).encrypt(SECRET.encode()).decode()},
+        {"event": "failed", "error": ValueError(f"Bearer {SECRET}")},
+        {"event": "config", "client_secret": SECRET, "TELEGRAM_BOT_TOKEN": SECRET, "token_encryption_key": SECRET},
+    ],
+)
 def test_the_processor_redacts_tokens_headers_and_secrets(event):
     rendered = json.dumps(redact_secrets(None, "info", event), default=str)
     assert not any(part in rendered for part in ("s3cr3t", "t0ken", "value_xyz", JWT[:12], JWT[-12:], "gAAAA"))
@@ -176,9 +201,14 @@ def test_the_processor_redacts_tokens_headers_and_secrets(event):
 
 
 def test_the_processor_leaves_ordinary_events_alone():
-    event = {"event": "token_refreshed", "account": "shop-a", "expires_at": "2026-01-01T00:00:00+00:00",
-             "error": "access token rejected twice (invalid_token: Invalid access token)", "offers": 3,
-             "token_type": "bearer"}
+    event = {
+        "event": "token_refreshed",
+        "account": "shop-a",
+        "expires_at": "2026-01-01T00:00:00+00:00",
+        "error": "access token rejected twice (invalid_token: Invalid access token)",
+        "offers": 3,
+        "token_type": "bearer",
+    }
     assert redact_secrets(None, "info", dict(event)) == event
 
 
@@ -201,9 +231,12 @@ def restore_logging():
 def test_httpx_request_lines_are_redacted(caplog, restore_logging):
     configure_logging(json=True)
     with caplog.at_level(logging.INFO, logger="httpx"):
-        logging.getLogger("httpx").info('HTTP Request: %s %s "%s"', "POST",
-                                        f"https://allegro.pl/auth/oauth/token?grant_type=refresh_token&refresh_token={SECRET}",
-                                        "HTTP/1.1 200 OK")
+        logging.getLogger("httpx").info(
+            'HTTP Request: %s %s "%s"',
+            "POST",
+            f"https://allegro.pl/auth/oauth/token?grant_type=refresh_token&refresh_token={SECRET}",
+            "HTTP/1.1 200 OK",
+        )
     assert caplog.messages and SECRET not in caplog.text and "refresh_token=[REDACTED]" in caplog.text
 
 
@@ -217,9 +250,14 @@ def test_the_secret_settings_are_redacted_once_the_process_loaded_them(tmp_path)
     """From the Settings object (not the environment): secrets, each key of a rotation list,
     and the passwords inside the database and Redis URLs."""
     keys = [Fernet.generate_key().decode() for _ in range(2)]
-    settings = load_settings({"ALLEGRO_CLIENT_SECRET": "cl1ent-secret-" + keys[0][:8], "TOKEN_ENCRYPTION_KEY": ",".join(keys),
-                              "STOCK_PIPELINE_DATABASE_URL": f"postgresql+psycopg://sp:pw-{keys[1][:10]}@db/sp",
-                              "DAGSTER_HOME": str(tmp_path)})
+    settings = load_settings(
+        {
+            "ALLEGRO_CLIENT_SECRET": "cl1ent-secret-" + keys[0][:8],
+            "TOKEN_ENCRYPTION_KEY": ",".join(keys),
+            "STOCK_PIPELINE_DATABASE_URL": f"postgresql+psycopg://sp:pw-{keys[1][:10]}@db/sp",
+            "DAGSTER_HOME": str(tmp_path),
+        }
+    )
     text = f"{settings.allegro_client_secret} {keys[0]} {keys[1]} pw-{keys[1][:10]}"
     assert redact_text(text) == text  # nothing known yet
     build_definitions(settings)  # what the code server, a run worker and `sync` do on start
@@ -239,15 +277,22 @@ def test_no_secret_or_password_in_the_resource_config_dagster_shows(tmp_path):
     values = {
         "ALLEGRO_CLIENT_ID": "visible-client-id",
         "ALLEGRO_CLIENT_SECRET": "client-secret-Zq81",
-        "TELEGRAM_BOT_TOKEN": "123456789:bot-token-Wx52", "ALLEGRO_ERROR_NOTIFICATION_CHAT_ID": "-100",
+        "TELEGRAM_BOT_TOKEN": "123456789:bot-token-Wx52",
+        "ALLEGRO_ERROR_NOTIFICATION_CHAT_ID": "-100",
         "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "STOCK_DATABASE_URL": "postgresql+psycopg://shop:warehouse-pw-Kd33@db/shop",
         "STOCK_PIPELINE_DATABASE_URL": "postgresql+psycopg://sp:pipeline-pw-Hv07@db/sp",
         "REDIS_URL": "redis://:redis-pw-Tn49@cache:6379/0",
         "DAGSTER_HOME": str(tmp_path),
     }
-    secrets = ["client-secret-Zq81", "bot-token-Wx52", values["TOKEN_ENCRYPTION_KEY"], "warehouse-pw-Kd33",
-               "pipeline-pw-Hv07", "redis-pw-Tn49"]
+    secrets = [
+        "client-secret-Zq81",
+        "bot-token-Wx52",
+        values["TOKEN_ENCRYPTION_KEY"],
+        "warehouse-pw-Kd33",
+        "pipeline-pw-Hv07",
+        "redis-pw-Tn49",
+    ]
     defs = build_definitions(load_settings(values))
     snapshot = _snapshot_text(defs)
     assert "visible-client-id" in snapshot and "SELECT sku, stock FROM products" in snapshot  # config is there
@@ -280,8 +325,9 @@ def _everything_written(instance, outputs: list[str], telegram, pipeline_env) ->
     return texts
 
 
-def test_no_token_or_secret_in_any_output_event_or_config_of_a_full_run(settings, simulator, telegram, pipeline_env,
-                                                                         issued):
+def test_no_token_or_secret_in_any_output_event_or_config_of_a_full_run(
+    settings, simulator, telegram, pipeline_env, issued
+):
     outputs = []
 
     def cli(*args: str, expect: int = 0) -> None:
@@ -317,16 +363,26 @@ def test_no_token_or_secret_in_any_output_event_or_config_of_a_full_run(settings
         send_failure_alert(defs, instance, run)
 
     # The recording saw the tokens actually used, and the runs did log around them.
-    bearer = {r.headers["authorization"].removeprefix("Bearer ") for r in simulator.requests
-              if r.headers.get("authorization", "").startswith("Bearer ")}
+    bearer = {
+        r.headers["authorization"].removeprefix("Bearer ")
+        for r in simulator.requests
+        if r.headers.get("authorization", "").startswith("Bearer ")
+    }
     assert bearer and bearer <= set(issued) and len(issued) >= 7
     logged = "\n".join(outputs)
     assert '"event": "token_refreshed"' in logged and '"event": "account_needs_reauthorisation"' in logged
     assert telegram.messages
 
     secrets = {f"issued token {i}": token for i, token in enumerate(issued)}
-    secrets |= {"client secret": settings.allegro_client_secret, "bot token": settings.telegram_bot_token,
-                "TOKEN_ENCRYPTION_KEY": settings.token_encryption_key}
-    leaks = [(what, where) for where, text in _everything_written(instance, outputs, telegram, pipeline_env).items()
-             for what, secret in secrets.items() if secret in text]
+    secrets |= {
+        "client secret": settings.allegro_client_secret,
+        "bot token": settings.telegram_bot_token,
+        "TOKEN_ENCRYPTION_KEY": settings.token_encryption_key,
+    }
+    leaks = [
+        (what, where)
+        for where, text in _everything_written(instance, outputs, telegram, pipeline_env).items()
+        for what, secret in secrets.items()
+        if secret in text
+    ]
     assert leaks == []

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from dagster import DagsterInstance
+
 from stock_pipeline.definitions import build_definitions
 from stock_pipeline.store.schema import engine_for
 from stock_pipeline.store.writes_log import WritesLog
@@ -47,7 +48,9 @@ def test_halved_snapshot_holds_writes(settings, simulator, shop):
     assert write_requests(simulator) == []
 
 
-def test_ending_half_the_offers_is_held_until_overridden_and_the_override_is_audited(settings, simulator, telegram, shop):
+def test_ending_half_the_offers_is_held_until_overridden_and_the_override_is_audited(
+    settings, simulator, telegram, shop
+):
     write_stock(settings.stock_database_url, [(f"S{i:02d}", 0 if i % 2 else 5) for i in range(40)])
     simulator.reset_requests()
     held = run_cli("sync")
@@ -66,8 +69,13 @@ def test_ending_half_the_offers_is_held_until_overridden_and_the_override_is_aud
 
 
 def test_bad_rows_never_zero_an_offer_and_are_reported_once(settings, simulator, telegram, shop):
-    rows = [(f"S{i:02d}", 5) for i in range(3, 40)] + [("S00", None), ("S01", -3), ("S02", 5), ("S02", None),
-                                                       ("<b>", -1)]
+    rows = [(f"S{i:02d}", 5) for i in range(3, 40)] + [
+        ("S00", None),
+        ("S01", -3),
+        ("S02", 5),
+        ("S02", None),
+        ("<b>", -1),
+    ]
     write_stock(settings.stock_database_url, rows)
     result = run_cli("sync")
     assert result.returncode == 0, result.stdout
@@ -187,8 +195,12 @@ def test_materialising_the_writes_alone_never_sends_an_old_plan(settings, simula
     assert run_cli("sync").returncode == 1  # held by diff_guard; its plan is stored
     simulator.reset_requests()
     job = build_definitions(settings).resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(partition_key="shop-a", asset_selection=[AssetKey("stock_updates")],
-                                    instance=DagsterInstance.get(), raise_on_error=False)
+    result = job.execute_in_process(
+        partition_key="shop-a",
+        asset_selection=[AssetKey("stock_updates")],
+        instance=DagsterInstance.get(),
+        raise_on_error=False,
+    )
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert "was not materialised in this run" in (failure.cause or failure).message
@@ -220,10 +232,20 @@ def test_a_pending_write_allegro_no_longer_knows_does_not_block_the_account(sett
     from stock_pipeline.store.schema import writes
 
     with engine_for(settings.stock_pipeline_database_url).begin() as conn:
-        conn.execute(writes.insert().values(
-            run_id="old-run", account="shop-a", offer_id=shop["S00"], sku="S00", before=1, after=5, action="set",
-            method="patch", status="pending",
-            operation_url=f"{simulator.api_url}/sale/product-offers/{shop['S00']}/operations/gone"))
+        conn.execute(
+            writes.insert().values(
+                run_id="old-run",
+                account="shop-a",
+                offer_id=shop["S00"],
+                sku="S00",
+                before=1,
+                after=5,
+                action="set",
+                method="patch",
+                status="pending",
+                operation_url=f"{simulator.api_url}/sale/product-offers/{shop['S00']}/operations/gone",
+            )
+        )
     write_stock(settings.stock_database_url, [(sku, 6) for sku in shop])
     result = run_cli("sync")
     assert result.returncode == 0, result.stdout + result.stderr

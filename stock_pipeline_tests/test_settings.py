@@ -18,18 +18,25 @@ def test_defaults_make_the_demo_work_with_nothing_set():
     assert s.stock_max_plausible_stock == 1_000_000
 
 
-@pytest.mark.parametrize("name,value,message", [
-    ("ALLEGRO_SYNC_RATE_LIMIT", "lots", "ALLEGRO_SYNC_RATE_LIMIT must be a whole number"),
-    ("ALLEGRO_SYNC_BATCH_SIZE", "5000", "ALLEGRO_SYNC_BATCH_SIZE must be between 1 and 1000"),
-    ("ALLEGRO_API_URL", "api.allegro.pl", "ALLEGRO_API_URL must be a URL"),
-    ("REDIS_URL", "localhost:6379", "REDIS_URL must be a URL"),
-    ("ALLEGRO_SYNC_SCHEDULE", "every hour", "ALLEGRO_SYNC_SCHEDULE must be a cron expression"),
-    ("STOCK_QUERY", "DELETE FROM products", "STOCK_QUERY must be a SELECT"),
-    ("STOCK_DATABASE_URL", "not a url", "STOCK_DATABASE_URL must be an SQLAlchemy database URL"),
-    ("STOCK_MAX_PLAUSIBLE_STOCK", "1e6", "STOCK_MAX_PLAUSIBLE_STOCK must be a whole number, got '1e6'"),
-    ("STOCK_MAX_PLAUSIBLE_STOCK", "99998", "STOCK_MAX_PLAUSIBLE_STOCK must be between 99999 and 9007199254740992"),
-    ("STOCK_MAX_PLAUSIBLE_STOCK", str(2**53 + 1), "STOCK_MAX_PLAUSIBLE_STOCK must be between 99999 and 9007199254740992"),
-])
+@pytest.mark.parametrize(
+    "name,value,message",
+    [
+        ("ALLEGRO_SYNC_RATE_LIMIT", "lots", "ALLEGRO_SYNC_RATE_LIMIT must be a whole number"),
+        ("ALLEGRO_SYNC_BATCH_SIZE", "5000", "ALLEGRO_SYNC_BATCH_SIZE must be between 1 and 1000"),
+        ("ALLEGRO_API_URL", "api.allegro.pl", "ALLEGRO_API_URL must be a URL"),
+        ("REDIS_URL", "localhost:6379", "REDIS_URL must be a URL"),
+        ("ALLEGRO_SYNC_SCHEDULE", "every hour", "ALLEGRO_SYNC_SCHEDULE must be a cron expression"),
+        ("STOCK_QUERY", "DELETE FROM products", "STOCK_QUERY must be a SELECT"),
+        ("STOCK_DATABASE_URL", "not a url", "STOCK_DATABASE_URL must be an SQLAlchemy database URL"),
+        ("STOCK_MAX_PLAUSIBLE_STOCK", "1e6", "STOCK_MAX_PLAUSIBLE_STOCK must be a whole number, got '1e6'"),
+        ("STOCK_MAX_PLAUSIBLE_STOCK", "99998", "STOCK_MAX_PLAUSIBLE_STOCK must be between 99999 and 9007199254740992"),
+        (
+            "STOCK_MAX_PLAUSIBLE_STOCK",
+            str(2**53 + 1),
+            "STOCK_MAX_PLAUSIBLE_STOCK must be between 99999 and 9007199254740992",
+        ),
+    ],
+)
 def test_bad_values_name_the_variable(name, value, message):
     with pytest.raises(SettingsError, match=message):
         load_settings({name: value})
@@ -72,16 +79,26 @@ def test_directories_are_absolute_and_the_frames_live_beside_the_instance(tmp_pa
 
 
 def test_the_repr_shows_no_secret_and_no_password():
-    settings = load_settings({"ALLEGRO_CLIENT_SECRET": "client-s3cret-value", "TELEGRAM_BOT_TOKEN": "1:bot-t0ken-value",
-                              "ALLEGRO_ERROR_NOTIFICATION_CHAT_ID": "-1",
-                              "STOCK_DATABASE_URL": "postgresql+psycopg://shop:wareh0use-pw@db/shop",
-                              "STOCK_PIPELINE_DATABASE_URL": "postgresql+psycopg://sp:pipel1ne-pw@db/sp",
-                              "REDIS_URL": "redis://:red1s-pw@cache:6379/0"})
+    settings = load_settings(
+        {
+            "ALLEGRO_CLIENT_SECRET": "client-s3cret-value",
+            "TELEGRAM_BOT_TOKEN": "1:bot-t0ken-value",
+            "ALLEGRO_ERROR_NOTIFICATION_CHAT_ID": "-1",
+            "STOCK_DATABASE_URL": "postgresql+psycopg://shop:wareh0use-pw@db/shop",
+            "STOCK_PIPELINE_DATABASE_URL": "postgresql+psycopg://sp:pipel1ne-pw@db/sp",
+            "REDIS_URL": "redis://:red1s-pw@cache:6379/0",
+        }
+    )
     shown = repr(settings)
     assert not any(s in shown for s in ("s3cret", "t0ken", "wareh0use", "pipel1ne", "red1s")), shown
     assert "redis://:***@cache:6379/0" in shown and "postgresql+psycopg://sp:***@db/sp" in shown
-    assert set(settings.secret_values()) == {"client-s3cret-value", "1:bot-t0ken-value", "wareh0use-pw",
-                                             "pipel1ne-pw", "red1s-pw"}
+    assert set(settings.secret_values()) == {
+        "client-s3cret-value",
+        "1:bot-t0ken-value",
+        "wareh0use-pw",
+        "pipel1ne-pw",
+        "red1s-pw",
+    }
 
 
 def test_the_resources_use_the_validated_redis_url_not_the_raw_variable(monkeypatch, tmp_path, client_id, redis_url):
@@ -99,8 +116,11 @@ def test_the_resources_use_the_validated_redis_url_not_the_raw_variable(monkeypa
     connected: list[tuple[str, str | None]] = []
     for name in ("build_limiter", "build_metrics"):
         original = getattr(resources, name)
-        monkeypatch.setattr(resources, name, lambda url, *rest, _name=name, _original=original:
-                            connected.append((_name, url)) or _original(url, *rest))
+        monkeypatch.setattr(
+            resources,
+            name,
+            lambda url, *rest, _name=name, _original=original: connected.append((_name, url)) or _original(url, *rest),
+        )
     monkeypatch.setattr(resources, "_metrics", {})  # built afresh, through the recording above
 
     defs = build_definitions(load_settings())
@@ -136,10 +156,12 @@ def _environment_uses(tree: ast.AST) -> list[tuple[int, str]]:
 
 def test_only_settings_reads_the_environment():
     package = Path(stock_pipeline.__file__).parent
-    offenders = [f"{path.relative_to(package)}:{line}: {code}"
-                 for path in sorted(package.rglob("*.py"))
-                 if str(path.relative_to(package)) not in ENVIRONMENT_READERS
-                 for line, code in _environment_uses(ast.parse(path.read_text(encoding="utf-8")))]
+    offenders = [
+        f"{path.relative_to(package)}:{line}: {code}"
+        for path in sorted(package.rglob("*.py"))
+        if str(path.relative_to(package)) not in ENVIRONMENT_READERS
+        for line, code in _environment_uses(ast.parse(path.read_text(encoding="utf-8")))
+    ]
     assert offenders == [], "read the value from Settings (stock_pipeline/settings.py) instead"
     # The check itself sees each form it forbids.
     forms = "os.environ.get('X')\nos.getenv('X')\nfrom os import environ\nfrom dagster import EnvVar\nEnvVar('X')"

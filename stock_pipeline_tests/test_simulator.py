@@ -55,8 +55,11 @@ class Api:
     def __init__(self, sim: AllegroSimulator, login: str, timeout: float = 5.0):
         self.sim, self.login = sim, login
         tokens = refresh(sim, sim.add_seller(login)).json()
-        self.http = httpx.Client(base_url=sim.api_url, timeout=timeout, headers={
-            "Accept": MEDIA, "User-Agent": USER_AGENT, "Authorization": f"Bearer {tokens['access_token']}"})
+        self.http = httpx.Client(
+            base_url=sim.api_url,
+            timeout=timeout,
+            headers={"Accept": MEDIA, "User-Agent": USER_AGENT, "Authorization": f"Bearer {tokens['access_token']}"},
+        )
 
     def get(self, path: str, **kwargs) -> httpx.Response:
         return self.http.get(path, **kwargs)
@@ -99,6 +102,7 @@ def settle(delay: float = 0.15) -> None:
 
 # ---- OAuth ---------------------------------------------------------------------------
 
+
 def test_refresh_token_is_single_use_and_kills_the_old_access_token(sim):
     first = refresh(sim, sim.add_seller("shop-a")).json()
     assert first["token_type"] == "bearer" and first["allegro_api"] is True and first["expires_in"] == 43199
@@ -119,8 +123,10 @@ def test_refresh_token_is_single_use_and_kills_the_old_access_token(sim):
 def test_token_endpoint_checks_client_credentials_and_grant(sim):
     token = sim.add_seller("shop-a")
     wrong = token_call(sim, auth=("demo-client", "nope"), grant_type="refresh_token", refresh_token=token)
-    assert wrong.status_code == 401 and wrong.json() == {"error": "invalid_client",
-                                                         "error_description": "Bad client credentials"}
+    assert wrong.status_code == 401 and wrong.json() == {
+        "error": "invalid_client",
+        "error_description": "Bad client credentials",
+    }
     assert token_call(sim, grant_type="password").json()["error"] == "unsupported_grant_type"
     # The refused calls did not use the token up.
     assert refresh(sim, token).status_code == 200
@@ -132,8 +138,10 @@ def test_client_credentials_grant_gives_an_application_token_that_acts_for_no_se
     assert answer.status_code == 200
     body = answer.json()
     assert body["token_type"] == "bearer" and body["expires_in"] == 43199 and "refresh_token" not in body
-    listing = httpx.get(f"{sim.api_url}/sale/offers", headers={
-        "Authorization": f"Bearer {body['access_token']}", "Accept": MEDIA, "User-Agent": USER_AGENT})
+    listing = httpx.get(
+        f"{sim.api_url}/sale/offers",
+        headers={"Authorization": f"Bearer {body['access_token']}", "Accept": MEDIA, "User-Agent": USER_AGENT},
+    )
     assert listing.status_code == 401 and listing.json()["error"] == "invalid_token"
     wrong = token_call(sim, auth=("demo-client", "nope"), grant_type="client_credentials")
     assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
@@ -142,8 +150,9 @@ def test_client_credentials_grant_gives_an_application_token_that_acts_for_no_se
 
 def test_refresh_grant_accepts_a_form_body(sim):
     token = sim.add_seller("shop-a")
-    answer = httpx.post(f"{sim.auth_url}/token", data={"grant_type": "refresh_token", "refresh_token": token},
-                        auth=CLIENT)
+    answer = httpx.post(
+        f"{sim.auth_url}/token", data={"grant_type": "refresh_token", "refresh_token": token}, auth=CLIENT
+    )
     assert answer.status_code == 200 and answer.json()["access_token"]
 
 
@@ -202,6 +211,7 @@ def test_api_requests_need_a_bearer_token(sim):
 
 # ---- offers --------------------------------------------------------------------------
 
+
 def test_listing_pages_in_id_order_and_filters(sim, api):
     ids = sim.add_offers("shop-a", [{"sku": f"SKU-{n % 10}", "stock": n} for n in range(25)])
     sim.add_offers("shop-a", [{"sku": None, "stock": 1, "status": "INACTIVE"}])
@@ -231,8 +241,14 @@ def test_listing_pages_in_id_order_and_filters(sim, api):
 
 
 def test_listing_parameters_outside_the_spec_are_refused(sim, api):
-    for params in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"externalId": "x"},
-                   [("external.id", str(n)) for n in range(101)], {"publication.status": "DELETED"}):
+    for params in (
+        {"limit": 0},
+        {"limit": 1001},
+        {"offset": -1},
+        {"externalId": "x"},
+        [("external.id", str(n)) for n in range(101)],
+        {"publication.status": "DELETED"},
+    ):
         assert api.get("/sale/offers", params=params).status_code == 400, params
     assert len(sim.spec_violations) == 6
     assert "unknown query parameter 'externalId'" in sim.spec_violations[3]
@@ -244,8 +260,9 @@ def test_listing_parameters_outside_the_spec_are_refused(sim, api):
 
 def test_product_offer_shows_ended_by_and_hides_other_sellers_offers(sim, api):
     Api(sim, "shop-b")
-    (own,) = sim.add_offers("shop-a", [{"id": "7000000001", "sku": "X", "stock": 0, "status": "ENDED",
-                                        "ended_by": "USER"}])
+    (own,) = sim.add_offers(
+        "shop-a", [{"id": "7000000001", "sku": "X", "stock": 0, "status": "ENDED", "ended_by": "USER"}]
+    )
     (foreign,) = sim.add_offers("shop-b", [{"sku": "Y", "stock": 3}])
     offer = api.get(f"/sale/product-offers/{own}").json()
     assert includes(offer["publication"], {"status": "ENDED", "endedBy": "USER"})
@@ -259,8 +276,9 @@ def test_product_offer_shows_ended_by_and_hides_other_sellers_offers(sim, api):
 def test_out_of_band_changes_show_through_the_api(sim, api):
     (offer_id,) = sim.add_offers("shop-a", [{"sku": "A", "stock": 5}])
     sim.set_offer(offer_id, stock=2, status="ENDED")
-    assert includes(api.get(f"/sale/product-offers/{offer_id}").json()["publication"],
-                    {"status": "ENDED", "endedBy": "USER"})
+    assert includes(
+        api.get(f"/sale/product-offers/{offer_id}").json()["publication"], {"status": "ENDED", "endedBy": "USER"}
+    )
     with pytest.raises(ValueError):
         sim.set_offer(offer_id, status="ACTIVE", ended_by="ADMIN")  # only an ended offer has ended_by
     assert sim.offer(offer_id) == {"id": offer_id, "sku": "A", "stock": 2, "status": "ENDED", "ended_by": "USER"}
@@ -270,8 +288,7 @@ def test_out_of_band_changes_show_through_the_api(sim, api):
 
 
 def test_patch_sets_stock_and_zero_ends_an_active_offer(sim, api):
-    active, ended = sim.add_offers("shop-a", [{"sku": "A", "stock": 5},
-                                              {"sku": "B", "stock": 0, "status": "ENDED"}])
+    active, ended = sim.add_offers("shop-a", [{"sku": "A", "stock": 5}, {"sku": "B", "stock": 0, "status": "ENDED"}])
     answer = api.patch_stock(active, 7)
     assert answer.status_code == 200 and answer.json()["stock"]["available"] == 7
     assert api.patch_stock(active, 0).json()["publication"]["endedBy"] == "EMPTY_STOCK"
@@ -310,6 +327,7 @@ def test_patch_answered_202_is_applied_later_and_blocks_other_patches(sim, api):
 
 # ---- batch commands ------------------------------------------------------------------
 
+
 def test_quantity_command_tasks_go_from_new_to_success_or_fail(sim, api):
     Api(sim, "shop-b")
     active, ended = sim.add_offers("shop-a", [{"sku": "A", "stock": 5}, {"sku": "B", "stock": 0, "status": "ENDED"}])
@@ -317,8 +335,9 @@ def test_quantity_command_tasks_go_from_new_to_success_or_fail(sim, api):
     command_id = str(uuid.uuid4())
     created = api.quantity([active, ended, foreign, "404"], 8, command_id=command_id)
     assert created.status_code == 201
-    assert includes(created.json(), {"id": command_id, "completedAt": None,
-                                     "taskCount": {"total": 0, "success": 0, "failed": 0}})
+    assert includes(
+        created.json(), {"id": command_id, "completedAt": None, "taskCount": {"total": 0, "success": 0, "failed": 0}}
+    )
     assert {task["status"] for task in api.tasks(QUANTITY, command_id)} == {"NEW"}
     assert sim.offer(active)["stock"] == 5
 
@@ -332,8 +351,9 @@ def test_quantity_command_tasks_go_from_new_to_success_or_fail(sim, api):
     assert includes(sim.offer(ended), {"stock": 8, "status": "ENDED"})  # quantity changes, status stays
     assert sim.offer(foreign)["stock"] == 5
 
-    assert api.get(f"{QUANTITY}/{command_id}/tasks", params={"limit": 1, "offset": 3}).json()["tasks"][0]["offer"] \
-        == {"id": "404"}
+    assert api.get(f"{QUANTITY}/{command_id}/tasks", params={"limit": 1, "offset": 3}).json()["tasks"][0]["offer"] == {
+        "id": "404"
+    }
     assert api.quantity([active], 2, command_id=command_id).status_code == 409
     assert api.get(f"{QUANTITY}/{uuid.uuid4()}").status_code == 404
 
@@ -361,9 +381,14 @@ def test_quantity_command_validation(sim, api):
 
 
 def test_publication_command_ends_and_activates(sim, api):
-    live, empty, stocked = sim.add_offers("shop-a", [
-        {"sku": "A", "stock": 5}, {"sku": "B", "stock": 0, "status": "ENDED", "ended_by": "EMPTY_STOCK"},
-        {"sku": "C", "stock": 3, "status": "ENDED"}])
+    live, empty, stocked = sim.add_offers(
+        "shop-a",
+        [
+            {"sku": "A", "stock": 5},
+            {"sku": "B", "stock": 0, "status": "ENDED", "ended_by": "EMPTY_STOCK"},
+            {"sku": "C", "stock": 3, "status": "ENDED"},
+        ],
+    )
     end = api.publication([live], "END")
     assert end.status_code == 201
     activate = api.publication([empty, stocked], "ACTIVATE")
@@ -380,6 +405,7 @@ def test_publication_command_ends_and_activates(sim, api):
 
 
 # ---- limits --------------------------------------------------------------------------
+
 
 def test_client_limit_is_a_sliding_window_whose_block_is_prolonged_by_retries():
     sim = start_simulator(rate_limit_per_minute=30, rate_limit_window_seconds=1.0, block_seconds=1.0)
@@ -406,8 +432,7 @@ def test_client_limit_is_a_sliding_window_whose_block_is_prolonged_by_retries():
 
 
 def test_seller_write_limits_refuse_without_blocking_the_client():
-    sim = start_simulator(user_patch_limit_per_minute=3, user_command_limit_per_minute=5,
-                          user_command_limit_per_hour=7)
+    sim = start_simulator(user_patch_limit_per_minute=3, user_command_limit_per_minute=5, user_command_limit_per_hour=7)
     try:
         api = Api(sim, "shop-a")
         ids = sim.add_offers("shop-a", [{"sku": str(n), "stock": 1} for n in range(4)])
@@ -425,6 +450,7 @@ def test_seller_write_limits_refuse_without_blocking_the_client():
 
 
 # ---- faults --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind, status", [("429", 429), ("500", 500), ("503", 503)])
 def test_faults_answer_errors_before_any_effect(sim, api, kind, status):
@@ -468,9 +494,12 @@ def test_fault_rate_is_a_seeded_share(sim, api):
 
 # ---- spec conformance ----------------------------------------------------------------
 
+
 def test_requests_off_the_spec_are_recorded_and_refused(sim, api):
-    bare = httpx.get(f"{sim.api_url}/sale/offers", headers={"Authorization": api.http.headers["Authorization"],
-                                                            "User-Agent": USER_AGENT})
+    bare = httpx.get(
+        f"{sim.api_url}/sale/offers",
+        headers={"Authorization": api.http.headers["Authorization"], "User-Agent": USER_AGENT},
+    )
     assert bare.status_code == 406 and bare.json()["errors"][0]["code"] == "NotAcceptableException"
     (offer_id,) = sim.add_offers("shop-a", [{"sku": "A", "stock": 5}])
     plain_json = api.http.patch(f"/sale/product-offers/{offer_id}", json={"stock": {"available": 1}})
@@ -498,7 +527,11 @@ def test_requests_are_recorded_with_their_details(sim, api):
     api.patch_stock(offer_id, 4)
     (record,) = sim.requests
     assert (record.method, record.path, record.route, record.status) == (
-        "PATCH", f"/sale/product-offers/{offer_id}", "/sale/product-offers/{offerId}", 200)
+        "PATCH",
+        f"/sale/product-offers/{offer_id}",
+        "/sale/product-offers/{offerId}",
+        200,
+    )
     assert record.login == "shop-a" and record.client_id == "demo-client"
     assert record.body == {"stock": {"available": 4}} and record.headers["user-agent"] == USER_AGENT
 
@@ -518,13 +551,16 @@ def test_spec_subset_is_small_and_matches_the_official_file():
     assert SUBSET_PATH.stat().st_size < 300_000
     if not SPEC_YAML.exists():
         pytest.skip(f"{SPEC_YAML} not available")
-    spec = importlib.util.spec_from_file_location("extract_spec_subset", REPO_ROOT / "scripts" / "extract_spec_subset.py")
+    spec = importlib.util.spec_from_file_location(
+        "extract_spec_subset", REPO_ROOT / "scripts" / "extract_spec_subset.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.extract_subset(script.load_spec(SPEC_YAML)) == json.loads(SUBSET_PATH.read_text())
 
 
 # ---- HTTP plumbing -------------------------------------------------------------------
+
 
 def test_keep_alive_and_stop():
     sim = start_simulator()
@@ -539,6 +575,7 @@ def test_keep_alive_and_stop():
 
 # ---- FakeTelegram --------------------------------------------------------------------
 
+
 @pytest.fixture
 def telegram():
     with FakeTelegram() as fake:
@@ -550,8 +587,10 @@ def send(telegram: FakeTelegram, **params) -> httpx.Response:
 
 
 def test_telegram_accepts_valid_messages(telegram):
-    html = ('<b>Sync</b> <i>done</i>: <a href="https://allegro.pl/oferta/1">offer</a> '
-            '<code>SKU&lt;1&gt;</code> &amp; <span class="tg-spoiler">x</span> &#39;ok&#x27;')
+    html = (
+        '<b>Sync</b> <i>done</i>: <a href="https://allegro.pl/oferta/1">offer</a> '
+        '<code>SKU&lt;1&gt;</code> &amp; <span class="tg-spoiler">x</span> &#39;ok&#x27;'
+    )
     answer = send(telegram, chat_id=42, text=html, parse_mode="HTML", disable_web_page_preview=True)
     assert answer.status_code == 200 and answer.json()["ok"] is True
     result = answer.json()["result"]
@@ -566,16 +605,19 @@ def test_telegram_accepts_valid_messages(telegram):
     assert telegram.messages == []
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("<b>open", 'Can\'t find end tag corresponding to start tag "b"'),
-    ("<b><i>x</b></i>", 'Unmatched end tag at byte offset 7, expected "</i>", found "</b>"'),
-    ("line<br>next", 'Unsupported start tag "br" at byte offset 4'),
-    ("<span>x</span>", 'Tag "span" must have class "tg-spoiler"'),
-    ("a &nbsp; b", 'Unsupported entity "&nbsp;"'),
-    ("fish & chips", 'Unescaped "&" at byte offset 5'),
-    ("x</b>", "Unexpected end tag at byte offset 1"),
-    ("a < b", "Unclosed start tag at byte offset 2"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("<b>open", 'Can\'t find end tag corresponding to start tag "b"'),
+        ("<b><i>x</b></i>", 'Unmatched end tag at byte offset 7, expected "</i>", found "</b>"'),
+        ("line<br>next", 'Unsupported start tag "br" at byte offset 4'),
+        ("<span>x</span>", 'Tag "span" must have class "tg-spoiler"'),
+        ("a &nbsp; b", 'Unsupported entity "&nbsp;"'),
+        ("fish & chips", 'Unescaped "&" at byte offset 5'),
+        ("x</b>", "Unexpected end tag at byte offset 1"),
+        ("a < b", "Unclosed start tag at byte offset 2"),
+    ],
+)
 def test_telegram_refuses_html_it_cannot_parse(telegram, text, problem):
     answer = send(telegram, chat_id=1, text=text, parse_mode="HTML")
     assert answer.status_code == 400
@@ -602,8 +644,11 @@ def test_telegram_get_me_answers_the_bot_and_unknown_tokens_get_401(telegram):
     telegram.accepted_tokens = {"123:ABC"}
     assert httpx.get(f"{telegram.api_url}/bot123:ABC/getMe").status_code == 200
     rejected = httpx.get(f"{telegram.api_url}/bot999:XYZ/getMe")
-    assert rejected.status_code == 401 and rejected.json() == {"ok": False, "error_code": 401,
-                                                               "description": "Unauthorized"}
+    assert rejected.status_code == 401 and rejected.json() == {
+        "ok": False,
+        "error_code": 401,
+        "description": "Unauthorized",
+    }
     assert httpx.post(f"{telegram.api_url}/bot999:XYZ/sendMessage", json={"chat_id": 1, "text": "x"}).status_code == 401
     assert telegram.messages == []
 
@@ -613,7 +658,11 @@ def test_telegram_fail_next_answers_429_with_retry_after(telegram):
     for _ in range(2):
         answer = send(telegram, chat_id=1, text="hi")
         assert answer.status_code == 429
-        assert answer.json() == {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 3",
-                                 "parameters": {"retry_after": 3}}
+        assert answer.json() == {
+            "ok": False,
+            "error_code": 429,
+            "description": "Too Many Requests: retry after 3",
+            "parameters": {"retry_after": 3},
+        }
     assert send(telegram, chat_id=1, text="hi").status_code == 200
     assert len(telegram.messages) == 1

@@ -4,8 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stock_pipeline.core.snapshot import (bad_rows_preview, bad_rows_records, bad_rows_warning, capped_note,
-                                          clean_snapshot)
+from stock_pipeline.core.snapshot import (
+    bad_rows_preview,
+    bad_rows_records,
+    bad_rows_warning,
+    capped_note,
+    clean_snapshot,
+)
 from stock_pipeline.notify.telegram import bad_rows_message
 
 MAX = 1_000_000
@@ -22,14 +27,17 @@ def test_duplicate_rows_are_kept_for_the_policy_and_skus_trimmed():
     assert snapshot.duplicate_skus == 1
 
 
-@pytest.mark.parametrize("sku,stock,problem", [
-    (None, 3, "SKU is empty"),
-    ("  ", 3, "SKU is empty"),
-    ("A", None, "stock is NULL"),
-    ("A", "many", "stock is not a number"),
-    ("A", -2, "stock is negative"),
-    ("A", 1.5, "stock is not a whole number"),
-])
+@pytest.mark.parametrize(
+    "sku,stock,problem",
+    [
+        (None, 3, "SKU is empty"),
+        ("  ", 3, "SKU is empty"),
+        ("A", None, "stock is NULL"),
+        ("A", "many", "stock is not a number"),
+        ("A", -2, "stock is negative"),
+        ("A", 1.5, "stock is not a whole number"),
+    ],
+)
 def test_bad_rows_are_excluded_and_counted(sku, stock, problem):
     snapshot = clean(pd.DataFrame({"sku": [sku, "OK"], "stock": [stock, 4]}, dtype=object))
     assert snapshot.stock["sku"].tolist() == ["OK"]
@@ -64,8 +72,12 @@ BAD_VALUES = [
     pytest.param("5\x00", "stock is not a number", "'5\\x00'", id="NUL byte"),
     pytest.param(12.5, "stock is not a whole number", "12.5", id="12.5 float"),
     pytest.param(Decimal("12.5"), "stock is not a whole number", "12.5", id="12.5 Decimal"),
-    pytest.param(Decimal("12.0000000000000001"), "stock is not a whole number", "12.0000000000000001",
-                 id="fraction a float would round away"),
+    pytest.param(
+        Decimal("12.0000000000000001"),
+        "stock is not a whole number",
+        "12.0000000000000001",
+        id="fraction a float would round away",
+    ),
     pytest.param(True, "stock is not a number", "True", id="True"),
     pytest.param(np.bool_(False), "stock is not a number", "False", id="numpy False"),
     pytest.param(-1, "stock is negative", "-1", id="-1"),
@@ -109,21 +121,45 @@ def test_a_whole_number_in_range_is_good_whatever_its_type(stock, expected):
     assert snapshot.problems == {} and snapshot.bad_rows.empty
 
 
-@pytest.mark.parametrize("column,good,bad", [
-    pytest.param(pd.Series([5, 2**63 - 1, -1, 150_000]), {"S0": 5, "S3": 150_000},
-                 {"S1": ABOVE_MAX, "S2": "stock is negative"}, id="int64"),
-    pytest.param(pd.Series([2**64 - 1, 5], dtype="uint64"), {"S1": 5}, {"S0": ABOVE_MAX}, id="uint64"),
-    pytest.param(pd.Series([5.0, np.inf, -np.inf, np.nan, 1e20, 12.5, 1000.0]), {"S0": 5, "S6": 1000},
-                 {"S1": "stock is not a finite number", "S2": "stock is not a finite number",
-                  "S3": "stock is not a finite number", "S4": ABOVE_MAX, "S5": "stock is not a whole number"},
-                 id="float64"),
-    pytest.param(pd.Series([True, False]), {}, {"S0": "stock is not a number", "S1": "stock is not a number"},
-                 id="bool"),
-    pytest.param(pd.Series([5, None, 2_000_000], dtype="Int64"), {"S0": 5},
-                 {"S1": "stock is NULL", "S2": ABOVE_MAX}, id="nullable Int64"),
-    pytest.param(pd.Series(["5", None, "1e3", " 8 "], dtype="string"), {"S0": 5, "S3": 8},
-                 {"S1": "stock is NULL", "S2": "stock is text that is not a plain whole number"}, id="string dtype"),
-])
+@pytest.mark.parametrize(
+    "column,good,bad",
+    [
+        pytest.param(
+            pd.Series([5, 2**63 - 1, -1, 150_000]),
+            {"S0": 5, "S3": 150_000},
+            {"S1": ABOVE_MAX, "S2": "stock is negative"},
+            id="int64",
+        ),
+        pytest.param(pd.Series([2**64 - 1, 5], dtype="uint64"), {"S1": 5}, {"S0": ABOVE_MAX}, id="uint64"),
+        pytest.param(
+            pd.Series([5.0, np.inf, -np.inf, np.nan, 1e20, 12.5, 1000.0]),
+            {"S0": 5, "S6": 1000},
+            {
+                "S1": "stock is not a finite number",
+                "S2": "stock is not a finite number",
+                "S3": "stock is not a finite number",
+                "S4": ABOVE_MAX,
+                "S5": "stock is not a whole number",
+            },
+            id="float64",
+        ),
+        pytest.param(
+            pd.Series([True, False]), {}, {"S0": "stock is not a number", "S1": "stock is not a number"}, id="bool"
+        ),
+        pytest.param(
+            pd.Series([5, None, 2_000_000], dtype="Int64"),
+            {"S0": 5},
+            {"S1": "stock is NULL", "S2": ABOVE_MAX},
+            id="nullable Int64",
+        ),
+        pytest.param(
+            pd.Series(["5", None, "1e3", " 8 "], dtype="string"),
+            {"S0": 5, "S3": 8},
+            {"S1": "stock is NULL", "S2": "stock is text that is not a plain whole number"},
+            id="string dtype",
+        ),
+    ],
+)
 def test_every_column_type_is_classified_without_casting_first(column, good, bad):
     snapshot = clean(pd.DataFrame({"sku": [f"S{i}" for i in range(len(column))], "stock": column}))
     assert dict(zip(snapshot.stock["sku"], snapshot.stock["stock"])) == good
@@ -143,8 +179,9 @@ def test_a_bad_row_removes_its_whole_sku_so_it_never_reads_as_less_stock():
     assert snapshot.problems["valid row of a SKU that also has a bad row"] == 1
 
 
-@pytest.mark.parametrize("huge", [99999999999999999999, Decimal("99999999999999999999"), "99999999999999999999",
-                                  1e20, 2**63])
+@pytest.mark.parametrize(
+    "huge", [99999999999999999999, Decimal("99999999999999999999"), "99999999999999999999", 1e20, 2**63]
+)
 def test_a_huge_value_removes_its_sku_even_beside_a_valid_row(huge):
     frame = pd.DataFrame({"sku": ["A", " A", "B"], "stock": pd.Series([5, huge, 1], dtype=object)})
     snapshot = clean(frame)
@@ -169,8 +206,12 @@ def test_the_plausible_maximum_is_a_setting():
 
 
 def test_reports_name_the_bad_rows_with_their_raw_values():
-    frame = pd.DataFrame({"sku": ["A|1", "B", "C", "OK"],
-                          "stock": pd.Series(["1e3", Decimal("Infinity"), 99999999999999999999, 4], dtype=object)})
+    frame = pd.DataFrame(
+        {
+            "sku": ["A|1", "B", "C", "OK"],
+            "stock": pd.Series(["1e3", Decimal("Infinity"), 99999999999999999999, 4], dtype=object),
+        }
+    )
     snapshot = clean(frame)
     preview = bad_rows_preview(snapshot, rows=2)
     assert "| A\\|1 | '1e3' | stock is text that is not a plain whole number |" in preview  # a | is escaped

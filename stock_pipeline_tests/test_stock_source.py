@@ -23,44 +23,122 @@ NULL = "stock is NULL"
 # (column type, rows as (SKU, SQL literal, expected)): expected is the clean stock for a
 # good row, or (problem, raw value as reported) for a bad one.
 POSTGRES = [
-    ("integer", [("GOOD", "7", 7), ("NEG", "-3", (NEGATIVE, "-3")), ("NULL", "NULL", (NULL, "NULL")),
-                 ("CAPPED", "150000", 150_000), ("ABOVE", "1000001", (ABOVE, "1000001"))]),
-    ("bigint", [("GOOD", "1000000", 1_000_000), ("MAXINT", "9223372036854775807", (ABOVE, "9223372036854775807")),
-                ("BIG", "9007199254740993", (ABOVE, "9007199254740993")), ("NULL", "NULL", (NULL, "NULL"))]),
-    ("numeric", [("GOOD", "12.000", 12), ("BIG", "99999999999999999999", (ABOVE, "99999999999999999999")),
-                 ("INF", "'Infinity'", (NOT_FINITE, "Infinity")), ("NAN", "'NaN'", (NOT_FINITE, "NaN")),
-                 ("FRAC", "12.5", (NOT_WHOLE, "12.5")), ("TINY", "12.0000000000000001", (NOT_WHOLE, "12.0000000000000001")),
-                 ("NULL", "NULL", (NULL, "NULL"))]),
-    ("double precision", [("GOOD", "1000.0", 1000), ("INF", "'Infinity'::float8", (NOT_FINITE, "inf")),
-                          ("NINF", "'-Infinity'::float8", (NOT_FINITE, "-inf")), ("NAN", "'NaN'::float8", (NOT_FINITE, "nan")),
-                          ("E20", "1e20", (ABOVE, "1e+20")), ("FRAC", "12.5", (NOT_WHOLE, "12.5")),
-                          ("NULL", "NULL", (NULL, "NULL"))]),
-    ("text", [("GOOD", "' 7 '", 7), ("PLUS", "'+7'", 7), ("E3", "'1e3'", (ODD_TEXT, "'1e3'")),
-              ("FRAC", "'12.5'", (ODD_TEXT, "'12.5'")), ("INF", "'Infinity'", (ODD_TEXT, "'Infinity'")),
-              ("ABC", "'abc'", (NOT_A_NUMBER, "'abc'")), ("HEX", "'0x10'", (NOT_A_NUMBER, "'0x10'")),
-              ("BIG", "'99999999999999999999'", (ABOVE, "'99999999999999999999'")), ("NULL", "NULL", (NULL, "NULL"))]),
+    (
+        "integer",
+        [
+            ("GOOD", "7", 7),
+            ("NEG", "-3", (NEGATIVE, "-3")),
+            ("NULL", "NULL", (NULL, "NULL")),
+            ("CAPPED", "150000", 150_000),
+            ("ABOVE", "1000001", (ABOVE, "1000001")),
+        ],
+    ),
+    (
+        "bigint",
+        [
+            ("GOOD", "1000000", 1_000_000),
+            ("MAXINT", "9223372036854775807", (ABOVE, "9223372036854775807")),
+            ("BIG", "9007199254740993", (ABOVE, "9007199254740993")),
+            ("NULL", "NULL", (NULL, "NULL")),
+        ],
+    ),
+    (
+        "numeric",
+        [
+            ("GOOD", "12.000", 12),
+            ("BIG", "99999999999999999999", (ABOVE, "99999999999999999999")),
+            ("INF", "'Infinity'", (NOT_FINITE, "Infinity")),
+            ("NAN", "'NaN'", (NOT_FINITE, "NaN")),
+            ("FRAC", "12.5", (NOT_WHOLE, "12.5")),
+            ("TINY", "12.0000000000000001", (NOT_WHOLE, "12.0000000000000001")),
+            ("NULL", "NULL", (NULL, "NULL")),
+        ],
+    ),
+    (
+        "double precision",
+        [
+            ("GOOD", "1000.0", 1000),
+            ("INF", "'Infinity'::float8", (NOT_FINITE, "inf")),
+            ("NINF", "'-Infinity'::float8", (NOT_FINITE, "-inf")),
+            ("NAN", "'NaN'::float8", (NOT_FINITE, "nan")),
+            ("E20", "1e20", (ABOVE, "1e+20")),
+            ("FRAC", "12.5", (NOT_WHOLE, "12.5")),
+            ("NULL", "NULL", (NULL, "NULL")),
+        ],
+    ),
+    (
+        "text",
+        [
+            ("GOOD", "' 7 '", 7),
+            ("PLUS", "'+7'", 7),
+            ("E3", "'1e3'", (ODD_TEXT, "'1e3'")),
+            ("FRAC", "'12.5'", (ODD_TEXT, "'12.5'")),
+            ("INF", "'Infinity'", (ODD_TEXT, "'Infinity'")),
+            ("ABC", "'abc'", (NOT_A_NUMBER, "'abc'")),
+            ("HEX", "'0x10'", (NOT_A_NUMBER, "'0x10'")),
+            ("BIG", "'99999999999999999999'", (ABOVE, "'99999999999999999999'")),
+            ("NULL", "NULL", (NULL, "NULL")),
+        ],
+    ),
 ]
 
 # SQLite converts by column affinity before anyone reads: 99999999999999999999 in an
 # INTEGER column is stored as the REAL 1e20, '12.000' in NUMERIC as the integer 12, and
 # '1e3' in NUMERIC as 1000 (so text forms are tested in the TEXT column).
 SQLITE = [
-    ("INTEGER", [("GOOD", "7", 7), ("BIG", "99999999999999999999", (ABOVE, "1e+20")),
-                 ("MAXINT", "9223372036854775807", (ABOVE, "9223372036854775807")), ("INF", "9e999", (NOT_FINITE, "inf")),
-                 ("FRAC", "12.5", (NOT_WHOLE, "12.5")), ("ABC", "'abc'", (NOT_A_NUMBER, "'abc'")),
-                 ("NULL", "NULL", (NULL, "NULL"))]),
-    ("BIGINT", [("GOOD", "150000", 150_000), ("BIG", "99999999999999999999", (ABOVE, "1e+20")),
-                ("NEG", "-1", (NEGATIVE, "-1"))]),
-    ("NUMERIC", [("GOOD", "'12.000'", 12), ("BIG", "99999999999999999999", (ABOVE, "1e+20")),
-                 ("FRAC", "12.5", (NOT_WHOLE, "12.5")), ("INF", "-9e999", (NOT_FINITE, "-inf")),
-                 ("ABC", "'abc'", (NOT_A_NUMBER, "'abc'"))]),
-    ("REAL", [("GOOD", "5", 5), ("INF", "9e999", (NOT_FINITE, "inf")), ("NINF", "-9e999", (NOT_FINITE, "-inf")),
-              ("E20", "1e20", (ABOVE, "1e+20")), ("FRAC", "12.5", (NOT_WHOLE, "12.5")),
-              ("NULL", "NULL", (NULL, "NULL"))]),
-    ("TEXT", [("GOOD", "' 7 '", 7), ("PLUS", "'+7'", 7), ("E3", "'1e3'", (ODD_TEXT, "'1e3'")),
-              ("FRAC", "'12.5'", (ODD_TEXT, "'12.5'")), ("INF", "'Infinity'", (ODD_TEXT, "'Infinity'")),
-              ("BIG", "'99999999999999999999'", (ABOVE, "'99999999999999999999'")),
-              ("HEX", "'0x10'", (NOT_A_NUMBER, "'0x10'"))]),
+    (
+        "INTEGER",
+        [
+            ("GOOD", "7", 7),
+            ("BIG", "99999999999999999999", (ABOVE, "1e+20")),
+            ("MAXINT", "9223372036854775807", (ABOVE, "9223372036854775807")),
+            ("INF", "9e999", (NOT_FINITE, "inf")),
+            ("FRAC", "12.5", (NOT_WHOLE, "12.5")),
+            ("ABC", "'abc'", (NOT_A_NUMBER, "'abc'")),
+            ("NULL", "NULL", (NULL, "NULL")),
+        ],
+    ),
+    (
+        "BIGINT",
+        [
+            ("GOOD", "150000", 150_000),
+            ("BIG", "99999999999999999999", (ABOVE, "1e+20")),
+            ("NEG", "-1", (NEGATIVE, "-1")),
+        ],
+    ),
+    (
+        "NUMERIC",
+        [
+            ("GOOD", "'12.000'", 12),
+            ("BIG", "99999999999999999999", (ABOVE, "1e+20")),
+            ("FRAC", "12.5", (NOT_WHOLE, "12.5")),
+            ("INF", "-9e999", (NOT_FINITE, "-inf")),
+            ("ABC", "'abc'", (NOT_A_NUMBER, "'abc'")),
+        ],
+    ),
+    (
+        "REAL",
+        [
+            ("GOOD", "5", 5),
+            ("INF", "9e999", (NOT_FINITE, "inf")),
+            ("NINF", "-9e999", (NOT_FINITE, "-inf")),
+            ("E20", "1e20", (ABOVE, "1e+20")),
+            ("FRAC", "12.5", (NOT_WHOLE, "12.5")),
+            ("NULL", "NULL", (NULL, "NULL")),
+        ],
+    ),
+    (
+        "TEXT",
+        [
+            ("GOOD", "' 7 '", 7),
+            ("PLUS", "'+7'", 7),
+            ("E3", "'1e3'", (ODD_TEXT, "'1e3'")),
+            ("FRAC", "'12.5'", (ODD_TEXT, "'12.5'")),
+            ("INF", "'Infinity'", (ODD_TEXT, "'Infinity'")),
+            ("BIG", "'99999999999999999999'", (ABOVE, "'99999999999999999999'")),
+            ("HEX", "'0x10'", (NOT_A_NUMBER, "'0x10'")),
+        ],
+    ),
 ]
 
 
@@ -90,8 +168,11 @@ def fill(url: str, table: str, column_type: str, rows: list[tuple]) -> None:
 def assert_cleaned(url: str, table: str, rows: list[tuple]) -> None:
     snapshot = clean_snapshot(read_stock(url, f'SELECT sku, stock FROM "{table}"'), max_plausible=MAX)
     good = {sku: expected for sku, _, expected in rows if isinstance(expected, int)}
-    bad = {sku: {"sku": sku, "problem": expected[0], "stock": expected[1]}
-           for sku, _, expected in rows if isinstance(expected, tuple)}
+    bad = {
+        sku: {"sku": sku, "problem": expected[0], "stock": expected[1]}
+        for sku, _, expected in rows
+        if isinstance(expected, tuple)
+    }
     assert dict(zip(snapshot.stock["sku"], snapshot.stock["stock"])) == good
     assert {r["sku"]: r for r in bad_rows_records(snapshot, 100)} == bad
     assert snapshot.capped_rows == sum(v > 99_999 for v in good.values())

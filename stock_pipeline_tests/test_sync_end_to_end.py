@@ -11,8 +11,15 @@ from stock_pipeline.core.diff import compute_diff, offers_frame
 from stock_pipeline.core.plan import minimum_calls
 from stock_pipeline.store.schema import engine_for
 from stock_pipeline.store.writes_log import WritesLog
-from stock_pipeline_tests.helpers import (assert_every_offer_right, listing_items, register_account, run_cli, seed,
-                                          write_requests, write_stock)
+from stock_pipeline_tests.helpers import (
+    assert_every_offer_right,
+    listing_items,
+    register_account,
+    run_cli,
+    seed,
+    write_requests,
+    write_stock,
+)
 
 
 @pytest.fixture
@@ -34,9 +41,12 @@ def two_accounts(settings, simulator):
 
 def test_full_sync_of_two_accounts_leaves_every_offer_right(settings, simulator, two_accounts):
     before = {o["id"]: o for acc in ("shop-a", "shop-b") for o in simulator.offers(acc)}
-    expected_diff = {acc: compute_diff(offers_frame(listing_items(simulator, acc)),
-                                       pd.DataFrame(two_accounts.items(), columns=["sku", "stock"]))
-                     for acc in ("shop-a", "shop-b")}
+    expected_diff = {
+        acc: compute_diff(
+            offers_frame(listing_items(simulator, acc)), pd.DataFrame(two_accounts.items(), columns=["sku", "stock"])
+        )
+        for acc in ("shop-a", "shop-b")
+    }
     simulator.reset_requests()
 
     result = run_cli("sync")

@@ -32,8 +32,9 @@ def test_two_processes_racing_refresh_use_the_refresh_token_once(settings, simul
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(3), ctx.Queue()
     auth_args = (settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret)
-    workers = [ctx.Process(target=_race_worker, args=(settings, auth_args, "shop-a",
-                                                      barrier, results)) for _ in range(3)]
+    workers = [
+        ctx.Process(target=_race_worker, args=(settings, auth_args, "shop-a", barrier, results)) for _ in range(3)
+    ]
     for w in workers:
         w.start()
     outcomes = [results.get(timeout=60) for _ in workers]
@@ -86,7 +87,9 @@ def test_stored_tokens_are_replaced_atomically_on_refresh(settings, simulator):
 
 def test_a_run_reads_the_stored_token_once_not_per_call(settings, simulator):
     register_account(settings, simulator, "shop-a")
-    tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for("shop-a", allegro_auth(settings))
+    tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for(
+        "shop-a", allegro_auth(settings)
+    )
     first = tokens.current()
     engine = engine_for(settings.stock_pipeline_database_url)
     with engine.begin() as conn:  # were the row read again, this would show

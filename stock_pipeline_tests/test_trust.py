@@ -59,8 +59,10 @@ def _metrics(redis_url: str, account: str) -> dict:
 
 
 def _materialisations(instance: DagsterInstance) -> int:
-    return sum(len(instance.fetch_materializations(AssetKey(name), limit=1000).records)
-               for name in ("stock_snapshot", "allegro_offers", "stock_diff", "stock_updates"))
+    return sum(
+        len(instance.fetch_materializations(AssetKey(name), limit=1000).records)
+        for name in ("stock_snapshot", "allegro_offers", "stock_diff", "stock_updates")
+    )
 
 
 def _remembered(settings, redis_url: str, account: str) -> dict:
@@ -80,7 +82,9 @@ def _remembered(settings, redis_url: str, account: str) -> dict:
 
 
 @pytest.mark.parametrize("override", [False, True], ids=["plain", "override-guards"])
-def test_a_dry_run_changes_nothing_anywhere(settings, simulator, telegram, redis_url, account, shop, override, tmp_path):
+def test_a_dry_run_changes_nothing_anywhere(
+    settings, simulator, telegram, redis_url, account, shop, override, tmp_path
+):
     # A feed that shrank to 12 SKUs (a guard would hold it), with bad rows and one SKU to 0.
     rows = [(sku, 0 if sku == "S00" else 9) for sku in SKUS[:12]] + [("S20", -4), ("S21", None)]
     write_stock(settings.stock_database_url, rows)
@@ -144,8 +148,10 @@ def test_a_partly_failed_run_shows_the_audits_numbers_everywhere(settings, simul
     materialization = record.event_log_entry.asset_materialization
     assert record.run_id == run_id and materialization.partition == account
     assert materialization.metadata["written"].value == 17 and materialization.metadata["failed"].value == 3
-    checks = [r.dagster_event.event_specific_data for r in
-              instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
+    checks = [
+        r.dagster_event.event_specific_data
+        for r in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    ]
     confirmed = next(c for c in checks if c.check_name == "writes_confirmed")
     assert not confirmed.passed and confirmed.partition == account
 
@@ -166,13 +172,14 @@ def test_a_partly_failed_run_shows_the_audits_numbers_everywhere(settings, simul
     assert grew("runs_total", _field(account, "failure")) == 1  # not counted again
 
 
-def test_a_held_run_is_one_sentence_counted_once_and_freshness_tracks_success(settings, simulator, redis_url, account, shop):
+def test_a_held_run_is_one_sentence_counted_once_and_freshness_tracks_success(
+    settings, simulator, redis_url, account, shop
+):
     client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
     field = _field(account)
     last_success = client.hget(f"{DEFAULT_PREFIX}:last_success_timestamp_seconds", field)
     assert last_success is not None  # the fixture's good sync
-    failures_before = int(client.hget(f"{DEFAULT_PREFIX}:runs_total",
-                                      _field(account, "failure")) or 0)
+    failures_before = int(client.hget(f"{DEFAULT_PREFIX}:runs_total", _field(account, "failure")) or 0)
     write_stock(settings.stock_database_url, [(sku, 0 if i % 2 else 5) for i, sku in enumerate(SKUS)])
 
     result = run_cli("sync")
@@ -187,22 +194,27 @@ def test_a_held_run_is_one_sentence_counted_once_and_freshness_tracks_success(se
     # On the run page: the step failure is the guard's sentence, not a check-failed stack trace.
     instance = DagsterInstance.get()
     run = instance.get_runs(limit=1)[0]
-    [failure] = [r.dagster_event.step_failure_data for r in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)]
+    [failure] = [
+        r.dagster_event.step_failure_data for r in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+    ]
     assert failure.user_failure_data.description.startswith(f"diff_guard held the writes for account {account}")
-    evaluation = next(r.dagster_event.event_specific_data
-                      for r in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
-                      if r.dagster_event.event_specific_data.check_name == "diff_guard")
+    evaluation = next(
+        r.dagster_event.event_specific_data
+        for r in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+        if r.dagster_event.event_specific_data.check_name == "diff_guard"
+    )
     assert evaluation.partition == account  # each evaluation belongs to its account
 
     assert client.hget(f"{DEFAULT_PREFIX}:last_success_timestamp_seconds", field) == last_success
-    assert int(client.hget(f"{DEFAULT_PREFIX}:runs_total",
-                           _field(account, "failure"))) == failures_before + 1
+    assert int(client.hget(f"{DEFAULT_PREFIX}:runs_total", _field(account, "failure"))) == failures_before + 1
     status = SyncStatusStore(engine_for(settings.stock_pipeline_database_url)).get(account)
     assert status.last_result == "held" and status.last_success_run_id != run.run_id
     client.close()
 
 
-def test_a_bad_query_is_a_configuration_error_read_before_any_allegro_call(settings, simulator, account, shop, monkeypatch):
+def test_a_bad_query_is_a_configuration_error_read_before_any_allegro_call(
+    settings, simulator, account, shop, monkeypatch
+):
     monkeypatch.setenv("STOCK_QUERY", "SELECT sku, stock FROM no_such_table")
     simulator.reset_requests()
     result = run_cli("sync")
@@ -221,7 +233,9 @@ def test_needs_reauthorisation_reads_as_a_sentence(settings, simulator, account,
     assert "Traceback" not in result.stdout + result.stderr
     instance = DagsterInstance.get()
     run = instance.get_runs(limit=1)[0]
-    [failure] = [r.dagster_event.step_failure_data for r in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)]
+    [failure] = [
+        r.dagster_event.step_failure_data for r in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+    ]
     assert "needs re-authorisation" in failure.user_failure_data.description
 
 

@@ -21,17 +21,33 @@ from typing import NamedTuple
 import pytest
 from websockets.sync.client import connect
 
-from stock_pipeline_tests.helpers import (DagsterProcess, dagster_bin, free_port, register_account, seed, wait_for,
-                                          write_stock)
+from stock_pipeline_tests.helpers import (
+    DagsterProcess,
+    dagster_bin,
+    free_port,
+    register_account,
+    seed,
+    wait_for,
+    write_stock,
+)
 
 pytestmark = pytest.mark.ui
 
 ASSETS = ("stock_snapshot", "allegro_offers", "stock_diff", "stock_updates")
 ACCOUNTS = ("shop-a", "shop-b")
 PAGE_BOUND = 30
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1600,1000", "--remote-debugging-port=0")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1600,1000",
+    "--remote-debugging-port=0",
+)
 
 
 def find_chromium() -> str:
@@ -40,7 +56,9 @@ def find_chromium() -> str:
         if path:
             return path
     if os.environ.get("CI"):
-        pytest.fail("chromium is not installed; .ci/run installs it (apt-get install -y --no-install-recommends chromium)")
+        pytest.fail(
+            "chromium is not installed; .ci/run installs it (apt-get install -y --no-install-recommends chromium)"
+        )
     pytest.skip("chromium not found (apt-get install -y --no-install-recommends chromium); CI runs this test")
 
 
@@ -51,9 +69,13 @@ class Page:
     def __init__(self, chromium: str, profile: Path, log_path: Path):
         self.log_path = log_path
         with log_path.open("wb") as log:
-            self.proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self._stack = ExitStack()
         # With --remote-debugging-port=0 Chromium picks a port and writes it to this file.
         active_port = profile / "DevToolsActivePort"
@@ -61,12 +83,16 @@ class Page:
         while not (active_port.exists() and active_port.read_text().strip()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.close()
-                pytest.fail(f"chromium did not open its DevTools port; its output:\n{log_path.read_text(errors='replace')[-3000:]}")
+                pytest.fail(
+                    "chromium did not open its DevTools port; its output:\n"
+                    f"{log_path.read_text(errors='replace')[-3000:]}"
+                )
             time.sleep(0.1)
         port = active_port.read_text().split()[0]
         targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
         self.ws = self._stack.enter_context(
-            connect(next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"], max_size=None))
+            connect(next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"], max_size=None)
+        )
         self._id = 0
 
     def call(self, method: str, **params):
@@ -97,8 +123,10 @@ class Page:
                 return text
             if time.monotonic() > deadline:
                 missing = [w for w in wanted if w not in text] + [f"no {a!r}" for a in absent if a in text]
-                self.fail(f"the page at {self.evaluate('location.href')} does not show {missing} within {timeout} s; "
-                          f"it shows:\n{text[:3000]}")
+                self.fail(
+                    f"the page at {self.evaluate('location.href')} does not show {missing} within {timeout} s; "
+                    f"it shows:\n{text[:3000]}"
+                )
             time.sleep(0.25)
 
     def open(self, url: str, *wanted: str) -> str:
@@ -109,7 +137,8 @@ class Page:
         """A real mouse click on the innermost visible element whose text is `label`."""
         point = self.evaluate(f"""(() => {{
             const label = {json.dumps(label)}, same = e => (e.innerText || '').trim() === label;
-            const innermost = [...document.querySelectorAll('body *')].filter(e => same(e) && ![...e.children].some(same));
+            const innermost = [...document.querySelectorAll('body *')]
+                .filter(e => same(e) && ![...e.children].some(same));
             const boxes = innermost.map(e => e.getBoundingClientRect()).filter(r => r.width && r.height);
             const r = boxes[boxes.length - 1];  // dialogs and menus are portals at the end of <body>
             return r ? [r.x + r.width / 2, r.y + r.height / 2] : null; }})()""")
@@ -146,8 +175,9 @@ class Webserver(NamedTuple):
 
 
 def graphql(base_url: str, query: str) -> dict:
-    request = urllib.request.Request(f"{base_url}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{base_url}/graphql", data=json.dumps({"query": query}).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
@@ -172,8 +202,10 @@ def synced_instance(settings, simulator):
 @pytest.fixture
 def webserver(synced_instance, tmp_path):
     port = free_port()
-    process = DagsterProcess([dagster_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
-                              "-m", "stock_pipeline.definitions"], tmp_path / "webserver.log")
+    process = DagsterProcess(
+        [dagster_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-m", "stock_pipeline.definitions"],
+        tmp_path / "webserver.log",
+    )
     base_url = f"http://127.0.0.1:{port}"
 
     def serving():
@@ -212,8 +244,9 @@ def account_sync_runs(instance, account: str) -> list:
 def test_ui_shows_the_assets_and_partitions_and_launches_one_account(page, synced_instance, webserver, tmp_path):
     url = webserver.url
     # The asset graph: stock_updates with everything upstream of it.
-    page.open(f"{url}/assets/stock_updates?view=lineage&lineageScope=upstream&lineageDepth=3",
-              *ASSETS, "allegro", "warehouse")
+    page.open(
+        f"{url}/assets/stock_updates?view=lineage&lineageScope=upstream&lineageDepth=3", *ASSETS, "allegro", "warehouse"
+    )
     graph = page.screenshot(tmp_path / "asset-graph.png")
     assert graph.stat().st_size > 20_000, "the asset graph screenshot is nearly empty"
 
@@ -237,13 +270,18 @@ def test_ui_shows_the_assets_and_partitions_and_launches_one_account(page, synce
     page.wait_for_text("1 partition", "Launch 1 run")
     page.screenshot(tmp_path / "launch-one-account.png")
     page.click("Launch 1 run")
-    wait_for("a run of shop-b launched from the UI",
-             lambda: len(account_sync_runs(synced_instance, "shop-b")) > before["shop-b"], PAGE_BOUND, webserver.process)
+    wait_for(
+        "a run of shop-b launched from the UI",
+        lambda: len(account_sync_runs(synced_instance, "shop-b")) > before["shop-b"],
+        PAGE_BOUND,
+        webserver.process,
+    )
     assert len(account_sync_runs(synced_instance, "shop-a")) == before["shop-a"]
 
 
-def test_failed_runs_read_as_one_sentence_on_the_run_page(page, settings, simulator, synced_instance, webserver,
-                                                          monkeypatch, tmp_path):
+def test_failed_runs_read_as_one_sentence_on_the_run_page(
+    page, settings, simulator, synced_instance, webserver, monkeypatch, tmp_path
+):
     """A guard hold, a bad query and a needs-reauthorisation run, each as the operator opens it."""
     from stock_pipeline.settings import load_settings
     from stock_pipeline.sync_runner import sync_accounts

@@ -54,8 +54,16 @@ class DeviceAuthorisation:
 
 
 class AllegroAuth:
-    def __init__(self, auth_url: str, client_id: str, client_secret: str, *, timeout: float = 30.0,
-                 http: httpx.Client | None = None, connect_retries: int = 3):
+    def __init__(
+        self,
+        auth_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        timeout: float = 30.0,
+        http: httpx.Client | None = None,
+        connect_retries: int = 3,
+    ):
         self._auth_url = auth_url.rstrip("/")
         self._client_id = client_id
         self._http = http or httpx.Client(timeout=timeout)
@@ -70,15 +78,20 @@ class AllegroAuth:
         for attempt in range(self._connect_retries + 1):
             try:
                 # In the form body, not the query string: URLs end up in proxy and access logs.
-                return self._http.post(url, data=params, auth=self._basic,
-                                       headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
+                return self._http.post(
+                    url, data=params, auth=self._basic, headers={"User-Agent": USER_AGENT, "Accept": "application/json"}
+                )
             except httpx.ConnectError as exc:
                 if attempt == self._connect_retries:
-                    raise AllegroTokenError(f"cannot reach Allegro's authorisation server at {self._auth_url}: {exc}") from None
+                    raise AllegroTokenError(
+                        f"cannot reach Allegro's authorisation server at {self._auth_url}: {exc}"
+                    ) from None
                 time.sleep(0.5 * 2**attempt)
             except httpx.HTTPError as exc:
-                raise AllegroTokenError(f"call to {self._auth_url}/{path} failed after sending ({type(exc).__name__}); "
-                                        "if it was a refresh, the refresh token may be used up") from None
+                raise AllegroTokenError(
+                    f"call to {self._auth_url}/{path} failed after sending ({type(exc).__name__}); "
+                    "if it was a refresh, the refresh token may be used up"
+                ) from None
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -86,8 +99,11 @@ class AllegroAuth:
         body = response.json()
         try:
             expires_in = int(body.get("expires_in", 43199))
-            return TokenPair(access_token=body["access_token"], refresh_token=body["refresh_token"],
-                             expires_at=datetime.now(timezone.utc) + timedelta(seconds=expires_in))
+            return TokenPair(
+                access_token=body["access_token"],
+                refresh_token=body["refresh_token"],
+                expires_at=datetime.now(timezone.utc) + timedelta(seconds=expires_in),
+            )
         except KeyError as exc:
             raise AllegroTokenError(f"token answer from Allegro lacks {exc.args[0]}") from None
 
@@ -116,18 +132,26 @@ class AllegroAuth:
     def start_device_flow(self) -> DeviceAuthorisation:
         response = self._post("device", {"client_id": self._client_id})
         if response.status_code != 200:
-            raise AllegroTokenError(f"device authorisation failed: HTTP {response.status_code} "
-                                    f"{redact_text(error_detail(response))}")
+            raise AllegroTokenError(
+                f"device authorisation failed: HTTP {response.status_code} {redact_text(error_detail(response))}"
+            )
         body = response.json()
         return DeviceAuthorisation(
-            device_code=body["device_code"], user_code=body["user_code"],
+            device_code=body["device_code"],
+            user_code=body["user_code"],
             verification_uri=body.get("verification_uri", ""),
             verification_uri_complete=body.get("verification_uri_complete", body.get("verification_uri", "")),
-            expires_in=int(body.get("expires_in", 3600)), interval=int(body.get("interval", 5)),
+            expires_in=int(body.get("expires_in", 3600)),
+            interval=int(body.get("interval", 5)),
         )
 
-    def wait_for_device_token(self, device: DeviceAuthorisation, *, sleep: Callable[[float], None] = time.sleep,
-                              on_pending: Callable[[], None] | None = None) -> TokenPair:
+    def wait_for_device_token(
+        self,
+        device: DeviceAuthorisation,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        on_pending: Callable[[], None] | None = None,
+    ) -> TokenPair:
         """Polls until the seller confirms; honours `slow_down` by widening the interval (RFC 8628)."""
         interval = max(0, device.interval)
         deadline = time.monotonic() + device.expires_in
@@ -144,6 +168,8 @@ class AllegroAuth:
             elif "access_denied" in detail:
                 raise InvalidGrantError("the seller refused the authorisation")
             else:
-                raise InvalidGrantError(f"device authorisation failed: HTTP {response.status_code} {redact_text(detail)}")
+                raise InvalidGrantError(
+                    f"device authorisation failed: HTTP {response.status_code} {redact_text(detail)}"
+                )
             sleep(interval)
         raise AllegroTokenError("device authorisation expired before the seller confirmed it")

@@ -105,11 +105,21 @@ class PatchOutcome:
 
 
 class AllegroClient:
-    def __init__(self, api_url: str, tokens: AccessTokenSource, limiter: RateLimiter, *,
-                 retry_count: int = 3, retry_delay: float = 30.0, timeout: float = 30.0,
-                 rate_limit_pause: float = DEFAULT_RATE_LIMIT_BACKOFF, write_budgets: WriteBudgets | None = None,
-                 http: httpx.Client | None = None, account: str = "",
-                 observe_response: Callable[[str, float], None] | None = None):
+    def __init__(
+        self,
+        api_url: str,
+        tokens: AccessTokenSource,
+        limiter: RateLimiter,
+        *,
+        retry_count: int = 3,
+        retry_delay: float = 30.0,
+        timeout: float = 30.0,
+        rate_limit_pause: float = DEFAULT_RATE_LIMIT_BACKOFF,
+        write_budgets: WriteBudgets | None = None,
+        http: httpx.Client | None = None,
+        account: str = "",
+        observe_response: Callable[[str, float], None] | None = None,
+    ):
         self.api_url = api_url.rstrip("/")
         self._tokens = tokens
         self._limiter = limiter
@@ -142,18 +152,30 @@ class AllegroClient:
         self.stats.retries += 1
         method, path = state.args[0], state.args[1]
         sleep = round(state.next_action.sleep, 2)
-        log.warning("allegro_retry", account=self._account, attempt=state.attempt_number, error=str(exc), sleep=sleep,
-                    call=f"{method} {path}", msg=f"retry {state.attempt_number}/{self._retry_count} of {method} {path} "
-                                                 f"in {sleep:g} s: {exc}")
+        log.warning(
+            "allegro_retry",
+            account=self._account,
+            attempt=state.attempt_number,
+            error=str(exc),
+            sleep=sleep,
+            call=f"{method} {path}",
+            msg=f"retry {state.attempt_number}/{self._retry_count} of {method} {path} in {sleep:g} s: {exc}",
+        )
 
     def _acquire(self, limiter: RateLimiter, cost: int, budget: str) -> None:
         waited = limiter.acquire(cost)
         if waited > LOGGED_WAIT_SECONDS:
-            log.info("rate_limit_wait", account=self._account, budget=budget, seconds=round(waited, 2),
-                     msg=f"waited {waited:.1f} s for the {budget}")
+            log.info(
+                "rate_limit_wait",
+                account=self._account,
+                budget=budget,
+                seconds=round(waited, 2),
+                msg=f"waited {waited:.1f} s for the {budget}",
+            )
 
-    def request(self, method: str, path: str, *, route: str, params: Any = None,
-                json: Any = None, allowed: tuple[int, ...] = ()) -> httpx.Response:
+    def request(
+        self, method: str, path: str, *, route: str, params: Any = None, json: Any = None, allowed: tuple[int, ...] = ()
+    ) -> httpx.Response:
         """Sends with retries; returns 2xx answers and those in `allowed`, raises typed errors otherwise."""
         retrying = Retrying(
             stop=stop_after_attempt(self._retry_count + 1),
@@ -166,7 +188,9 @@ class AllegroClient:
             return retrying(self._send_authorised, method, path, route, params, json, allowed)
         except _Retryable as exc:
             if exc.rate_limited:
-                raise AllegroRateLimitError(f"{method} {path}: still rate limited after {self._retry_count} retries") from None
+                raise AllegroRateLimitError(
+                    f"{method} {path}: still rate limited after {self._retry_count} retries"
+                ) from None
             raise AllegroSyncError(f"{method} {path}: {exc} (after {self._retry_count} retries)") from None
 
     def _send_authorised(self, method, path, route, params, json, allowed) -> httpx.Response:
@@ -176,8 +200,9 @@ class AllegroClient:
             token = self._tokens.after_unauthorised(token)
             response = self._send_once(method, path, route, params, json, token)
             if response.status_code == 401:
-                raise AllegroTokenError(f"{method} {path}: access token rejected twice "
-                                        f"({redact_text(error_detail(response))})")
+                raise AllegroTokenError(
+                    f"{method} {path}: access token rejected twice ({redact_text(error_detail(response))})"
+                )
         return self._classify(method, path, response, allowed)
 
     def _send_once(self, method, path, route, params, json, token) -> httpx.Response:
@@ -208,10 +233,15 @@ class AllegroClient:
             pause = retry_after if retry_after is not None else self._rate_limit_pause
             # Everyone sharing the client_id backs off, not just this caller.
             self._limiter.penalise(pause)
-            log.warning("rate_limit_pause", account=self._account, call=f"{method} {path}", seconds=round(pause, 2),
-                        retry_after=retry_after is not None,
-                        msg=f"429 on {method} {path}: every process sharing the client_id pauses {pause:g} s "
-                            f"({'Retry-After' if retry_after is not None else 'no Retry-After: ALLEGRO_SYNC_RATE_LIMIT_PAUSE'})")
+            log.warning(
+                "rate_limit_pause",
+                account=self._account,
+                call=f"{method} {path}",
+                seconds=round(pause, 2),
+                retry_after=retry_after is not None,
+                msg=f"429 on {method} {path}: every process sharing the client_id pauses {pause:g} s "
+                f"({'Retry-After' if retry_after is not None else 'no Retry-After: ALLEGRO_SYNC_RATE_LIMIT_PAUSE'})",
+            )
             raise _Retryable(f"429 {error_detail(response)}", retry_after=retry_after, rate_limited=True)
         if status >= 500:
             raise _Retryable(f"HTTP {status} {error_detail(response)}", retry_after=retry_after_seconds(response))
@@ -222,8 +252,9 @@ class AllegroClient:
     # ---- offers ------------------------------------------------------------------------
 
     def list_offers_page(self, offset: int, limit: int = LISTING_PAGE_SIZE) -> dict:
-        return self.request("GET", "/sale/offers", route="GET /sale/offers",
-                            params={"limit": limit, "offset": offset}).json()
+        return self.request(
+            "GET", "/sale/offers", route="GET /sale/offers", params={"limit": limit, "offset": offset}
+        ).json()
 
     def iter_offer_pages(self) -> Iterator[tuple[list[dict], int]]:
         """Every offer of the account, 1000 at a time, with the total Allegro reports;
@@ -234,9 +265,17 @@ class AllegroClient:
             offers = page.get("offers") or []
             total = int(page.get("totalCount", 0))
             pages = max(1, -(-total // LISTING_PAGE_SIZE))
-            log.info("listing_page", account=self._account, offset=offset, count=len(offers), total=total,
-                     msg=f"listing page {offset // LISTING_PAGE_SIZE + 1}/{pages} "
-                         + (f"(offers {offset}–{offset + len(offers) - 1} of {total})" if offers else f"(empty, {total} offers)"))
+            log.info(
+                "listing_page",
+                account=self._account,
+                offset=offset,
+                count=len(offers),
+                total=total,
+                msg=f"listing page {offset // LISTING_PAGE_SIZE + 1}/{pages} "
+                + (
+                    f"(offers {offset}–{offset + len(offers) - 1} of {total})" if offers else f"(empty, {total} offers)"
+                ),
+            )
             yield offers, total
             offset += len(offers)
             if not offers or offset >= total:
@@ -248,13 +287,20 @@ class AllegroClient:
         if self._write_budgets:
             self._acquire(self._write_budgets.patches, 1, "account's PATCH budget")
         for attempt in range(self._retry_count + 1):
-            response = self.request("PATCH", f"/sale/product-offers/{offer_id}", route="PATCH /sale/product-offers/{id}",
-                                    json=body, allowed=(409,))
+            response = self.request(
+                "PATCH",
+                f"/sale/product-offers/{offer_id}",
+                route="PATCH /sale/product-offers/{id}",
+                json=body,
+                allowed=(409,),
+            )
             if response.status_code != 409:
                 location = response.headers.get("Location")
                 return PatchOutcome(response.status_code, location, retry_after_seconds(response))
             time.sleep(backoff_seconds(attempt + 1, max(self._retry_delay, 0.2), retry_after_seconds(response)))
-        raise AllegroApiError("PATCH", f"/sale/product-offers/{offer_id}", 409, "an earlier change of the offer is still being processed")
+        raise AllegroApiError(
+            "PATCH", f"/sale/product-offers/{offer_id}", 409, "an earlier change of the offer is still being processed"
+        )
 
     def operation_done(self, operation_url: str) -> bool:
         """True once the PATCH operation finished (303), False while it runs (202)."""
@@ -267,13 +313,19 @@ class AllegroClient:
     def put_quantity_command(self, command_id: str, value: int, offer_ids: list[str]) -> dict:
         if not 1 <= value <= MAX_QUANTITY:
             raise ValueError(f"quantity command value must be 1..{MAX_QUANTITY}, got {value}")
-        return self._put_command("offer-quantity-change-commands", command_id, offer_ids,
-                                 {"modification": {"changeType": "FIXED", "value": int(value)}})
+        return self._put_command(
+            "offer-quantity-change-commands",
+            command_id,
+            offer_ids,
+            {"modification": {"changeType": "FIXED", "value": int(value)}},
+        )
 
     def put_publication_command(self, command_id: str, action: str, offer_ids: list[str]) -> dict:
         if action not in ("END", "ACTIVATE"):
             raise ValueError(f"publication action must be END or ACTIVATE, got {action!r}")
-        return self._put_command("offer-publication-commands", command_id, offer_ids, {"publication": {"action": action}})
+        return self._put_command(
+            "offer-publication-commands", command_id, offer_ids, {"publication": {"action": action}}
+        )
 
     def _put_command(self, resource: str, command_id: str, offer_ids: list[str], body: dict) -> dict:
         if not 1 <= len(offer_ids) <= COMMAND_MAX_OFFERS:
@@ -282,11 +334,16 @@ class AllegroClient:
             self._acquire(self._write_budgets.offer_changes, len(offer_ids), "account's offer-changes budget")
         body = body | {"offerCriteria": [{"type": "CONTAINS_OFFERS", "offers": [{"id": str(i)} for i in offer_ids]}]}
         # A 409 means this id is registered already: a retry of a PUT that did reach Allegro.
-        response = self.request("PUT", f"/sale/{resource}/{command_id}", route=f"PUT /sale/{resource}/{{id}}",
-                                json=body, allowed=(409,))
+        response = self.request(
+            "PUT", f"/sale/{resource}/{command_id}", route=f"PUT /sale/{resource}/{{id}}", json=body, allowed=(409,)
+        )
         return response.json() if response.status_code != 409 else {"id": command_id}
 
     def command_tasks(self, resource: str, command_id: str, offset: int = 0) -> list[dict]:
-        response = self.request("GET", f"/sale/{resource}/{command_id}/tasks", route=f"GET /sale/{resource}/{{id}}/tasks",
-                                params={"limit": TASKS_PAGE_SIZE, "offset": offset})
+        response = self.request(
+            "GET",
+            f"/sale/{resource}/{command_id}/tasks",
+            route=f"GET /sale/{resource}/{{id}}/tasks",
+            params={"limit": TASKS_PAGE_SIZE, "offset": offset},
+        )
         return response.json().get("tasks") or []

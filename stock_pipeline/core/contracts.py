@@ -41,8 +41,9 @@ class SnapshotFrame(pa.DataFrameModel):
     """The cleaned warehouse snapshot: rows of one SKU may repeat (each account's policy
     combines them); stock may exceed 99 999 (the policy caps it)."""
 
-    sku: Series[pd.StringDtype] = pa.Field(nullable=False, str_length={"min_value": 1},
-                                           description="trimmed, never empty")
+    sku: Series[pd.StringDtype] = pa.Field(
+        nullable=False, str_length={"min_value": 1}, description="trimmed, never empty"
+    )
     stock: Series[np.int64] = pa.Field(ge=0, description="whole units in the warehouse")
 
     class Config:
@@ -158,8 +159,17 @@ def describe_failures(cases: pd.DataFrame, schema_name: str) -> list[str]:
     frame_wide = cases["schema_context"].eq("DataFrameSchema") & ~cases["check"].isin(_SHAPE_CHECKS)
     problems = []
     for (column, check), group in cases[~frame_wide].groupby(["column", "check"], sort=False, dropna=False):
-        problems.append((_rank(str(check)), _column_problem(None if column == schema_name else column, str(check),
-                                                            group["failure_case"].tolist(), _indices(group))))
+        problems.append(
+            (
+                _rank(str(check)),
+                _column_problem(
+                    None if column == schema_name else column,
+                    str(check),
+                    group["failure_case"].tolist(),
+                    _indices(group),
+                ),
+            )
+        )
     for check, group in cases[frame_wide].groupby("check", sort=False):
         problems.append((3, _rows_problem(str(check), group)))
     ordered = [text for _, text in sorted(problems, key=lambda p: p[0])]
@@ -238,8 +248,15 @@ class OfferMap:
     listed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     @classmethod
-    def from_listing(cls, account: str, offers: pd.DataFrame, total_count: int, *, listed_twice: int = 0,
-                     listed_at: datetime | None = None) -> "OfferMap":
+    def from_listing(
+        cls,
+        account: str,
+        offers: pd.DataFrame,
+        total_count: int,
+        *,
+        listed_twice: int = 0,
+        listed_at: datetime | None = None,
+    ) -> "OfferMap":
         """`offers` one row per offer; `listed_twice`: offers the listing returned more
         than once (its pages shifted while it ran), already dropped from `offers`."""
         complete = listed_twice == 0 and len(offers) == total_count
@@ -256,35 +273,71 @@ class OfferMap:
         return self.offers
 
     def describe(self) -> str:
-        return (f"{self.listed} offers, complete" if self.complete
-                else f"partial: {self.listed} offers listed of the {self.total_count} Allegro reported")
+        return (
+            f"{self.listed} offers, complete"
+            if self.complete
+            else f"partial: {self.listed} offers listed of the {self.total_count} Allegro reported"
+        )
 
     def companion(self) -> dict:
-        return {"account": self.account, "complete": self.complete, "total_count": self.total_count,
-                "listed_at": self.listed_at.isoformat()}
+        return {
+            "account": self.account,
+            "complete": self.complete,
+            "total_count": self.total_count,
+            "listed_at": self.listed_at.isoformat(),
+        }
 
     @classmethod
     def from_companion(cls, offers: pd.DataFrame, companion: dict) -> "OfferMap":
-        return cls(companion["account"], offers, bool(companion["complete"]), int(companion["total_count"]),
-                   datetime.fromisoformat(companion["listed_at"]))
+        return cls(
+            companion["account"],
+            offers,
+            bool(companion["complete"]),
+            int(companion["total_count"]),
+            datetime.fromisoformat(companion["listed_at"]),
+        )
 
 
 def check_offer_map(value: object) -> OfferMap:
     """The offer map when it keeps its contract (an OfferMap, its frame an OfferFrame, and
     a complete map holding exactly the reported number of offers); ContractError otherwise."""
     if not isinstance(value, OfferMap):
-        raise ContractError(OfferFrame.Config.name, [
-            f"expected an OfferMap (the offers and whether the listing was complete), got {type(value).__name__}"
-            + ("; a bare frame is an offer map stored by an earlier version: materialise allegro_offers again"
-               if isinstance(value, pd.DataFrame) else "")], pd.DataFrame())
+        raise ContractError(
+            OfferFrame.Config.name,
+            [
+                f"expected an OfferMap (the offers and whether the listing was complete), got {type(value).__name__}"
+                + (
+                    "; a bare frame is an offer map stored by an earlier version: materialise allegro_offers again"
+                    if isinstance(value, pd.DataFrame)
+                    else ""
+                )
+            ],
+            pd.DataFrame(),
+        )
     check_frame(OfferFrame, value.offers)
     if value.complete and value.listed != value.total_count:
-        raise ContractError(OfferFrame.Config.name, [
-            f"says it is complete with {value.listed} offers while Allegro reported {value.total_count}"],
-            pd.DataFrame())
+        raise ContractError(
+            OfferFrame.Config.name,
+            [f"says it is complete with {value.listed} offers while Allegro reported {value.total_count}"],
+            pd.DataFrame(),
+        )
     return value
 
 
-__all__ = ["Action", "Method", "WriteStatus", "PublicationStatus", "SnapshotFrame", "OfferFrame", "DiffFrame",
-           "PlanFrame", "WriteResultFrame", "RehearsalPlanFrame", "ContractError", "check_frame", "OfferMap",
-           "check_offer_map", "IncompleteOfferMapError"]
+__all__ = [
+    "Action",
+    "Method",
+    "WriteStatus",
+    "PublicationStatus",
+    "SnapshotFrame",
+    "OfferFrame",
+    "DiffFrame",
+    "PlanFrame",
+    "WriteResultFrame",
+    "RehearsalPlanFrame",
+    "ContractError",
+    "check_frame",
+    "OfferMap",
+    "check_offer_map",
+    "IncompleteOfferMapError",
+]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stock_pipeline.core.vocabulary import Action, PublicationStatus
 from stock_pipeline.core.snapshot import MAX_QUANTITY
+from stock_pipeline.core.vocabulary import Action, PublicationStatus
 
 OFFER_COLUMNS = ["offer_id", "sku", "stock", "status"]  # contracts.OfferFrame
 DIFF_COLUMNS = ["offer_id", "sku", "status", "before", "after", "action"]  # contracts.DiffFrame
@@ -34,8 +34,12 @@ def empty_diff() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("before", "after") else "string") for c in DIFF_COLUMNS})
 
 
-def compute_diff(offers: pd.DataFrame, stock: pd.DataFrame, ended_by_us: frozenset[str] | set[str] = frozenset(),
-                 case_insensitive_skus: bool = False) -> pd.DataFrame:
+def compute_diff(
+    offers: pd.DataFrame,
+    stock: pd.DataFrame,
+    ended_by_us: frozenset[str] | set[str] = frozenset(),
+    case_insensitive_skus: bool = False,
+) -> pd.DataFrame:
     """Offers whose stock differs from the warehouse (`stock`: one target per SKU).
 
     Left alone: offers without an external.id, SKUs absent from the snapshot (we know
@@ -56,16 +60,21 @@ def compute_diff(offers: pd.DataFrame, stock: pd.DataFrame, ended_by_us: frozens
     target = np.minimum(stock["stock"].to_numpy(dtype="int64")[position[rows]], MAX_QUANTITY)
     before = offers["stock"].to_numpy(dtype="int64")[rows]
     ended = status[rows] == PublicationStatus.ENDED
-    action = np.select([ended & (target > 0), ~ended & (target == 0), ~ended & (target != before)],
-                       [Action.ACTIVATE.value, Action.END.value, Action.SET.value], default="")
+    action = np.select(
+        [ended & (target > 0), ~ended & (target == 0), ~ended & (target != before)],
+        [Action.ACTIVATE.value, Action.END.value, Action.SET.value],
+        default="",
+    )
     keep = action != ""
     picked = rows[keep]
-    diff = pd.DataFrame({
-        "offer_id": offers["offer_id"].to_numpy()[picked],
-        "sku": sku.to_numpy()[picked],
-        "status": status[picked],
-        "before": before[keep],
-        "after": target[keep],
-        "action": action[keep],
-    }).astype({"offer_id": "string", "sku": "string", "status": "string", "action": "string"})
+    diff = pd.DataFrame(
+        {
+            "offer_id": offers["offer_id"].to_numpy()[picked],
+            "sku": sku.to_numpy()[picked],
+            "status": status[picked],
+            "before": before[keep],
+            "after": target[keep],
+            "action": action[keep],
+        }
+    ).astype({"offer_id": "string", "sku": "string", "status": "string", "action": "string"})
     return diff.sort_values(["action", "after", "offer_id"], kind="stable").reset_index(drop=True)

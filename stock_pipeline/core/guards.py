@@ -31,17 +31,25 @@ class Verdict:
 
 
 def snapshot_verdict(skus: int, last_good_skus: int | None, limits: GuardLimits) -> Verdict:
-    metadata = {"skus": skus, "last_good_skus": last_good_skus if last_good_skus is not None else -1,
-                "max_shrink": limits.max_snapshot_shrink}
+    metadata = {
+        "skus": skus,
+        "last_good_skus": last_good_skus if last_good_skus is not None else -1,
+        "max_shrink": limits.max_snapshot_shrink,
+    }
     if skus == 0:
-        return Verdict(False, "the stock snapshot is empty: writes held (a broken feed would end every offer)", metadata)
+        return Verdict(
+            False, "the stock snapshot is empty: writes held (a broken feed would end every offer)", metadata
+        )
     if last_good_skus:
         shrink = 1 - skus / last_good_skus
         metadata["shrink"] = round(shrink, 4)
         if shrink > limits.max_snapshot_shrink:
-            return Verdict(False, f"the stock snapshot shrank from {last_good_skus} to {skus} SKUs "
-                                  f"(-{shrink:.0%}, more than the allowed {limits.max_snapshot_shrink:.0%}): writes held",
-                           metadata)
+            return Verdict(
+                False,
+                f"the stock snapshot shrank from {last_good_skus} to {skus} SKUs "
+                f"(-{shrink:.0%}, more than the allowed {limits.max_snapshot_shrink:.0%}): writes held",
+                metadata,
+            )
     return Verdict(True, f"{skus} SKUs", metadata)
 
 
@@ -59,10 +67,19 @@ def diff_verdict(diff: pd.DataFrame, active_offers: int, limits: GuardLimits) ->
     risky = int(ending.sum() + cut.sum())
     # No active offers to compare with while offers would still end: treat as all of them.
     share = risky / active_offers if active_offers else (1.0 if risky else 0.0)
-    metadata = {"to_end": int(ending.sum()), "to_cut": int(cut.sum()), "active_offers": active_offers,
-                "risky_share": round(share, 4), "max_risky_share": limits.max_risky_share}
+    metadata = {
+        "to_end": int(ending.sum()),
+        "to_cut": int(cut.sum()),
+        "active_offers": active_offers,
+        "risky_share": round(share, 4),
+        "max_risky_share": limits.max_risky_share,
+    }
     if risky >= limits.min_risky_offers and share > limits.max_risky_share:
-        return Verdict(False, f"this run would end {int(ending.sum())} and cut {int(cut.sum())} of {active_offers} "
-                              f"active offers ({share:.0%}, more than the allowed {limits.max_risky_share:.0%}): "
-                              "writes held", metadata)
+        return Verdict(
+            False,
+            f"this run would end {int(ending.sum())} and cut {int(cut.sum())} of {active_offers} "
+            f"active offers ({share:.0%}, more than the allowed {limits.max_risky_share:.0%}): "
+            "writes held",
+            metadata,
+        )
     return Verdict(True, f"{risky} offers ended or cut ({share:.0%})", metadata)

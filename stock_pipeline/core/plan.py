@@ -32,8 +32,9 @@ def plan_writes(diff: pd.DataFrame, batch_size: int = 1000) -> pd.DataFrame:
     if not 1 <= batch_size <= 1000:
         raise ValueError(f"batch_size must be 1..1000 (Allegro's command maximum), got {batch_size}")
     if diff.empty:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("before", "after", "batch") else "string")
-                             for c in PLAN_COLUMNS})
+        return pd.DataFrame(
+            {c: pd.Series(dtype="int64" if c in ("before", "after", "batch") else "string") for c in PLAN_COLUMNS}
+        )
     writes, activations = _split_phases(diff[["offer_id", "sku", "before", "after", "action"]])
     plan = _concat([_plan_quantity_and_end(writes, batch_size), _plan_activations(activations, batch_size)])
     # Command batches numbered 0..k-1 across both phases.
@@ -59,8 +60,9 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 def _plan_activations(activations: pd.DataFrame, batch_size: int) -> pd.DataFrame:
     # No single-offer call activates: always a command, chunked.
     plan = activations.sort_values("offer_id", kind="stable").reset_index(drop=True)
-    return plan.assign(method=Method.PUBLICATION_COMMAND.value,
-                       batch=(np.arange(len(plan)) // batch_size).astype("int64"))
+    return plan.assign(
+        method=Method.PUBLICATION_COMMAND.value, batch=(np.arange(len(plan)) // batch_size).astype("int64")
+    )
 
 
 def _plan_quantity_and_end(diff: pd.DataFrame, batch_size: int) -> pd.DataFrame:
@@ -72,8 +74,9 @@ def _plan_quantity_and_end(diff: pd.DataFrame, batch_size: int) -> pd.DataFrame:
     group_size = group_key.map(group_key.value_counts()).to_numpy()
     use_command = command_calls(group_size, batch_size) < group_size
 
-    method = np.where(plan["action"].to_numpy() == Action.END, Method.PUBLICATION_COMMAND.value,
-                      Method.QUANTITY_COMMAND.value)
+    method = np.where(
+        plan["action"].to_numpy() == Action.END, Method.PUBLICATION_COMMAND.value, Method.QUANTITY_COMMAND.value
+    )
     method = np.where(use_command, method, Method.PATCH.value)
     chunk = plan.groupby(group_key, sort=False).cumcount().to_numpy() // batch_size
     batch_key = pd.Series(group_key.to_numpy() + "#" + chunk.astype(str))
@@ -99,8 +102,11 @@ def minimum_calls(offers: OfferMap | int, diff: pd.DataFrame, batch_size: int = 
     writes, activations = _split_phases(diff)
     key = writes["action"] + ":" + writes["after"].astype("string")
     sizes = key.value_counts().to_numpy()
-    return (listing + int(np.minimum(sizes, command_calls(sizes, batch_size)).sum())
-            + int(command_calls(len(activations), batch_size)))
+    return (
+        listing
+        + int(np.minimum(sizes, command_calls(sizes, batch_size)).sum())
+        + int(command_calls(len(activations), batch_size))
+    )
 
 
 __all__ = ["plan_writes", "minimum_calls", "command_calls", "PLAN_COLUMNS"]

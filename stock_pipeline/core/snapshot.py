@@ -62,8 +62,10 @@ class CleanSnapshot:
 def clean_snapshot(raw: pd.DataFrame, *, max_plausible: int) -> CleanSnapshot:
     missing = {"sku", "stock"} - set(raw.columns)
     if missing:
-        raise ValueError(f"the stock query must return columns sku and stock; missing: {', '.join(sorted(missing))} "
-                         f"(got: {', '.join(map(str, raw.columns))})")
+        raise ValueError(
+            f"the stock query must return columns sku and stock; missing: {', '.join(sorted(missing))} "
+            f"(got: {', '.join(map(str, raw.columns))})"
+        )
     if not MAX_QUANTITY <= max_plausible <= MAX_PLAUSIBLE_LIMIT:
         raise ValueError(f"max_plausible must be between {MAX_QUANTITY} and {MAX_PLAUSIBLE_LIMIT}, got {max_plausible}")
     sku = raw["sku"].astype("string").str.strip().reset_index(drop=True)
@@ -85,9 +87,15 @@ def clean_snapshot(raw: pd.DataFrame, *, max_plausible: int) -> CleanSnapshot:
     counts = {str(k): int(v) for k, v in pd.Series(problem[bad], dtype=object).value_counts().items()}
     if sibling.any():
         counts[SIBLING_OF_BAD] = int(sibling.sum())
-    return CleanSnapshot(stock=clean, rows_read=len(raw), bad_rows=bad_rows, duplicate_skus=duplicate_skus,
-                         max_plausible=max_plausible, capped_rows=int((clean["stock"] > MAX_QUANTITY).sum()),
-                         problems=counts)
+    return CleanSnapshot(
+        stock=clean,
+        rows_read=len(raw),
+        bad_rows=bad_rows,
+        duplicate_skus=duplicate_skus,
+        max_plausible=max_plausible,
+        capped_rows=int((clean["stock"] > MAX_QUANTITY).sum()),
+        problems=counts,
+    )
 
 
 def classify_stock(stock: pd.Series, max_plausible: int) -> Classified:
@@ -212,8 +220,11 @@ def _texts(values: np.ndarray, max_plausible: int) -> Classified:
     # '+', is parsed by numpy in bulk; only the other texts go through the regular expression.
     trimmed = np.fromiter((text.strip().removeprefix("+") for text in values), dtype=object, count=len(values))
     lengths = np.fromiter(map(len, trimmed), dtype=np.int64, count=len(values))
-    short = np.flatnonzero((lengths >= 1) & (lengths <= _INT64_SAFE_DIGITS)
-                           & np.fromiter(map(str.isascii, trimmed), dtype=bool, count=len(values)))
+    short = np.flatnonzero(
+        (lengths >= 1)
+        & (lengths <= _INT64_SAFE_DIGITS)
+        & np.fromiter(map(str.isascii, trimmed), dtype=bool, count=len(values))
+    )
     as_bytes = trimmed[short].astype(f"S{_INT64_SAFE_DIGITS}")
     # numpy drops trailing NUL bytes: '5\x00' must not pass as 5.
     digits = np.strings.isdigit(as_bytes) & (np.strings.str_len(as_bytes) == lengths[short])
@@ -264,8 +275,10 @@ def _sku_text(value: object) -> str:
 def bad_rows_records(snapshot: CleanSnapshot, limit: int) -> list[dict[str, str]]:
     """The first bad rows as text: SKU, the raw stock value, the problem."""
     head = snapshot.bad_rows.head(limit)
-    return [{"sku": _sku_text(s), "stock": raw_text(v), "problem": str(p)}
-            for s, v, p in zip(head["sku"], head["stock"], head["problem"])]
+    return [
+        {"sku": _sku_text(s), "stock": raw_text(v), "problem": str(p)}
+        for s, v, p in zip(head["sku"], head["stock"], head["problem"])
+    ]
 
 
 def _md_cell(text: str) -> str:
@@ -279,8 +292,10 @@ def bad_rows_preview(snapshot: CleanSnapshot, rows: int) -> str:
     if snapshot.bad_rows.empty:
         return "_no bad rows_"
     lines = ["| SKU | stock as given | problem |", "|---|---|---|"]
-    lines += [f"| {_md_cell(r['sku'])} | {_md_cell(r['stock'])} | {_md_cell(r['problem'])} |"
-              for r in bad_rows_records(snapshot, rows)]
+    lines += [
+        f"| {_md_cell(r['sku'])} | {_md_cell(r['stock'])} | {_md_cell(r['problem'])} |"
+        for r in bad_rows_records(snapshot, rows)
+    ]
     if len(snapshot.bad_rows) > rows:
         lines += ["", f"… and {len(snapshot.bad_rows) - rows} more"]
     lines += ["", "| problem | rows |", "|---|---|"]
@@ -292,10 +307,14 @@ def bad_rows_warning(snapshot: CleanSnapshot, first: int = 5) -> str:
     named = "; ".join(f"SKU {r['sku']} stock {r['stock']} ({r['problem']})" for r in bad_rows_records(snapshot, first))
     more = f"; … and {len(snapshot.bad_rows) - first} more" if len(snapshot.bad_rows) > first else ""
     counts = ", ".join(f"{problem}: {count}" for problem, count in snapshot.problems.items())
-    return (f"excluded {len(snapshot.bad_rows)} bad stock rows, their SKUs are left as they are on Allegro "
-            f"({counts}). First: {named}{more}")
+    return (
+        f"excluded {len(snapshot.bad_rows)} bad stock rows, their SKUs are left as they are on Allegro "
+        f"({counts}). First: {named}{more}"
+    )
 
 
 def capped_note(snapshot: CleanSnapshot) -> str:
-    return (f"{snapshot.capped_rows} stock rows are above Allegro's maximum of {MAX_QUANTITY} (and within the "
-            f"plausible maximum {snapshot.max_plausible}): they are offered as at most {MAX_QUANTITY}")
+    return (
+        f"{snapshot.capped_rows} stock rows are above Allegro's maximum of {MAX_QUANTITY} (and within the "
+        f"plausible maximum {snapshot.max_plausible}): they are offered as at most {MAX_QUANTITY}"
+    )

@@ -62,11 +62,11 @@ def failures_as_sentences(account: str | None = None):
     except Failure:
         raise
     except (StockSourceError, SettingsError) as exc:
-        raise Failure(description=str(exc), metadata={"problem": PROBLEM_CONFIGURATION},
-                      allow_retries=False) from None
+        raise Failure(description=str(exc), metadata={"problem": PROBLEM_CONFIGURATION}, allow_retries=False) from None
     except (AccountNeedsReauthorisationError, AccountPausedError) as exc:
-        raise Failure(description=str(exc), metadata={"problem": PROBLEM_ACCOUNT, "account": account or ""},
-                      allow_retries=False) from None
+        raise Failure(
+            description=str(exc), metadata={"problem": PROBLEM_ACCOUNT, "account": account or ""}, allow_retries=False
+        ) from None
     except (PipelineDatabaseUnavailableError, RateLimiterUnavailableError) as exc:
         raise Failure(description=str(exc), metadata={"problem": PROBLEM_SERVICE}, allow_retries=False) from None
     except AllegroSyncError as exc:
@@ -100,8 +100,9 @@ class Listing:
     api_calls: int
 
 
-def list_offers(allegro: AllegroApi, pipeline_db: PipelineDatabase, account: str, *,
-                record_metrics: bool = True) -> Listing:
+def list_offers(
+    allegro: AllegroApi, pipeline_db: PipelineDatabase, account: str, *, record_metrics: bool = True
+) -> Listing:
     client = allegro.client_for(account, pipeline_db, record_metrics=record_metrics)
     try:
         offer_map = read_offer_map(account, client.iter_offer_pages())
@@ -122,14 +123,22 @@ def read_offer_map(account: str, pages: Iterable[tuple[list[dict], int]]) -> Off
     offers = offers_frame(items)
     # Pages that shifted while the listing ran (an offer created or deleted) repeat an offer.
     repeated = offers["offer_id"].duplicated(keep="last")
-    offer_map = OfferMap.from_listing(account, offers[~repeated].reset_index(drop=True), total,
-                                      listed_twice=int(repeated.sum()))
+    offer_map = OfferMap.from_listing(
+        account, offers[~repeated].reset_index(drop=True), total, listed_twice=int(repeated.sum())
+    )
     if not offer_map.complete:
         twice = int(repeated.sum())
-        log.warning("listing_partial", account=account, listed=offer_map.listed, total_count=total, listed_twice=twice,
-                    msg=f"the offer listing of account {account} is partial: {offer_map.listed} offers listed of the "
-                        f"{total} Allegro reported" + (f" ({twice} came twice: the pages shifted)" if twice else "")
-                        + "; the diff guard and the writes need a complete listing and will refuse it")
+        log.warning(
+            "listing_partial",
+            account=account,
+            listed=offer_map.listed,
+            total_count=total,
+            listed_twice=twice,
+            msg=f"the offer listing of account {account} is partial: {offer_map.listed} offers listed of the "
+            f"{total} Allegro reported"
+            + (f" ({twice} came twice: the pages shifted)" if twice else "")
+            + "; the diff guard and the writes need a complete listing and will refuse it",
+        )
     return offer_map
 
 
@@ -151,15 +160,21 @@ class AccountPlan:
     minimum_api_calls: int | None  # None for a partial offer map: the yardstick needs every offer
 
 
-def plan_account(pipeline_db: PipelineDatabase, account: str, snapshot_stock: pd.DataFrame, offer_map: OfferMap,
-                 batch_size: int) -> AccountPlan:
+def plan_account(
+    pipeline_db: PipelineDatabase, account: str, snapshot_stock: pd.DataFrame, offer_map: OfferMap, batch_size: int
+) -> AccountPlan:
     policy = PolicyStore(pipeline_db.engine()).get(account)
     ended_by_us = EndedOffers(pipeline_db.engine()).ours(account)
     return plan_account_offers(offer_map, snapshot_stock, policy, ended_by_us, batch_size)
 
 
-def plan_account_offers(offer_map: OfferMap, snapshot_stock: pd.DataFrame, policy: StockPolicy,
-                        ended_by_us: frozenset[str] | set[str], batch_size: int) -> AccountPlan:
+def plan_account_offers(
+    offer_map: OfferMap,
+    snapshot_stock: pd.DataFrame,
+    policy: StockPolicy,
+    ended_by_us: frozenset[str] | set[str],
+    batch_size: int,
+) -> AccountPlan:
     """The writes for the listed offers: works on a partial map too (an offer not listed is
     simply not planned); the minimum number of calls is reckoned only on a complete one."""
     targets = apply_policy(snapshot_stock, policy)
@@ -173,14 +188,16 @@ def plan_metadata(planned: AccountPlan, offer_map: OfferMap) -> dict:
     complete = offer_map.complete  # active offers and the minimum number of calls count every offer
     metadata: dict = {"offers": offer_map.listed}
     metadata.update({"active_offers": active_offer_count(offer_map)} if complete else {"listing_complete": False})
-    metadata.update({
-        "changed": len(plan),
-        "to_end": int((plan["action"] == Action.END).sum()),
-        "to_activate": int((plan["action"] == Action.ACTIVATE).sum()),
-        "policy": MetadataValue.json(planned.policy.to_dict()),
-        "planned_patches": int((plan["method"] == Method.PATCH).sum()),
-        "planned_commands": int(plan.loc[plan["batch"] >= 0, "batch"].nunique()),
-    })
+    metadata.update(
+        {
+            "changed": len(plan),
+            "to_end": int((plan["action"] == Action.END).sum()),
+            "to_activate": int((plan["action"] == Action.ACTIVATE).sum()),
+            "policy": MetadataValue.json(planned.policy.to_dict()),
+            "planned_patches": int((plan["method"] == Method.PATCH).sum()),
+            "planned_commands": int(plan.loc[plan["batch"] >= 0, "batch"].nunique()),
+        }
+    )
     if complete:
         metadata["minimum_api_calls"] = planned.minimum_api_calls
     metadata["preview"] = preview(plan[PLAN_COLUMNS])
@@ -190,19 +207,26 @@ def plan_metadata(planned: AccountPlan, offer_map: OfferMap) -> dict:
 def preview(frame: pd.DataFrame, empty: str = "nothing to change") -> MetadataValue:
     if frame.empty:
         return MetadataValue.md(f"_{empty}_")
-    return MetadataValue.md(frame.head(PREVIEW_ROWS).to_markdown(index=False)
-                            + (f"\n\n… and {len(frame) - PREVIEW_ROWS} more" if len(frame) > PREVIEW_ROWS else ""))
+    return MetadataValue.md(
+        frame.head(PREVIEW_ROWS).to_markdown(index=False)
+        + (f"\n\n… and {len(frame) - PREVIEW_ROWS} more" if len(frame) > PREVIEW_ROWS else "")
+    )
 
 
 def override_hint(account: str) -> str:
-    return (f"Review the plan with `stock-pipeline sync --dry-run --account {account}`; if the change is real, "
-            f"run `stock-pipeline sync --account {account} --override-guards` (or launch the run with the tag "
-            f"{OVERRIDE_TAG}=true); overridden writes are marked in the audit.")
+    return (
+        f"Review the plan with `stock-pipeline sync --dry-run --account {account}`; if the change is real, "
+        f"run `stock-pipeline sync --account {account} --override-guards` (or launch the run with the tag "
+        f"{OVERRIDE_TAG}=true); overridden writes are marked in the audit."
+    )
 
 
 def held_failure(check_name: str, verdict: Verdict, account: str | None) -> Failure:
     """A guard hold as one sentence with the way out, for the run page, the alert and the CLI."""
     reason = verdict.description.replace(": writes held", "")
     where = f" for account {account}" if account else ""
-    return Failure(description=f"{check_name} held the writes{where}: {reason}. {override_hint(account or 'NAME')}",
-                   metadata={"problem": PROBLEM_HELD, "guard": check_name, **verdict.metadata}, allow_retries=False)
+    return Failure(
+        description=f"{check_name} held the writes{where}: {reason}. {override_hint(account or 'NAME')}",
+        metadata={"problem": PROBLEM_HELD, "guard": check_name, **verdict.metadata},
+        allow_retries=False,
+    )

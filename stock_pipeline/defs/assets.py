@@ -62,8 +62,9 @@ OWNERS = ["team:stock-sync"]
 WRITES_CONFIRMED = "writes_confirmed"
 
 
-def _alert_new_bad_rows(context: AssetExecutionContext, snapshot: CleanSnapshot, pipeline_db: PipelineDatabase,
-                        telegram: TelegramAlerts) -> None:
+def _alert_new_bad_rows(
+    context: AssetExecutionContext, snapshot: CleanSnapshot, pipeline_db: PipelineDatabase, telegram: TelegramAlerts
+) -> None:
     """One Telegram warning per distinct set of bad rows: every account's run reads the
     snapshot, and the seller needs to hear about a broken feed once, not once per run."""
     bad = snapshot.bad_rows.astype(str).sort_values(list(snapshot.bad_rows.columns))
@@ -74,22 +75,33 @@ def _alert_new_bad_rows(context: AssetExecutionContext, snapshot: CleanSnapshot,
     notifier = telegram.notifier()
     if fingerprint and notifier:
         try:
-            notifier.send(bad_rows_message(bad_rows=bad_rows_records(snapshot, 200), problems=snapshot.problems,
-                                           run_url=telegram.run_url(context.run.run_id)))
+            notifier.send(
+                bad_rows_message(
+                    bad_rows=bad_rows_records(snapshot, 200),
+                    problems=snapshot.problems,
+                    run_url=telegram.run_url(context.run.run_id),
+                )
+            )
         except TelegramError as exc:  # the sync goes on; the next run tries the warning again
             context.log.warning(f"bad-row warning not sent: {exc}")
             return
     write_value(engine, BAD_ROWS_FINGERPRINT, fingerprint)
 
 
-@asset(group_name="warehouse", owners=OWNERS, io_manager_key="frames_io_manager", dagster_type=SnapshotType,
-       metadata=column_schema_metadata(SnapshotFrame),
-       description="Stock rows from the seller's warehouse database (STOCK_QUERY), cleaned: SKUs trimmed, bad rows "
-                   "(empty SKU; stock NULL, negative, not a whole number, or above STOCK_MAX_PLAUSIBLE_STOCK) excluded, "
-                   "counted and named; rows of one SKU are combined later by each account's policy.")
+@asset(
+    group_name="warehouse",
+    owners=OWNERS,
+    io_manager_key="frames_io_manager",
+    dagster_type=SnapshotType,
+    metadata=column_schema_metadata(SnapshotFrame),
+    description="Stock rows from the seller's warehouse database (STOCK_QUERY), cleaned: SKUs trimmed, bad rows "
+    "(empty SKU; stock NULL, negative, not a whole number, or above STOCK_MAX_PLAUSIBLE_STOCK) excluded, "
+    "counted and named; rows of one SKU are combined later by each account's policy.",
+)
 @in_run_log
-def stock_snapshot(context: AssetExecutionContext, stock_db: StockDatabase, pipeline_db: PipelineDatabase,
-                   telegram: TelegramAlerts) -> Output[pd.DataFrame]:
+def stock_snapshot(
+    context: AssetExecutionContext, stock_db: StockDatabase, pipeline_db: PipelineDatabase, telegram: TelegramAlerts
+) -> Output[pd.DataFrame]:
     started = time.monotonic()
     with failures_as_sentences():
         snapshot = read_snapshot(stock_db)
@@ -98,36 +110,64 @@ def stock_snapshot(context: AssetExecutionContext, stock_db: StockDatabase, pipe
     if snapshot.capped_rows:
         context.log.info(capped_note(snapshot))
     _alert_new_bad_rows(context, snapshot, pipeline_db, telegram)
-    return Output(snapshot.stock, metadata={**snapshot_metadata(snapshot),
-                                            "duration_seconds": round(time.monotonic() - started, 3)})
+    return Output(
+        snapshot.stock,
+        metadata={**snapshot_metadata(snapshot), "duration_seconds": round(time.monotonic() - started, 3)},
+    )
 
 
 # deps on the snapshot: the warehouse is read (and its guard passed) before any Allegro call is spent.
-@asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
-       deps=[stock_snapshot], dagster_type=OfferMapType, metadata=column_schema_metadata(OfferFrame),
-       description="Every offer of the account from GET /sale/offers (1000 per page): offer id, external.id (SKU), "
-                   "stock.available, publication.status; and whether the listing was complete (as many offers as "
-                   "Allegro's totalCount). Kept per account for later runs.")
+@asset(
+    group_name="allegro",
+    owners=OWNERS,
+    partitions_def=accounts_partitions,
+    io_manager_key="frames_io_manager",
+    deps=[stock_snapshot],
+    dagster_type=OfferMapType,
+    metadata=column_schema_metadata(OfferFrame),
+    description="Every offer of the account from GET /sale/offers (1000 per page): offer id, external.id (SKU), "
+    "stock.available, publication.status; and whether the listing was complete (as many offers as "
+    "Allegro's totalCount). Kept per account for later runs.",
+)
 @in_run_log
-def allegro_offers(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase) -> Output[OfferMap]:
+def allegro_offers(
+    context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase
+) -> Output[OfferMap]:
     account = context.partition_key
     started = time.monotonic()
     with failures_as_sentences(account):
         listing = list_offers(allegro, pipeline_db, account)
     offer_map = listing.offer_map
     allegro.metrics().record_listing(account, offers=offer_map.listed, api_calls=listing.api_calls)
-    return Output(offer_map, metadata={**offers_metadata(offer_map), "api_calls": listing.api_calls,
-                                       "duration_seconds": round(time.monotonic() - started, 3)})
+    return Output(
+        offer_map,
+        metadata={
+            **offers_metadata(offer_map),
+            "api_calls": listing.api_calls,
+            "duration_seconds": round(time.monotonic() - started, 3),
+        },
+    )
 
 
-@asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
-       ins={"stock_snapshot": AssetIn(dagster_type=SnapshotType), "allegro_offers": AssetIn(dagster_type=OfferMapType)},
-       dagster_type=PlanType, metadata=column_schema_metadata(PlanFrame),
-       description="Offers whose stock differs from the warehouse under the account's stock policy, with the planned "
-                   "write for each (PATCH, quantity command, END or ACTIVATE command, grouped by target value).")
+@asset(
+    group_name="allegro",
+    owners=OWNERS,
+    partitions_def=accounts_partitions,
+    io_manager_key="frames_io_manager",
+    ins={"stock_snapshot": AssetIn(dagster_type=SnapshotType), "allegro_offers": AssetIn(dagster_type=OfferMapType)},
+    dagster_type=PlanType,
+    metadata=column_schema_metadata(PlanFrame),
+    description="Offers whose stock differs from the warehouse under the account's stock policy, with the planned "
+    "write for each (PATCH, quantity command, END or ACTIVATE command, grouped by target value).",
+)
 @in_run_log
-def stock_diff(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase,
-               stock_snapshot: pd.DataFrame, allegro_offers: OfferMap) -> Output[pd.DataFrame]:
+def stock_diff(
+    context: AssetExecutionContext,
+    allegro: AllegroApi,
+    pipeline_db: PipelineDatabase,
+    stock_snapshot: pd.DataFrame,
+    allegro_offers: OfferMap,
+) -> Output[pd.DataFrame]:
     # The diff plans the listed offers: a partial offer map is accepted here (what needs every
     # offer, the diff guard and the writes, refuses it).
     with failures_as_sentences(context.partition_key):
@@ -144,26 +184,47 @@ def _forget_offers_ended_no_more(ended: EndedOffers, account: str, offer_map: Of
     ended.forget(account, ended.ours(account) - still_ended)
 
 
-@asset(group_name="allegro", owners=OWNERS, partitions_def=accounts_partitions, io_manager_key="frames_io_manager",
-       ins={"stock_diff": AssetIn(dagster_type=PlanType), "allegro_offers": AssetIn(dagster_type=OfferMapType)},
-       dagster_type=WriteResultsType, metadata=column_schema_metadata(WriteResultFrame),
-       check_specs=[AssetCheckSpec(WRITES_CONFIRMED, asset="stock_updates", partitions_def=accounts_partitions,
-                                   description="Every write of the run was confirmed by Allegro (none failed, none "
-                                               "left pending).")],
-       description="The writes sent to Allegro and what each did (success / failed / pending). Materialised with "
-                   "its figures even when some writes failed; the run then fails, so the failure sensor alerts.")
+@asset(
+    group_name="allegro",
+    owners=OWNERS,
+    partitions_def=accounts_partitions,
+    io_manager_key="frames_io_manager",
+    ins={"stock_diff": AssetIn(dagster_type=PlanType), "allegro_offers": AssetIn(dagster_type=OfferMapType)},
+    dagster_type=WriteResultsType,
+    metadata=column_schema_metadata(WriteResultFrame),
+    check_specs=[
+        AssetCheckSpec(
+            WRITES_CONFIRMED,
+            asset="stock_updates",
+            partitions_def=accounts_partitions,
+            description="Every write of the run was confirmed by Allegro (none failed, none left pending).",
+        )
+    ],
+    description="The writes sent to Allegro and what each did (success / failed / pending). Materialised with "
+    "its figures even when some writes failed; the run then fails, so the failure sensor alerts.",
+)
 @in_run_log
-def stock_updates(context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase,
-                  stock_diff: pd.DataFrame, allegro_offers: OfferMap):
+def stock_updates(
+    context: AssetExecutionContext,
+    allegro: AllegroApi,
+    pipeline_db: PipelineDatabase,
+    stock_diff: pd.DataFrame,
+    allegro_offers: OfferMap,
+):
     account = context.partition_key
     started = time.monotonic()
     with failures_as_sentences(account):
         client = allegro.client_for(account, pipeline_db)
     ended = EndedOffers(pipeline_db.engine())
-    applier = WriteApplier(client, pipeline_db.writes_log(guards_overridden(context.run.tags)),
-                           run_id=context.run.run_id, account=account, ended_offers=ended,
-                           poll=PollPolicy(first_poll_after=allegro.poll_first_after, timeout=allegro.poll_timeout),
-                           progress=lambda stage, done, total: progress.report(account, stage, done, total))
+    applier = WriteApplier(
+        client,
+        pipeline_db.writes_log(guards_overridden(context.run.tags)),
+        run_id=context.run.run_id,
+        account=account,
+        ended_offers=ended,
+        poll=PollPolicy(first_poll_after=allegro.poll_first_after, timeout=allegro.poll_timeout),
+        progress=lambda stage, done, total: progress.report(account, stage, done, total),
+    )
     try:
         with failures_as_sentences(account), account_write_lock(pipeline_db.engine(), account):
             _forget_offers_ended_no_more(ended, account, allegro_offers)
@@ -190,15 +251,23 @@ def stock_updates(context: AssetExecutionContext, allegro: AllegroApi, pipeline_
     }
     yield Output(results, metadata=metadata)
     yield AssetCheckResult(
-        check_name=WRITES_CONFIRMED, passed=failed.empty and not pending,
+        check_name=WRITES_CONFIRMED,
+        passed=failed.empty and not pending,
         severity=AssetCheckSeverity.ERROR if not failed.empty else AssetCheckSeverity.WARN,
-        description=(f"{metadata['written']} of {len(results)} writes confirmed, {len(failed)} failed, "
-                     f"{pending} still pending"),
-        metadata={k: metadata[k] for k in ("changed", "written", "failed", "pending")})
+        description=(
+            f"{metadata['written']} of {len(results)} writes confirmed, {len(failed)} failed, {pending} still pending"
+        ),
+        metadata={k: metadata[k] for k in ("changed", "written", "failed", "pending")},
+    )
     if not failed.empty:
-        raise Failure(description=f"{len(failed)} of {len(results)} writes failed for account {account} "
-                                  f"({metadata['written']} written, {pending} pending); first: offer "
-                                  f"{failed['offer_id'].iloc[0]}: {failed['error'].iloc[0]}",
-                      metadata={"problem": PROBLEM_WRITES,
-                                **{k: metadata[k] for k in ("changed", "written", "failed", "pending", "api_calls")},
-                                "failures": metadata["failures"]}, allow_retries=False)
+        raise Failure(
+            description=f"{len(failed)} of {len(results)} writes failed for account {account} "
+            f"({metadata['written']} written, {pending} pending); first: offer "
+            f"{failed['offer_id'].iloc[0]}: {failed['error'].iloc[0]}",
+            metadata={
+                "problem": PROBLEM_WRITES,
+                **{k: metadata[k] for k in ("changed", "written", "failed", "pending", "api_calls")},
+                "failures": metadata["failures"],
+            },
+            allow_retries=False,
+        )

@@ -10,7 +10,6 @@ call per 1000 offers). The IO manager keys the snapshot by run so concurrent acc
 runs never read each other's copy.
 """
 
-
 from datetime import datetime, timezone
 
 from dagster import (
@@ -30,7 +29,6 @@ from dagster import (
     schedule,
     sensor,
 )
-
 from sqlalchemy.exc import SQLAlchemyError
 
 from stock_pipeline.core.vocabulary import WriteStatus
@@ -62,9 +60,13 @@ def active_accounts(pipeline_db: PipelineDatabase) -> list[str]:
     return [a.name for a in pipeline_db.accounts().list(only_active=True)]
 
 
-@sensor(job=account_sync_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
-        description="Keeps the `accounts` partitions equal to the accounts registered in the pipeline database "
-                    "(paused and needs_reauth included; removed accounts are dropped).")
+@sensor(
+    job=account_sync_job,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Keeps the `accounts` partitions equal to the accounts registered in the pipeline database "
+    "(paused and needs_reauth included; removed accounts are dropped).",
+)
 def account_partitions_sensor(context: SensorEvaluationContext, pipeline_db: PipelineDatabase):
     # Every registered account, not only the active ones: a paused or needs_reauth account
     # keeps its partition, so its runs and materialisations stay visible in the UI. Which
@@ -83,17 +85,24 @@ def account_partitions_sensor(context: SensorEvaluationContext, pipeline_db: Pip
 
 
 def build_schedule(cron: str):
-    @schedule(cron_schedule=cron, job=account_sync_job, default_status=DefaultScheduleStatus.RUNNING,
-              execution_timezone="UTC", name="account_sync_schedule",
-              description="Launches one sync run per active account (ALLEGRO_SYNC_SCHEDULE).")
+    @schedule(
+        cron_schedule=cron,
+        job=account_sync_job,
+        default_status=DefaultScheduleStatus.RUNNING,
+        execution_timezone="UTC",
+        name="account_sync_schedule",
+        description="Launches one sync run per active account (ALLEGRO_SYNC_SCHEDULE).",
+    )
     def account_sync_schedule(context: ScheduleEvaluationContext, pipeline_db: PipelineDatabase):
         partitions = set(context.instance.get_dynamic_partitions(accounts_partitions.name))
         accounts = [a for a in active_accounts(pipeline_db) if a in partitions]
         if not accounts:
             return SkipReason("no active account is a partition yet")
         stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else ""
-        return [RunRequest(run_key=f"{account}:{stamp}", partition_key=account, tags={ACCOUNT_TAG: account})
-                for account in accounts]
+        return [
+            RunRequest(run_key=f"{account}:{stamp}", partition_key=account, tags={ACCOUNT_TAG: account})
+            for account in accounts
+        ]
 
     return account_sync_schedule
 
@@ -125,14 +134,22 @@ TELEGRAM_VARIABLES = "TELEGRAM_BOT_TOKEN and ALLEGRO_ERROR_NOTIFICATION_CHAT_ID"
 
 
 def build_failure_sensor(telegram_configured: bool):
-    description = ("Sends one Telegram message per failed run (ALLEGRO_ERROR_NOTIFICATION_CHAT_ID)." if telegram_configured
-                   else f"NOT CONFIGURED: {TELEGRAM_VARIABLES} are not set, so failed runs alert no one. Each failed "
-                        "run shows here as a skipped tick. Set both variables and reload the code location.")
+    description = (
+        "Sends one Telegram message per failed run (ALLEGRO_ERROR_NOTIFICATION_CHAT_ID)."
+        if telegram_configured
+        else f"NOT CONFIGURED: {TELEGRAM_VARIABLES} are not set, so failed runs alert no one. Each failed "
+        "run shows here as a skipped tick. Set both variables and reload the code location."
+    )
 
-    @run_failure_sensor(name="telegram_on_run_failure", default_status=DefaultSensorStatus.RUNNING,
-                        monitored_jobs=[account_sync_job], description=description)
-    def telegram_on_run_failure(context: RunFailureSensorContext, telegram: TelegramAlerts, allegro: AllegroApi,
-                                pipeline_db: PipelineDatabase):
+    @run_failure_sensor(
+        name="telegram_on_run_failure",
+        default_status=DefaultSensorStatus.RUNNING,
+        monitored_jobs=[account_sync_job],
+        description=description,
+    )
+    def telegram_on_run_failure(
+        context: RunFailureSensorContext, telegram: TelegramAlerts, allegro: AllegroApi, pipeline_db: PipelineDatabase
+    ):
         run = context.dagster_run
         account = run.tags.get("dagster/partition") or run.tags.get(ACCOUNT_TAG)
         failures = [sentence for sentence, _ in step_failures(context.instance, run.run_id)]
@@ -143,12 +160,19 @@ def build_failure_sensor(telegram_configured: bool):
         notifier = telegram.notifier()
         if notifier is None:
             log.warning("run_failed_no_telegram", run_id=run.run_id, account=account)
-            return SkipReason(f"run {run.run_id} ({account or 'no account'}) failed and nobody was alerted: "
-                              f"Telegram is not configured ({TELEGRAM_VARIABLES}).")
-        text = failure_message(account=account, run_id=run.run_id, job=run.job_name,
-                               error=_run_error(context, failures), run_url=telegram.run_url(run.run_id),
-                               offers=_failed_offers(pipeline_db, run.run_id),
-                               when=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            return SkipReason(
+                f"run {run.run_id} ({account or 'no account'}) failed and nobody was alerted: "
+                f"Telegram is not configured ({TELEGRAM_VARIABLES})."
+            )
+        text = failure_message(
+            account=account,
+            run_id=run.run_id,
+            job=run.job_name,
+            error=_run_error(context, failures),
+            run_url=telegram.run_url(run.run_id),
+            offers=_failed_offers(pipeline_db, run.run_id),
+            when=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
         try:
             notifier.send(text)
         except TelegramError as exc:

@@ -28,8 +28,12 @@ def _result(verdict: Verdict, overridden: bool) -> AssetCheckResult:
     description = verdict.description
     if overridden and not verdict.passed:
         description = f"OVERRIDDEN by tag {OVERRIDE_TAG}: {description.replace(': writes held', '')}"
-    return AssetCheckResult(passed=verdict.passed or overridden, severity=AssetCheckSeverity.ERROR,
-                            description=description, metadata={**verdict.metadata, "overridden": overridden})
+    return AssetCheckResult(
+        passed=verdict.passed or overridden,
+        severity=AssetCheckSeverity.ERROR,
+        description=description,
+        metadata={**verdict.metadata, "overridden": overridden},
+    )
 
 
 def _judge(check_name: str, verdict: Verdict, context: AssetCheckExecutionContext):
@@ -40,11 +44,18 @@ def _judge(check_name: str, verdict: Verdict, context: AssetCheckExecutionContex
         raise held_failure(check_name, verdict, context.run.tags.get("dagster/partition"))
 
 
-@asset_check(asset=stock_snapshot, blocking=True,
-             description="Holds writes when the snapshot is empty or shrank by more than STOCK_GUARD_MAX_SNAPSHOT_SHRINK "
-                         "against the last snapshot that passed.")
-def snapshot_guard(context: AssetCheckExecutionContext, stock_snapshot: pd.DataFrame, guards: GuardConfig,
-                   pipeline_db: PipelineDatabase):
+@asset_check(
+    asset=stock_snapshot,
+    blocking=True,
+    description="Holds writes when the snapshot is empty or shrank by more than STOCK_GUARD_MAX_SNAPSHOT_SHRINK "
+    "against the last snapshot that passed.",
+)
+def snapshot_guard(
+    context: AssetCheckExecutionContext,
+    stock_snapshot: pd.DataFrame,
+    guards: GuardConfig,
+    pipeline_db: PipelineDatabase,
+):
     engine = pipeline_db.engine()
     skus = int(stock_snapshot["sku"].nunique())
     verdict = snapshot_verdict(skus, read_value(engine, LAST_GOOD_SNAPSHOT_SKUS), guards.limits())
@@ -53,12 +64,17 @@ def snapshot_guard(context: AssetCheckExecutionContext, stock_snapshot: pd.DataF
     yield from _judge("snapshot_guard", verdict, context)
 
 
-@asset_check(asset=stock_diff, blocking=True, partitions_def=accounts_partitions,
-             additional_ins={"allegro_offers": AssetIn("allegro_offers", dagster_type=OfferMapType)},
-             description="Holds writes when one run would end or cut more than STOCK_GUARD_MAX_RISKY_SHARE of the "
-                         "account's active offers.")
-def diff_guard(context: AssetCheckExecutionContext, stock_diff: pd.DataFrame, allegro_offers: OfferMap,
-               guards: GuardConfig):
+@asset_check(
+    asset=stock_diff,
+    blocking=True,
+    partitions_def=accounts_partitions,
+    additional_ins={"allegro_offers": AssetIn("allegro_offers", dagster_type=OfferMapType)},
+    description="Holds writes when one run would end or cut more than STOCK_GUARD_MAX_RISKY_SHARE of the "
+    "account's active offers.",
+)
+def diff_guard(
+    context: AssetCheckExecutionContext, stock_diff: pd.DataFrame, allegro_offers: OfferMap, guards: GuardConfig
+):
     with failures_as_sentences(allegro_offers.account):
         active = active_offer_count(allegro_offers)
     yield from _judge("diff_guard", diff_verdict(stock_diff, active, guards.limits()), context)

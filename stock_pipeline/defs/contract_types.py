@@ -46,10 +46,16 @@ FAILURE_SAMPLE_ROWS = 20
 def table_schema(model: type[pa.DataFrameModel]) -> TableSchema:
     schema = model.to_schema()
     columns = [
-        TableColumn(name=str(name), type=str(column.dtype), description=column.description,
-                    constraints=TableColumnConstraints(
-                        nullable=column.nullable, unique=column.unique,
-                        other=[check.description or check.error or check.name for check in column.checks]))
+        TableColumn(
+            name=str(name),
+            type=str(column.dtype),
+            description=column.description,
+            constraints=TableColumnConstraints(
+                nullable=column.nullable,
+                unique=column.unique,
+                other=[check.description or check.error or check.name for check in column.checks],
+            ),
+        )
         for name, column in schema.columns.items()
     ]
     frame_checks = [check.description or check.name for check in schema.checks]
@@ -73,8 +79,14 @@ def _failed(exc: ContractError) -> TypeCheck:
     return TypeCheck(success=False, description=str(exc), metadata=metadata)
 
 
-def _contract_type(name: str, model: type[pa.DataFrameModel], description: str, typing_type: type,
-                   check: Callable[[object], object], size: Callable[[object], int]) -> DagsterType:
+def _contract_type(
+    name: str,
+    model: type[pa.DataFrameModel],
+    description: str,
+    typing_type: type,
+    check: Callable[[object], object],
+    size: Callable[[object], int],
+) -> DagsterType:
     def type_check_fn(_context, value) -> TypeCheck:
         try:
             check(value)
@@ -82,24 +94,39 @@ def _contract_type(name: str, model: type[pa.DataFrameModel], description: str, 
             return _failed(exc)
         return TypeCheck(success=True, metadata={"rows": size(value)})
 
-    return DagsterType(type_check_fn=type_check_fn, name=name, description=description, typing_type=typing_type,
-                       metadata={"schema": MetadataValue.table_schema(table_schema(model))})
+    return DagsterType(
+        type_check_fn=type_check_fn,
+        name=name,
+        description=description,
+        typing_type=typing_type,
+        metadata={"schema": MetadataValue.table_schema(table_schema(model))},
+    )
 
 
 def frame_type(model: type[pa.DataFrameModel], description: str) -> DagsterType:
-    return _contract_type(model.Config.name, model, description, pd.DataFrame,
-                          lambda value: check_frame(model, value), len)
+    return _contract_type(
+        model.Config.name, model, description, pd.DataFrame, lambda value: check_frame(model, value), len
+    )
 
 
-SnapshotType = frame_type(SnapshotFrame, "The cleaned warehouse snapshot: sku (string, non-empty), "
-                                         "stock (int64, >= 0).")
-PlanType = frame_type(PlanFrame, "The planned writes: offer_id, sku, before and after (int64, 0..99999), action "
-                                 "(set/end/activate), method (patch/quantity_command/publication_command), batch.")
-WriteResultsType = frame_type(WriteResultFrame, "The planned writes with command_id, status (success/failed/"
-                                                "pending/not_sent) and error.")
+SnapshotType = frame_type(
+    SnapshotFrame, "The cleaned warehouse snapshot: sku (string, non-empty), stock (int64, >= 0)."
+)
+PlanType = frame_type(
+    PlanFrame,
+    "The planned writes: offer_id, sku, before and after (int64, 0..99999), action "
+    "(set/end/activate), method (patch/quantity_command/publication_command), batch.",
+)
+WriteResultsType = frame_type(
+    WriteResultFrame, "The planned writes with command_id, status (success/failed/pending/not_sent) and error."
+)
 RehearsalPlanType = frame_type(RehearsalPlanFrame, "A dry run's plan with would_be_held and held_by.")
 OfferMapType = _contract_type(
-    "OfferMap", OfferFrame,
+    "OfferMap",
+    OfferFrame,
     "The account's offers (offer_id unique, sku, stock int64, status a publication status) and whether the listing "
     "was complete (as many offers as Allegro's totalCount).",
-    OfferMap, check_offer_map, lambda value: value.listed)
+    OfferMap,
+    check_offer_map,
+    lambda value: value.listed,
+)

@@ -73,7 +73,8 @@ class AtomicPickleIOManager(ConfigurableIOManager):
             return self._load(folder / "latest.pkl")
         raise FileNotFoundError(
             f"{name} ({partition}) was not materialised in this run: materialise the whole account_sync job "
-            "(Materialize all…) so every step works on values read and checked in the same run")
+            "(Materialize all…) so every step works on values read and checked in the same run"
+        )
 
     @staticmethod
     def _load(path: Path):

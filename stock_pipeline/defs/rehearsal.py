@@ -10,7 +10,6 @@ memory. Launch it from the CLI (`stock-pipeline sync --dry-run`) or from the UI
 (job `account_rehearsal`, pick the account).
 """
 
-
 import pandas as pd
 from dagster import (
     MetadataValue,
@@ -42,42 +41,63 @@ from stock_pipeline.store.guard_state import LAST_GOOD_SNAPSHOT_SKUS, read_value
 REHEARSAL_IO_MANAGER = "rehearsal_io_manager"
 
 
-@op(out=Out(RehearsalPlanType, io_manager_key=REHEARSAL_IO_MANAGER, description="The full plan, every offer to change."),
+@op(
+    out=Out(
+        RehearsalPlanType, io_manager_key=REHEARSAL_IO_MANAGER, description="The full plan, every offer to change."
+    ),
     description="Reads the warehouse, lists the account's offers, plans the writes a sync would send, and reports "
-                "what each guard would say. Writes nothing and remembers nothing.")
-def rehearse_account_sync(context: OpExecutionContext, stock_db: StockDatabase, allegro: AllegroApi,
-                          pipeline_db: PipelineDatabase, guards: GuardConfig) -> pd.DataFrame:
+    "what each guard would say. Writes nothing and remembers nothing.",
+)
+def rehearse_account_sync(
+    context: OpExecutionContext,
+    stock_db: StockDatabase,
+    allegro: AllegroApi,
+    pipeline_db: PipelineDatabase,
+    guards: GuardConfig,
+) -> pd.DataFrame:
     account = context.partition_key
     with failures_as_sentences(account):
         snapshot = read_snapshot(stock_db)
         skus = int(snapshot.stock["sku"].nunique())
-        snapshot_says = snapshot_verdict(skus, read_value(pipeline_db.engine(), LAST_GOOD_SNAPSHOT_SKUS), guards.limits())
+        snapshot_says = snapshot_verdict(
+            skus, read_value(pipeline_db.engine(), LAST_GOOD_SNAPSHOT_SKUS), guards.limits()
+        )
         listing = list_offers(allegro, pipeline_db, account, record_metrics=False)
         planned = plan_account(pipeline_db, account, snapshot.stock, listing.offer_map, allegro.batch_size)
         # A real sync's diff guard refuses a partial listing, and so does its rehearsal.
         diff_says = diff_verdict(planned.plan, active_offer_count(listing.offer_map), guards.limits())
-    held = [f"{name}: {verdict.description}" for name, verdict in (("snapshot_guard", snapshot_says),
-                                                                      ("diff_guard", diff_says)) if not verdict.passed]
+    held = [
+        f"{name}: {verdict.description}"
+        for name, verdict in (("snapshot_guard", snapshot_says), ("diff_guard", diff_says))
+        if not verdict.passed
+    ]
     for line in held:
         context.log.warning(f"a real sync would be held: {line}. {override_hint(account)}")
-    context.add_output_metadata({
-        **{f"snapshot_{k}": v for k, v in snapshot_metadata(snapshot).items()},
-        **offers_metadata(listing.offer_map),
-        **plan_metadata(planned, listing.offer_map),
-        "api_calls": listing.api_calls,
-        "snapshot_guard": snapshot_says.description,
-        "diff_guard": diff_says.description,
-        "would_be_held": bool(held),
-        "held_by": MetadataValue.json(held),
-    })
+    context.add_output_metadata(
+        {
+            **{f"snapshot_{k}": v for k, v in snapshot_metadata(snapshot).items()},
+            **offers_metadata(listing.offer_map),
+            **plan_metadata(planned, listing.offer_map),
+            "api_calls": listing.api_calls,
+            "snapshot_guard": snapshot_says.description,
+            "diff_guard": diff_says.description,
+            "would_be_held": bool(held),
+            "held_by": MetadataValue.json(held),
+        }
+    )
     return planned.plan[PLAN_COLUMNS + ["batch"]].assign(
-        would_be_held=bool(held), held_by=pd.Series(["; ".join(held) or None] * len(planned.plan),
-                                                    index=planned.plan.index, dtype="string"))
+        would_be_held=bool(held),
+        held_by=pd.Series(["; ".join(held) or None] * len(planned.plan), index=planned.plan.index, dtype="string"),
+    )
 
 
-@job(name="account_rehearsal", partitions_def=accounts_partitions, executor_def=in_process_executor,
-     tags={DRY_RUN_TAG: "true"},
-     description="Dry run of one account's sync: plans and shows the writes, runs the guards' verdicts, "
-                 "changes nothing (no writes, no materialisations, no guard baseline, alerts, metrics or audit).")
+@job(
+    name="account_rehearsal",
+    partitions_def=accounts_partitions,
+    executor_def=in_process_executor,
+    tags={DRY_RUN_TAG: "true"},
+    description="Dry run of one account's sync: plans and shows the writes, runs the guards' verdicts, "
+    "changes nothing (no writes, no materialisations, no guard baseline, alerts, metrics or audit).",
+)
 def account_rehearsal():
     rehearse_account_sync()

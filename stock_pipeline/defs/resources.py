@@ -117,8 +117,9 @@ class AllegroApi(ConfigurableResource):
 
     def request_limiter(self):
         """The client_id's request budget, shared by every account and process."""
-        return shared_limiter(self.redis_url, f"allegro:rate:{self.client_id}",
-                              (RateSpec(self.rate_limit_per_minute, 60.0),))
+        return shared_limiter(
+            self.redis_url, f"allegro:rate:{self.client_id}", (RateSpec(self.rate_limit_per_minute, 60.0),)
+        )
 
     def auth(self) -> AllegroAuth:
         return AllegroAuth(self.auth_url, self.client_id, self.client_secret, timeout=self.timeout)
@@ -130,14 +131,28 @@ class AllegroApi(ConfigurableResource):
         limiter = self.request_limiter()
         user = f"allegro:rate:{self.client_id}:user:{account}"
         budgets = WriteBudgets(
-            offer_changes=shared_limiter(self.redis_url, f"{user}:offer-changes", (
-                RateSpec(self.user_offer_changes_per_minute, 60.0), RateSpec(self.user_offer_changes_per_hour, 3600.0))),
+            offer_changes=shared_limiter(
+                self.redis_url,
+                f"{user}:offer-changes",
+                (
+                    RateSpec(self.user_offer_changes_per_minute, 60.0),
+                    RateSpec(self.user_offer_changes_per_hour, 3600.0),
+                ),
+            ),
             patches=shared_limiter(self.redis_url, f"{user}:patches", (RateSpec(self.user_patches_per_minute, 60.0),)),
         )
-        return AllegroClient(self.api_url, tokens, limiter, retry_count=self.retry_count,
-                             retry_delay=self.retry_delay, timeout=self.timeout,
-                             rate_limit_pause=self.rate_limit_pause, write_budgets=budgets, account=account,
-                             observe_response=self.metrics().observe_api_response if record_metrics else None)
+        return AllegroClient(
+            self.api_url,
+            tokens,
+            limiter,
+            retry_count=self.retry_count,
+            retry_delay=self.retry_delay,
+            timeout=self.timeout,
+            rate_limit_pause=self.rate_limit_pause,
+            write_budgets=budgets,
+            account=account,
+            observe_response=self.metrics().observe_api_response if record_metrics else None,
+        )
 
 
 class GuardConfig(ConfigurableResource):
@@ -148,8 +163,11 @@ class GuardConfig(ConfigurableResource):
     min_risky_offers: int
 
     def limits(self) -> GuardLimits:
-        return GuardLimits(max_snapshot_shrink=self.max_snapshot_shrink, max_risky_share=self.max_risky_share,
-                           min_risky_offers=self.min_risky_offers)
+        return GuardLimits(
+            max_snapshot_shrink=self.max_snapshot_shrink,
+            max_risky_share=self.max_risky_share,
+            min_risky_offers=self.min_risky_offers,
+        )
 
 
 class TelegramAlerts(ConfigurableResource):
@@ -178,14 +196,20 @@ def build_resources(settings: Settings) -> dict:
     rest is read from `settings` itself (see the module docstring)."""
     return {
         "pipeline_db": PipelineDatabase(settings=settings),
-        "stock_db": StockDatabase(query=settings.stock_query, max_plausible_stock=settings.stock_max_plausible_stock,
-                                  settings=settings),
+        "stock_db": StockDatabase(
+            query=settings.stock_query, max_plausible_stock=settings.stock_max_plausible_stock, settings=settings
+        ),
         "allegro": AllegroApi(
-            api_url=settings.allegro_api_url, auth_url=settings.allegro_auth_url,
-            client_id=settings.allegro_client_id, rate_limit_per_minute=settings.allegro_sync_rate_limit,
-            retry_count=settings.allegro_sync_retry_count, retry_delay=settings.allegro_sync_retry_delay,
-            timeout=settings.allegro_sync_http_timeout, batch_size=settings.allegro_sync_batch_size,
-            poll_first_after=settings.allegro_sync_poll_first_after, poll_timeout=settings.allegro_sync_poll_timeout,
+            api_url=settings.allegro_api_url,
+            auth_url=settings.allegro_auth_url,
+            client_id=settings.allegro_client_id,
+            rate_limit_per_minute=settings.allegro_sync_rate_limit,
+            retry_count=settings.allegro_sync_retry_count,
+            retry_delay=settings.allegro_sync_retry_delay,
+            timeout=settings.allegro_sync_http_timeout,
+            batch_size=settings.allegro_sync_batch_size,
+            poll_first_after=settings.allegro_sync_poll_first_after,
+            poll_timeout=settings.allegro_sync_poll_timeout,
             rate_limit_pause=settings.allegro_sync_rate_limit_pause,
             user_offer_changes_per_minute=settings.allegro_sync_user_offer_changes_per_minute,
             user_offer_changes_per_hour=settings.allegro_sync_user_offer_changes_per_hour,
@@ -198,7 +222,9 @@ def build_resources(settings: Settings) -> dict:
             min_risky_offers=settings.stock_guard_min_risky_offers,
         ),
         "telegram": TelegramAlerts(
-            api_url=settings.telegram_api_url, chat_id=settings.allegro_error_notification_chat_id,
-            webserver_url=settings.dagster_webserver_url, settings=settings,
+            api_url=settings.telegram_api_url,
+            chat_id=settings.allegro_error_notification_chat_id,
+            webserver_url=settings.dagster_webserver_url,
+            settings=settings,
         ),
     }

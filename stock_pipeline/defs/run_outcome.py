@@ -16,11 +16,11 @@ from typing import Callable
 
 from dagster import DagsterEventType, DagsterInstance, Failure, HookContext, failure_hook, success_hook
 
+from stock_pipeline.core.vocabulary import WriteStatus
 from stock_pipeline.defs.account_steps import PROBLEM_HELD
 from stock_pipeline.errors import PipelineDatabaseUnavailableError
 from stock_pipeline.logs import get_logger
 from stock_pipeline.store.sync_status import RESULT_FAILED, RESULT_HELD, RESULT_SUCCESS, SyncStatusStore
-from stock_pipeline.core.vocabulary import WriteStatus
 from stock_pipeline.store.writes_log import WritesLog
 
 log = get_logger(__name__)
@@ -53,10 +53,13 @@ class AuditCounts:
 
 def audit_counts(writes_log: Callable[[], WritesLog], run_id: str) -> AuditCounts:
     counts = writes_log().status_counts(run_id)
-    return AuditCounts(written=counts.get(WriteStatus.SUCCESS, 0),
-                       failed=counts.get(WriteStatus.FAILED, 0) + counts.get(WriteStatus.NOT_SENT, 0),
-                       pending=counts.get(WriteStatus.PENDING, 0) + counts.get(WriteStatus.SENT, 0)
-                       + counts.get(WriteStatus.PLANNED, 0))
+    return AuditCounts(
+        written=counts.get(WriteStatus.SUCCESS, 0),
+        failed=counts.get(WriteStatus.FAILED, 0) + counts.get(WriteStatus.NOT_SENT, 0),
+        pending=counts.get(WriteStatus.PENDING, 0)
+        + counts.get(WriteStatus.SENT, 0)
+        + counts.get(WriteStatus.PLANNED, 0),
+    )
 
 
 def _failure_of(exc: BaseException | None) -> tuple[str | None, str | None]:
@@ -80,7 +83,8 @@ def step_metadata(instance: DagsterInstance, run_id: str) -> dict[str, dict]:
     for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
         materialization = record.dagster_event.event_specific_data.materialization
         values.setdefault(materialization.asset_key.to_user_string(), {}).update(
-            {k: getattr(v, "value", v) for k, v in materialization.metadata.items()})
+            {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+        )
     return values
 
 
@@ -102,8 +106,14 @@ def step_failures(instance: DagsterInstance, run_id: str) -> list[tuple[str, str
     return failures
 
 
-def read_run_outcome(instance: DagsterInstance, run_id: str, account: str, writes_log: Callable[[], WritesLog],
-                     *, success: bool | None = None) -> RunOutcome:
+def read_run_outcome(
+    instance: DagsterInstance,
+    run_id: str,
+    account: str,
+    writes_log: Callable[[], WritesLog],
+    *,
+    success: bool | None = None,
+) -> RunOutcome:
     run = instance.get_run_by_id(run_id)
     if success is None:
         success = bool(run and run.is_success)
@@ -121,13 +131,19 @@ def read_run_outcome(instance: DagsterInstance, run_id: str, account: str, write
     stats = instance.get_run_stats(run_id) if run else None
     duration = (stats.end_time - stats.start_time) if stats and stats.end_time and stats.start_time else 0.0
     return RunOutcome(
-        account=account, run_id=run_id,
+        account=account,
+        run_id=run_id,
         result=RESULT_SUCCESS if success else (RESULT_HELD if problem == PROBLEM_HELD else RESULT_FAILED),
-        error=error, problem=problem,
-        offers=_int_or_none(offers.get("offers")), changed=_int_or_none(diff.get("changed")),
-        written=counts.written, failed=counts.failed, pending=counts.pending,
+        error=error,
+        problem=problem,
+        offers=_int_or_none(offers.get("offers")),
+        changed=_int_or_none(diff.get("changed")),
+        written=counts.written,
+        failed=counts.failed,
+        pending=counts.pending,
         api_calls=int(offers.get("api_calls", 0)) + int(updates.get("api_calls", 0)),
-        duration_seconds=round(duration, 2))
+        duration_seconds=round(duration, 2),
+    )
 
 
 def _int_or_none(value) -> int | None:
@@ -149,14 +165,30 @@ def _record(context: HookContext, success: bool, error: str | None = None, probl
         if stats and stats.start_time:
             outcome.duration_seconds = round(time.time() - stats.start_time, 2)
     context.resources.allegro.metrics().record_run(
-        account, changed=outcome.changed or 0, written=outcome.written, failed=outcome.failed,
-        pending=outcome.pending, duration_seconds=outcome.duration_seconds, success=success)
+        account,
+        changed=outcome.changed or 0,
+        written=outcome.written,
+        failed=outcome.failed,
+        pending=outcome.pending,
+        duration_seconds=outcome.duration_seconds,
+        success=success,
+    )
     SyncStatusStore(pipeline_db.engine()).record(
-        account, run_id=context.run_id, result=outcome.result, error=outcome.error, offers=outcome.offers,
-        changed=outcome.changed, written=outcome.written, failed=outcome.failed, pending=outcome.pending)
+        account,
+        run_id=context.run_id,
+        result=outcome.result,
+        error=outcome.error,
+        offers=outcome.offers,
+        changed=outcome.changed,
+        written=outcome.written,
+        failed=outcome.failed,
+        pending=outcome.pending,
+    )
     if not success and context.resources.telegram.notifier() is None:
-        context.log.warning("Telegram alerts are not configured (TELEGRAM_BOT_TOKEN, ALLEGRO_ERROR_NOTIFICATION_CHAT_ID): "
-                            "nobody is alerted about this failure.")
+        context.log.warning(
+            "Telegram alerts are not configured (TELEGRAM_BOT_TOKEN, ALLEGRO_ERROR_NOTIFICATION_CHAT_ID): "
+            "nobody is alerted about this failure."
+        )
 
 
 @success_hook(required_resource_keys={"pipeline_db", "allegro", "telegram"})

@@ -26,8 +26,16 @@ def escape(value: object) -> str:
     return html.escape(str(value), quote=False)
 
 
-def failure_message(*, account: str | None, run_id: str, job: str, error: str, run_url: str | None = None,
-                    offers: list[dict] | None = None, when: str | None = None) -> str:
+def failure_message(
+    *,
+    account: str | None,
+    run_id: str,
+    job: str,
+    error: str,
+    run_url: str | None = None,
+    offers: list[dict] | None = None,
+    when: str | None = None,
+) -> str:
     """The alert text (Telegram HTML). Offers beyond what fits are counted, not listed."""
     lines = [
         "🚨 <b>Allegro stock sync failed</b>",
@@ -45,26 +53,40 @@ def failure_message(*, account: str | None, run_id: str, job: str, error: str, r
     offers = offers or []
     if offers:
         text += "\n\n<b>Offers not written:</b>"
-        text = _append_within_limit(text, [
-            f"• <code>{escape(o.get('offer_id'))}</code> SKU <code>{escape(o.get('sku'))}</code>: "
-            f"{escape(o.get('before'))} → {escape(o.get('after'))} ({escape(o.get('error') or '')[:200]})"
-            for o in offers], footer=TAIL)
+        text = _append_within_limit(
+            text,
+            [
+                f"• <code>{escape(o.get('offer_id'))}</code> SKU <code>{escape(o.get('sku'))}</code>: "
+                f"{escape(o.get('before'))} → {escape(o.get('after'))} ({escape(o.get('error') or '')[:200]})"
+                for o in offers
+            ],
+            footer=TAIL,
+        )
     return text + TAIL
 
 
 def bad_rows_message(*, bad_rows: list[dict], problems: dict[str, int], run_url: str | None = None) -> str:
     """A warning that warehouse rows were excluded (they never become a 0 on Allegro)."""
-    text = "\n".join([
-        "⚠️ <b>Warehouse stock feed has bad rows</b>",
-        "",
-        f"<b>Excluded:</b> {sum(problems.values())} row(s); their SKUs are left as they are on Allegro.",
-        *(f"• {escape(problem)}: {count}" for problem, count in problems.items()),
-    ])
+    text = "\n".join(
+        [
+            "⚠️ <b>Warehouse stock feed has bad rows</b>",
+            "",
+            f"<b>Excluded:</b> {sum(problems.values())} row(s); their SKUs are left as they are on Allegro.",
+            *(f"• {escape(problem)}: {count}" for problem, count in problems.items()),
+        ]
+    )
     if run_url:
         text += f'\n<a href="{html.escape(run_url, quote=True)}">Open the run in Dagster</a>'
     text += "\n\n<b>First rows:</b>"
-    return _append_within_limit(text, [f"• SKU <code>{escape(r.get('sku'))}</code> stock <code>{escape(r.get('stock'))}</code>: "
-                                       f"{escape(r.get('problem'))}" for r in bad_rows], footer="")
+    return _append_within_limit(
+        text,
+        [
+            f"• SKU <code>{escape(r.get('sku'))}</code> stock <code>{escape(r.get('stock'))}</code>: "
+            f"{escape(r.get('problem'))}"
+            for r in bad_rows
+        ],
+        footer="",
+    )
 
 
 def _append_within_limit(text: str, lines: list[str], footer: str) -> str:
@@ -78,8 +100,16 @@ def _append_within_limit(text: str, lines: list[str], footer: str) -> str:
 
 
 class TelegramNotifier:
-    def __init__(self, api_url: str, bot_token: str, chat_id: str, *, timeout: float = 10.0, max_attempts: int = 3,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        api_url: str,
+        bot_token: str,
+        chat_id: str,
+        *,
+        timeout: float = 10.0,
+        max_attempts: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self._bot_url = f"{api_url.rstrip('/')}/bot{bot_token}"  # holds the token: never logged or shown
         self._url = f"{self._bot_url}/sendMessage"
         self._chat_id = chat_id
@@ -93,7 +123,9 @@ class TelegramNotifier:
         payload = {"chat_id": self._chat_id, "text": text, "parse_mode": "HTML", "disable_web_page_preview": True}
         for attempt in range(1, self._max_attempts + 1):
             try:
-                response = httpx.post(self._url, json=payload, timeout=self._timeout, headers={"User-Agent": USER_AGENT})
+                response = httpx.post(
+                    self._url, json=payload, timeout=self._timeout, headers={"User-Agent": USER_AGENT}
+                )
             except httpx.HTTPError as exc:
                 if attempt == self._max_attempts:
                     raise TelegramError(f"cannot reach the Telegram API: {type(exc).__name__}") from None
@@ -108,8 +140,9 @@ class TelegramNotifier:
                 self._sleep(retry_after)
                 continue
             # The bot token is part of the URL: only Telegram's description is reported.
-            raise TelegramError(f"Telegram rejected the message: HTTP {response.status_code} {body.get('description', '')}")
-
+            raise TelegramError(
+                f"Telegram rejected the message: HTTP {response.status_code} {body.get('description', '')}"
+            )
 
     def bot_name(self) -> str:
         """getMe: proves the bot token is valid without sending anything; returns @username."""
@@ -119,7 +152,9 @@ class TelegramNotifier:
             raise TelegramError(f"cannot reach the Telegram API: {type(exc).__name__}") from None
         body = _json(response)
         if response.status_code != 200 or not body.get("ok"):
-            raise TelegramError(f"Telegram rejected the bot token: HTTP {response.status_code} {body.get('description', '')}")
+            raise TelegramError(
+                f"Telegram rejected the bot token: HTTP {response.status_code} {body.get('description', '')}"
+            )
         bot = body.get("result") or {}
         return f"@{bot['username']}" if bot.get("username") else str(bot.get("first_name", "?"))
 

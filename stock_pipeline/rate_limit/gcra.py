@@ -87,7 +87,9 @@ class RateSpec:
         if not self.period_seconds > 0:
             raise ValueError(f"RateSpec period_seconds must be positive, got {self.period_seconds!r}")
         if self.burst is not None and not (isinstance(self.burst, int) and 1 <= self.burst < self.limit):
-            raise ValueError(f"RateSpec burst must be a whole number from 1 to limit - 1 ({self.limit - 1}), got {self.burst!r}")
+            raise ValueError(
+                f"RateSpec burst must be a whole number from 1 to limit - 1 ({self.limit - 1}), got {self.burst!r}"
+            )
 
     @property
     def burst_size(self) -> int:
@@ -120,16 +122,17 @@ def check_cost(cost: int, windows: Sequence[RateSpec]) -> None:
         raise ValueError(f"cost must be a whole number from 1 to the smallest limit ({smallest}), got {cost!r}")
 
 
-def reserve_all(tats: Sequence[float], now: float, cost: int,
-                windows: Sequence[RateSpec]) -> tuple[list[float], float]:
+def reserve_all(tats: Sequence[float], now: float, cost: int, windows: Sequence[RateSpec]) -> tuple[list[float], float]:
     """Reserve ``cost`` units on every window at once: (new TATs, seconds to wait)."""
     check_cost(cost, windows)
     start = max(
-        [now] + [tat + (cost - window.burst_size) * window.emission_interval
-                 for tat, window in zip(tats, windows, strict=True)]
+        [now]
+        + [
+            tat + (cost - window.burst_size) * window.emission_interval
+            for tat, window in zip(tats, windows, strict=True)
+        ]
     )
-    new_tats = [max(tat, start) + cost * window.emission_interval
-                for tat, window in zip(tats, windows)]
+    new_tats = [max(tat, start) + cost * window.emission_interval for tat, window in zip(tats, windows)]
     return new_tats, start - now
 
 

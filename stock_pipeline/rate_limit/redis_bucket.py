@@ -55,8 +55,12 @@ class RedisTokenBucket:
         self._script = redis_client.register_script(_LUA_SOURCE)
         self._window_args: list[str | int | float] = []
         for window in self._windows:
-            self._window_args += [_window_field(window), window.emission_interval * _MICROSECONDS,
-                                  window.burst_size, window.limit]
+            self._window_args += [
+                _window_field(window),
+                window.emission_interval * _MICROSECONDS,
+                window.burst_size,
+                window.limit,
+            ]
 
     def acquire(self, cost: int = 1) -> float:
         """Reserve ``cost`` units, sleep until they may be sent, return the seconds waited.

@@ -70,14 +70,25 @@ class _AllegroHandler(JsonRequestHandler):
 class AllegroSimulator(LoopbackServer):
     handler_class = _AllegroHandler
 
-    def __init__(self, client_id: str = "demo-client", client_secret: str = "demo-secret", *,
-                 rate_limit_per_minute: int = 9000, block_seconds: float = 60.0,
-                 rate_limit_window_seconds: float = RATE_LIMIT_WINDOW_SECONDS,
-                 command_task_delay: float = 0.2, patch_async_probability: float = 0.0,
-                 operation_delay: float = 0.2, access_token_ttl: int = 43199,
-                 user_command_limit_per_minute: int = 9000, user_command_limit_per_hour: int = 250_000,
-                 user_patch_limit_per_minute: int = 2500, validate_responses: bool = False,
-                 host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        client_id: str = "demo-client",
+        client_secret: str = "demo-secret",
+        *,
+        rate_limit_per_minute: int = 9000,
+        block_seconds: float = 60.0,
+        rate_limit_window_seconds: float = RATE_LIMIT_WINDOW_SECONDS,
+        command_task_delay: float = 0.2,
+        patch_async_probability: float = 0.0,
+        operation_delay: float = 0.2,
+        access_token_ttl: int = 43199,
+        user_command_limit_per_minute: int = 9000,
+        user_command_limit_per_hour: int = 250_000,
+        user_patch_limit_per_minute: int = 2500,
+        validate_responses: bool = False,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
         super().__init__(host, port)
         self.client_id = client_id
         # Knobs read at each request, so tests may change them while the server runs.
@@ -89,8 +100,9 @@ class AllegroSimulator(LoopbackServer):
         self.validate_responses = validate_responses
 
         self.marketplace = Marketplace()
-        self.write_limits = SellerWriteLimits(user_command_limit_per_minute, user_command_limit_per_hour,
-                                              user_patch_limit_per_minute)
+        self.write_limits = SellerWriteLimits(
+            user_command_limit_per_minute, user_command_limit_per_hour, user_patch_limit_per_minute
+        )
         self._tokens = TokenStore(access_token_ttl)
         self._oauth = OAuthServer(client_id, client_secret, self._tokens)
         self._client_limit = ClientRateLimit(rate_limit_per_minute, rate_limit_window_seconds, block_seconds)
@@ -183,8 +195,13 @@ class AllegroSimulator(LoopbackServer):
 
     # ---- faults ----------------------------------------------------------------------
 
-    def set_faults(self, rate: float, kinds: Iterable[str] = FAULT_KINDS, seed: int | None = None,
-                   paths: Iterable[str] | None = None) -> None:
+    def set_faults(
+        self,
+        rate: float,
+        kinds: Iterable[str] = FAULT_KINDS,
+        seed: int | None = None,
+        paths: Iterable[str] | None = None,
+    ) -> None:
         """Faults on `rate` of the API requests whose path starts with one of `paths`
         (all when None); authorisation requests never fail."""
         self._faults.configure(rate, kinds, seed, paths)
@@ -243,11 +260,22 @@ class AllegroSimulator(LoopbackServer):
         else:
             outcome = self._serve_api(handler.command, url.path, query, headers, raw_body)
         # Recorded before answering, so a client that got the answer finds the record.
-        self._record(RequestRecord(
-            method=handler.command, path=url.path, query=query,
-            status=outcome.reply.status if outcome.reply else None, login=outcome.login,
-            client_id=outcome.client_id, started_at=started_at, body=_json_or_none(raw_body), headers=headers,
-            route=outcome.route, fault=outcome.fault, limited_by=outcome.limited_by))
+        self._record(
+            RequestRecord(
+                method=handler.command,
+                path=url.path,
+                query=query,
+                status=outcome.reply.status if outcome.reply else None,
+                login=outcome.login,
+                client_id=outcome.client_id,
+                started_at=started_at,
+                body=_json_or_none(raw_body),
+                headers=headers,
+                route=outcome.route,
+                fault=outcome.fault,
+                limited_by=outcome.limited_by,
+            )
+        )
         if outcome.reply is None:
             handler.drop_connection()
         else:
@@ -257,31 +285,35 @@ class AllegroSimulator(LoopbackServer):
         with self._records_lock:
             self._requests.append(record)
 
-    def _serve_auth(self, method: str, path: str, query_string: str, headers: dict[str, str],
-                    raw_body: bytes) -> _Outcome:
+    def _serve_auth(
+        self, method: str, path: str, query_string: str, headers: dict[str, str], raw_body: bytes
+    ) -> _Outcome:
         params = dict(parse_qsl(query_string))
         if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             params.update(parse_qsl(raw_body.decode("utf-8", "replace")))
-        reply, login = self._oauth.handle(method, path[len(AUTH_PREFIX):], params, headers.get("authorization", ""))
+        reply, login = self._oauth.handle(method, path[len(AUTH_PREFIX) :], params, headers.get("authorization", ""))
         client_identified = reply.status != 401
         return _Outcome(reply, route=path, login=login, client_id=self.client_id if client_identified else None)
 
-    def _serve_api(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
-                   raw_body: bytes) -> _Outcome:
+    def _serve_api(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], raw_body: bytes
+    ) -> _Outcome:
         check = self._validator.check_request(method, path, query, headers, raw_body)
         if check.problems:
             with self._records_lock:
                 self._spec_violations.extend(problem.message for problem in check.problems)
         outcome = self._api_outcome(method, path, query, headers, check)
         if self.validate_responses and outcome.reply is not None and check.route is not None:
-            problems = self._validator.check_response(method, check.route, outcome.reply.status,
-                                                      outcome.reply.content_type, outcome.reply.body)
+            problems = self._validator.check_response(
+                method, check.route, outcome.reply.status, outcome.reply.content_type, outcome.reply.body
+            )
             with self._records_lock:
                 self._response_violations.extend(problems)
         return outcome
 
-    def _api_outcome(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
-                     check: RequestCheck) -> _Outcome:
+    def _api_outcome(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], check: RequestCheck
+    ) -> _Outcome:
         outcome = _Outcome(None, route=check.route)
 
         outcome.fault = self._faults.draw(path)
@@ -295,8 +327,9 @@ class AllegroSimulator(LoopbackServer):
                 raise InvalidToken("Bearer access token required")
             outcome.login = self._tokens.authenticate(token.strip())
         except InvalidToken as problem:
-            outcome.reply = Reply(401, {"error": "invalid_token", "error_description": str(problem)},
-                                  content_type=MEDIA_TYPE)
+            outcome.reply = Reply(
+                401, {"error": "invalid_token", "error_description": str(problem)}, content_type=MEDIA_TYPE
+            )
             return outcome
         outcome.client_id = self.client_id
 
@@ -312,8 +345,9 @@ class AllegroSimulator(LoopbackServer):
             return outcome
 
         try:
-            outcome.reply = self._sale_api.handle(method, check.route, SaleRequest(
-                outcome.login, check.path_params, query, check.body))
+            outcome.reply = self._sale_api.handle(
+                method, check.route, SaleRequest(outcome.login, check.path_params, query, check.body)
+            )
         except SellerLimitExceeded:
             outcome.reply, outcome.limited_by = _rate_limited({}), "seller"
         return outcome

@@ -26,8 +26,7 @@ class FaultInjector:
         self._plan: _FaultPlan | None = None
         self._lock = threading.Lock()
 
-    def configure(self, rate: float, kinds: Iterable[str], seed: int | None,
-                  paths: Iterable[str] | None) -> None:
+    def configure(self, rate: float, kinds: Iterable[str], seed: int | None, paths: Iterable[str] | None) -> None:
         kinds = tuple(kinds)
         unknown = set(kinds) - set(FAULT_KINDS)
         if unknown or not kinds:

@@ -35,8 +35,9 @@ class OAuthError(Exception):
         self.status, self.error, self.description = status, error, description
 
     def reply(self) -> Reply:
-        return Reply(self.status, {"error": self.error, "error_description": self.description},
-                     content_type=OAUTH_CONTENT_TYPE)
+        return Reply(
+            self.status, {"error": self.error, "error_description": self.description}, content_type=OAUTH_CONTENT_TYPE
+        )
 
 
 class InvalidToken(Exception):
@@ -141,8 +142,14 @@ class TokenStore:
         with self._lock:
             token = _new_token()
             self._application_tokens[token] = time.time() + self.access_token_ttl
-            return {"access_token": token, "token_type": "bearer", "expires_in": self.access_token_ttl,
-                    "scope": "allegro:api", "allegro_api": True, "jti": str(uuid.uuid4())}
+            return {
+                "access_token": token,
+                "token_type": "bearer",
+                "expires_in": self.access_token_ttl,
+                "scope": "allegro:api",
+                "allegro_api": True,
+                "jti": str(uuid.uuid4()),
+            }
 
     def revoke(self, login: str) -> None:
         with self._lock:
@@ -158,8 +165,12 @@ class TokenStore:
 
     def start_device_flow(self, interval: float) -> _DeviceGrant:
         with self._lock:
-            grant = _DeviceGrant(device_code=_new_token(), user_code=secrets.token_hex(4).upper(),
-                                 expires_at=time.time() + DEVICE_CODE_LIFETIME, interval=interval)
+            grant = _DeviceGrant(
+                device_code=_new_token(),
+                user_code=secrets.token_hex(4).upper(),
+                expires_at=time.time() + DEVICE_CODE_LIFETIME,
+                interval=interval,
+            )
             self._device_grants[grant.device_code] = grant
             return grant
 
@@ -203,8 +214,9 @@ class OAuthServer:
         self.device_interval: float = 5
         self.auto_approve_login: str | None = None
 
-    def handle(self, method: str, endpoint: str, params: Mapping[str, str],
-               authorization: str) -> tuple[Reply, str | None]:
+    def handle(
+        self, method: str, endpoint: str, params: Mapping[str, str], authorization: str
+    ) -> tuple[Reply, str | None]:
         """(answer, login the request acted for). `endpoint` is the path below /auth/oauth."""
         try:
             if endpoint not in ("/token", "/device"):
@@ -232,14 +244,18 @@ class OAuthServer:
         if params.get("client_id") != self._client_id:
             raise OAuthError(400, "invalid_request", "client_id parameter missing or not the authenticated client")
         grant = self.tokens.start_device_flow(self.device_interval)
-        return Reply(200, {
-            "device_code": grant.device_code,
-            "user_code": grant.user_code,
-            "verification_uri": VERIFICATION_URI,
-            "verification_uri_complete": f"{VERIFICATION_URI}?code={grant.user_code}",
-            "expires_in": DEVICE_CODE_LIFETIME,
-            "interval": self.device_interval,
-        }, content_type=OAUTH_CONTENT_TYPE)
+        return Reply(
+            200,
+            {
+                "device_code": grant.device_code,
+                "user_code": grant.user_code,
+                "verification_uri": VERIFICATION_URI,
+                "verification_uri_complete": f"{VERIFICATION_URI}?code={grant.user_code}",
+                "expires_in": DEVICE_CODE_LIFETIME,
+                "interval": self.device_interval,
+            },
+            content_type=OAUTH_CONTENT_TYPE,
+        )
 
     def _token(self, params: Mapping[str, str]) -> tuple[str | None, dict]:
         grant_type = params.get("grant_type")

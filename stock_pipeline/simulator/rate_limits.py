@@ -63,8 +63,10 @@ class SellerWriteLimits:
     (per minute and per hour) and PATCH product-offers calls (per minute)."""
 
     def __init__(self, command_offers_per_minute: int, command_offers_per_hour: int, patches_per_minute: int):
-        self._command_windows = (SlidingWindow(command_offers_per_minute, 60.0),
-                                 SlidingWindow(command_offers_per_hour, 3600.0))
+        self._command_windows = (
+            SlidingWindow(command_offers_per_minute, 60.0),
+            SlidingWindow(command_offers_per_hour, 3600.0),
+        )
         self._patch_window = SlidingWindow(patches_per_minute, 60.0)
         self._lock = threading.Lock()
 

@@ -18,8 +18,8 @@ from stock_pipeline.simulator.state import (
     Command,
     CommandIdInUse,
     Offer,
-    OfferNotFound,
     OfferLocked,
+    OfferNotFound,
     OperationInProgress,
     Task,
     allegro_error,
@@ -33,8 +33,7 @@ MAX_OFFERS_PER_COMMAND = 1000
 MAX_LISTING_WINDOW = 10_000_000  # offset + limit
 LISTING_PARAMETERS = ("offer.id", "external.id", "publication.status", "limit", "offset")
 OPERATION_RETRY_AFTER = "1"
-COMMAND_RESOURCES = {"/sale/offer-quantity-change-commands": QUANTITY,
-                     "/sale/offer-publication-commands": PUBLICATION}
+COMMAND_RESOURCES = {"/sale/offer-quantity-change-commands": QUANTITY, "/sale/offer-publication-commands": PUBLICATION}
 
 # What every simulated offer shares: the fields a stock sync does not touch.
 CATEGORY = {"id": "257931"}
@@ -46,8 +45,9 @@ class SellerLimitExceeded(Exception):
     """A per-seller write limit refused the request (429, the client is not blocked)."""
 
 
-def error_reply(status: int, code: str, message: str, *, path: str | None = None,
-                headers: dict[str, str] | None = None) -> Reply:
+def error_reply(
+    status: int, code: str, message: str, *, path: str | None = None, headers: dict[str, str] | None = None
+) -> Reply:
     return Reply(status, {"errors": [allegro_error(code, message, path)]}, headers or {}, MEDIA_TYPE)
 
 
@@ -124,7 +124,7 @@ def general_report(command: Command) -> dict:
 def task_page(command: Command, query: Mapping[str, list[str]]) -> dict:
     """TaskReport: the tasks from `offset`, at most `limit` (defaults 0 and 100)."""
     offset = _int_parameter(query, "offset", 0)
-    page = command.tasks[offset:offset + _int_parameter(query, "limit", 100)]
+    page = command.tasks[offset : offset + _int_parameter(query, "limit", 100)]
     return {"tasks": [_task_view(command, task) for task in page]}
 
 
@@ -169,7 +169,8 @@ class SaleApi:
         for resource, kind in COMMAND_RESOURCES.items():
             self._routes[("PUT", f"{resource}/{{commandId}}")] = partial(self._put_command, kind)
             self._routes[("GET", f"{resource}/{{commandId}}")] = partial(
-                self._read_command, kind, lambda command, _query: general_report(command))
+                self._read_command, kind, lambda command, _query: general_report(command)
+            )
             self._routes[("GET", f"{resource}/{{commandId}}/tasks")] = partial(self._read_command, kind, task_page)
 
     def handle(self, method: str, route: str, request: SaleRequest) -> Reply:
@@ -182,16 +183,27 @@ class SaleApi:
         query = request.query
         unsupported = sorted(set(query) - set(LISTING_PARAMETERS))
         if unsupported:
-            return error_reply(501, "NotImplementedInSimulator",
-                               f"the simulator does not implement GET /sale/offers parameters {unsupported}")
+            return error_reply(
+                501,
+                "NotImplementedInSimulator",
+                f"the simulator does not implement GET /sale/offers parameters {unsupported}",
+            )
         limit, offset = _int_parameter(query, "limit", 20), _int_parameter(query, "offset", 0)
         if offset + limit > MAX_LISTING_WINDOW:
             return error_reply(400, "ValidationException", f"offset + limit must not exceed {MAX_LISTING_WINDOW}")
         page, total = self._sim.marketplace.list_offers(
-            request.login, offer_ids=query.get("offer.id", []), skus=query.get("external.id", []),
-            statuses=query.get("publication.status", []), offset=offset, limit=limit)
-        return Reply(200, {"offers": [listing_view(offer) for offer in page], "count": len(page),
-                           "totalCount": total}, content_type=MEDIA_TYPE)
+            request.login,
+            offer_ids=query.get("offer.id", []),
+            skus=query.get("external.id", []),
+            statuses=query.get("publication.status", []),
+            offset=offset,
+            limit=limit,
+        )
+        return Reply(
+            200,
+            {"offers": [listing_view(offer) for offer in page], "count": len(page), "totalCount": total},
+            content_type=MEDIA_TYPE,
+        )
 
     def _get_offer(self, request: SaleRequest) -> Reply:
         offer_id = request.path_params["offerId"]
@@ -209,24 +221,28 @@ class SaleApi:
             return error_reply(501, "NotImplementedInSimulator", "the simulator changes only stock.available by PATCH")
         available = request.body["stock"].get("available")
         if available is None or available > MAX_STOCK:
-            return error_reply(422, "ValidationException", f"stock.available must be an integer 0..{MAX_STOCK}",
-                               path="stock.available")
+            return error_reply(
+                422, "ValidationException", f"stock.available must be an integer 0..{MAX_STOCK}", path="stock.available"
+            )
         asynchronous = self._random.random() < self._sim.patch_async_probability
         try:
             offer, operation = self._sim.marketplace.patch_stock(
-                request.login, offer_id, available, self._sim.operation_delay if asynchronous else None)
+                request.login, offer_id, available, self._sim.operation_delay if asynchronous else None
+            )
         except OfferNotFound:
             return _offer_not_found(offer_id)
         except OfferLocked:
             return error_reply(422, "OfferLockedException", f"Offer {offer_id} is locked and cannot be edited now")
         except OperationInProgress:
-            return error_reply(409, "ConflictException",
-                               f"The previous edition of offer {offer_id} is still being processed")
+            return error_reply(
+                409, "ConflictException", f"The previous edition of offer {offer_id} is still being processed"
+            )
         if operation is None:
             return Reply(200, product_offer_view(offer), content_type=MEDIA_TYPE)
         location = f"{self._sim.api_url}/sale/product-offers/{offer_id}/operations/{operation.id}"
-        return Reply(202, product_offer_view(offer), {"Location": location, "Retry-After": OPERATION_RETRY_AFTER},
-                     MEDIA_TYPE)
+        return Reply(
+            202, product_offer_view(offer), {"Location": location, "Retry-After": OPERATION_RETRY_AFTER}, MEDIA_TYPE
+        )
 
     def _operation_status(self, request: SaleRequest) -> Reply:
         offer_id, operation_id = request.path_params["offerId"], request.path_params["operationId"]
@@ -236,10 +252,15 @@ class SaleApi:
             return error_reply(404, "NotFoundException", f"No operation {operation_id} of offer {offer_id}")
         if operation.done:
             return Reply(303, headers={"Location": f"{self._sim.api_url}/sale/product-offers/{offer_id}"})
-        return Reply(202, {"offer": {"id": offer_id},
-                           "operation": {"id": operation.id, "status": "IN_PROGRESS",
-                                         "startedAt": iso_time(operation.started_at)}},
-                     {"Retry-After": OPERATION_RETRY_AFTER}, MEDIA_TYPE)
+        return Reply(
+            202,
+            {
+                "offer": {"id": offer_id},
+                "operation": {"id": operation.id, "status": "IN_PROGRESS", "startedAt": iso_time(operation.started_at)},
+            },
+            {"Retry-After": OPERATION_RETRY_AFTER},
+            MEDIA_TYPE,
+        )
 
     # ---- batch commands --------------------------------------------------------------
 
@@ -259,14 +280,16 @@ class SaleApi:
         if not self._sim.write_limits.take_command_offers(request.login, len(offer_ids)):
             raise SellerLimitExceeded
         try:
-            command = self._sim.marketplace.create_command(kind, command_id, request.login, change, offer_ids,
-                                                           self._sim.command_task_delay)
+            command = self._sim.marketplace.create_command(
+                kind, command_id, request.login, change, offer_ids, self._sim.command_task_delay
+            )
         except CommandIdInUse:
             return _command_id_in_use(command_id)
         return Reply(201, general_report(command), content_type=MEDIA_TYPE)
 
-    def _read_command(self, kind: str, render: Callable[[Command, Mapping[str, list[str]]], dict],
-                      request: SaleRequest) -> Reply:
+    def _read_command(
+        self, kind: str, render: Callable[[Command, Mapping[str, list[str]]], dict], request: SaleRequest
+    ) -> Reply:
         command_id = request.path_params["commandId"]
         try:
             command = self._sim.marketplace.command(kind, request.login, command_id)
@@ -297,8 +320,9 @@ def _command_id_in_use(command_id: str) -> Reply:
 
 def _command_offer_ids(body: dict) -> tuple[list[str], str | None]:
     """The offer ids a command names, or why they cannot be used."""
-    offer_ids = [offer.get("id") for criterion in body.get("offerCriteria") or []
-                 for offer in criterion.get("offers") or []]
+    offer_ids = [
+        offer.get("id") for criterion in body.get("offerCriteria") or [] for offer in criterion.get("offers") or []
+    ]
     if not offer_ids or None in offer_ids:
         return [], "offerCriteria must name at least one offer, each with an id"
     if len(offer_ids) > MAX_OFFERS_PER_COMMAND:

@@ -85,19 +85,29 @@ class SpecValidator:
 
     # ---- requests --------------------------------------------------------------------
 
-    def check_request(self, method: str, path: str, query: Mapping[str, list[str]],
-                      headers: Mapping[str, str], body: bytes) -> RequestCheck:
+    def check_request(
+        self, method: str, path: str, query: Mapping[str, list[str]], headers: Mapping[str, str], body: bytes
+    ) -> RequestCheck:
         """`headers` with lower-case names. Problems are listed in the order Allegro
         reports them: the first one decides the answer."""
         label = f"{method} {path}"
         template, path_params = self._match(path)
         if template is None:
-            return RequestCheck(None, problems=[Problem(404, "NotFoundException",
-                                                        f"{label}: no such operation in the spec subset the simulator serves")])
+            return RequestCheck(
+                None,
+                problems=[
+                    Problem(
+                        404, "NotFoundException", f"{label}: no such operation in the spec subset the simulator serves"
+                    )
+                ],
+            )
         method_key = method.lower()
         if method_key not in self._document["paths"][template]:
-            return RequestCheck(template, path_params, problems=[Problem(
-                405, "MethodNotAllowedException", f"{label}: {template} does not support {method}")])
+            return RequestCheck(
+                template,
+                path_params,
+                problems=[Problem(405, "MethodNotAllowedException", f"{label}: {template} does not support {method}")],
+            )
 
         operation = self._document["paths"][template][method_key]
         base = ("paths", template, method_key)
@@ -117,18 +127,29 @@ class SpecValidator:
                 return template, {name: unquote(value) for name, value in found.groupdict().items()}
         return None, {}
 
-    def _header_problems(self, label: str, operation: dict, base: tuple[str, ...],
-                         headers: Mapping[str, str]) -> list[Problem]:
+    def _header_problems(
+        self, label: str, operation: dict, base: tuple[str, ...], headers: Mapping[str, str]
+    ) -> list[Problem]:
         problems = []
         answer_types = {media for response in operation["responses"].values() for media in response.get("content", {})}
         accepted = {_media_type(part) for part in headers.get("accept", "").split(",") if part.strip()}
         if answer_types and not accepted & answer_types:
-            problems.append(Problem(406, "NotAcceptableException",
-                                    f"{label}: Accept header must name {' or '.join(sorted(answer_types))} "
-                                    f"(got {headers.get('accept', 'none')!r})"))
+            problems.append(
+                Problem(
+                    406,
+                    "NotAcceptableException",
+                    f"{label}: Accept header must name {' or '.join(sorted(answer_types))} "
+                    f"(got {headers.get('accept', 'none')!r})",
+                )
+            )
         if not headers.get("user-agent"):
-            problems.append(Problem(400, "VALIDATION_ERROR",
-                                    f"{label}: no User-Agent header (Allegro asks for the application name and version)"))
+            problems.append(
+                Problem(
+                    400,
+                    "VALIDATION_ERROR",
+                    f"{label}: no User-Agent header (Allegro asks for the application name and version)",
+                )
+            )
         for index, parameter in enumerate(operation.get("parameters", [])):
             name = parameter["name"].lower()
             if parameter["in"] == "header" and name in headers:
@@ -161,7 +182,9 @@ class SpecValidator:
                 item_schema = self._resolve(schema.get("items", {}))
                 coerced = [self._coerce(value, item_schema) for value in values]
             elif len(values) > 1:
-                problems.append(Problem(400, "VALIDATION_ERROR", f"{where} given {len(values)} times; it takes one value"))
+                problems.append(
+                    Problem(400, "VALIDATION_ERROR", f"{where} given {len(values)} times; it takes one value")
+                )
                 continue
             else:
                 coerced = self._coerce(values[0], schema)
@@ -196,8 +219,9 @@ class SpecValidator:
             return raw == "true"
         return raw
 
-    def _body_problems(self, label: str, operation: dict, base: tuple[str, ...],
-                       headers: Mapping[str, str], body: bytes) -> tuple[list[Problem], Any]:
+    def _body_problems(
+        self, label: str, operation: dict, base: tuple[str, ...], headers: Mapping[str, str], body: bytes
+    ) -> tuple[list[Problem], Any]:
         declared = operation.get("requestBody")
         if declared is None:
             if body:
@@ -209,9 +233,14 @@ class SpecValidator:
             return [], None
         content_type = _media_type(headers.get("content-type", ""))
         if content_type not in declared["content"]:
-            return [Problem(415, "UnsupportedMediaTypeException",
-                            f"{label}: Content-Type {headers.get('content-type')!r} is not "
-                            f"{' or '.join(sorted(declared['content']))}")], None
+            return [
+                Problem(
+                    415,
+                    "UnsupportedMediaTypeException",
+                    f"{label}: Content-Type {headers.get('content-type')!r} is not "
+                    f"{' or '.join(sorted(declared['content']))}",
+                )
+            ], None
         try:
             parsed = json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
@@ -221,8 +250,10 @@ class SpecValidator:
 
     def _schema_problems(self, pointer: str, instance: Any, where: str) -> list[Problem]:
         errors = sorted(self._validator(pointer).iter_errors(instance), key=lambda e: list(e.absolute_path))
-        return [Problem(400, "VALIDATION_ERROR", f"{where}: {error.message} at {error.json_path}")
-                for error in errors[:MAX_REPORTED_SCHEMA_ERRORS]]
+        return [
+            Problem(400, "VALIDATION_ERROR", f"{where}: {error.message} at {error.json_path}")
+            for error in errors[:MAX_REPORTED_SCHEMA_ERRORS]
+        ]
 
     def _validator(self, pointer: str) -> Draft4Validator:
         validator = self._validators.get(pointer)

@@ -160,9 +160,19 @@ class Marketplace:
         offer_id = str(spec["id"]) if spec.get("id") is not None else self._generate_offer_id(reserved)
         if offer_id in self._offers:
             raise ValueError(f"offer {offer_id} exists already")
-        offer = Offer(id=offer_id, login=login, sku=spec.get("sku"), stock=0, status="ACTIVE", ended_by=None,
-                      name=spec.get("name") or f"Simulated offer {offer_id}", created_at=now, updated_at=now,
-                      started_at=None if spec.get("status") == "INACTIVE" else now, ended_at=None)
+        offer = Offer(
+            id=offer_id,
+            login=login,
+            sku=spec.get("sku"),
+            stock=0,
+            status="ACTIVE",
+            ended_by=None,
+            name=spec.get("name") or f"Simulated offer {offer_id}",
+            created_at=now,
+            updated_at=now,
+            started_at=None if spec.get("status") == "INACTIVE" else now,
+            ended_at=None,
+        )
         _change_offer(offer, now, **{key: spec[key] for key in ("stock", "status", "ended_by") if key in spec})
         return offer
 
@@ -193,19 +203,21 @@ class Marketplace:
             now = self._settle()
             _change_offer(self._offers[offer_id], now, **changes)
 
-    def list_offers(self, login: str, *, offer_ids: list[str], skus: list[str], statuses: list[str],
-                    offset: int, limit: int) -> tuple[list[Offer], int]:
+    def list_offers(
+        self, login: str, *, offer_ids: list[str], skus: list[str], statuses: list[str], offset: int, limit: int
+    ) -> tuple[list[Offer], int]:
         """One page of the seller's offers matching every given filter, by id; and the total."""
         with self._lock:
             self._settle()
             wanted_ids, wanted_skus, wanted_statuses = set(offer_ids), set(skus), set(statuses)
             matching = [
-                offer for offer in (self._offers[offer_id] for offer_id in self._sellers[login])
+                offer
+                for offer in (self._offers[offer_id] for offer_id in self._sellers[login])
                 if (not wanted_ids or offer.id in wanted_ids)
                 and (not wanted_skus or offer.sku in wanted_skus)
                 and (not wanted_statuses or offer.status in wanted_statuses)
             ]
-            return [copy.copy(offer) for offer in matching[offset:offset + limit]], len(matching)
+            return [copy.copy(offer) for offer in matching[offset : offset + limit]], len(matching)
 
     def owned_offer(self, login: str, offer_id: str) -> Offer:
         with self._lock:
@@ -220,8 +232,9 @@ class Marketplace:
 
     # ---- PATCH /sale/product-offers/{id} ---------------------------------------------
 
-    def patch_stock(self, login: str, offer_id: str, available: int,
-                    delay: float | None) -> tuple[Offer, Operation | None]:
+    def patch_stock(
+        self, login: str, offer_id: str, available: int, delay: float | None
+    ) -> tuple[Offer, Operation | None]:
         """Sets the stock now (delay None) or after `delay` seconds as an operation.
         Returns the offer as it is now and the operation, if any."""
         with self._lock:
@@ -234,8 +247,14 @@ class Marketplace:
             if delay is None:
                 _set_stock(offer, available, now)
                 return copy.copy(offer), None
-            operation = Operation(id=str(uuid.uuid4()), offer_id=offer_id, login=login, available=available,
-                                  started_at=now, due_at=now + delay)
+            operation = Operation(
+                id=str(uuid.uuid4()),
+                offer_id=offer_id,
+                login=login,
+                available=available,
+                started_at=now,
+                due_at=now + delay,
+            )
             self._operations[operation.id] = operation
             self._running_operation[offer_id] = operation.id
             self._schedule(operation.due_at, lambda: self._finish_operation(operation))
@@ -260,14 +279,22 @@ class Marketplace:
         with self._lock:
             return (kind, command_id) in self._commands
 
-    def create_command(self, kind: str, command_id: str, login: str, change: dict,
-                       offer_ids: list[str], delay: float) -> Command:
+    def create_command(
+        self, kind: str, command_id: str, login: str, change: dict, offer_ids: list[str], delay: float
+    ) -> Command:
         with self._lock:
             now = self._settle()
             if (kind, command_id) in self._commands:
                 raise CommandIdInUse(command_id)
-            command = Command(kind=kind, id=command_id, login=login, change=change, created_at=now,
-                              due_at=now + delay, tasks=[Task(offer_id) for offer_id in offer_ids])
+            command = Command(
+                kind=kind,
+                id=command_id,
+                login=login,
+                change=change,
+                created_at=now,
+                due_at=now + delay,
+                tasks=[Task(offer_id) for offer_id in offer_ids],
+            )
             self._commands[(kind, command_id)] = command
             self._schedule(command.due_at, lambda: self._run_command(command))
             return copy.deepcopy(command)
@@ -299,8 +326,11 @@ class Marketplace:
         value = modification["value"]
         new_stock = value if modification["changeType"] == "FIXED" else offer.stock + value
         if not 1 <= new_stock <= MAX_STOCK:
-            _fail(task, "ATTEMPT_TO_CHANGE_OFFER_QUANTITY_TO_INVALID_VALUE",
-                  f"Offer quantity would become {new_stock}; it must be between 1 and {MAX_STOCK}")
+            _fail(
+                task,
+                "ATTEMPT_TO_CHANGE_OFFER_QUANTITY_TO_INVALID_VALUE",
+                f"Offer quantity would become {new_stock}; it must be between 1 and {MAX_STOCK}",
+            )
             return
         # A command never ends or re-activates an offer: only the stock changes.
         _change_offer(offer, now, stock=new_stock)
@@ -310,14 +340,19 @@ class Marketplace:
     def _apply_publication(publication: dict, offer: Offer, task: Task, now: float) -> None:
         if publication["action"] == "END":
             if offer.status == "INACTIVE":
-                _fail(task, "OfferCannotBeEndedException", f"Offer {offer.id} is a draft (INACTIVE) and cannot be ended")
+                _fail(
+                    task, "OfferCannotBeEndedException", f"Offer {offer.id} is a draft (INACTIVE) and cannot be ended"
+                )
                 return
             if offer.status in LIVE_STATUSES:
                 _change_offer(offer, now, status="ENDED", ended_by="USER")
         else:  # ACTIVATE
             if offer.stock < 1:
-                _fail(task, "OfferCannotBeActivatedException",
-                      f"Offer {offer.id} cannot be activated: its stock must be greater than 0")
+                _fail(
+                    task,
+                    "OfferCannotBeActivatedException",
+                    f"Offer {offer.id} cannot be activated: its stock must be greater than 0",
+                )
                 return
             if offer.status not in LIVE_STATUSES:
                 _change_offer(offer, now, status="ACTIVE")
@@ -344,8 +379,9 @@ def _set_stock(offer: Offer, available: int, now: float) -> None:
 _UNSET: Any = object()
 
 
-def _change_offer(offer: Offer, now: float, *, stock: int = _UNSET, status: str = _UNSET,
-                  ended_by: str | None = _UNSET) -> None:
+def _change_offer(
+    offer: Offer, now: float, *, stock: int = _UNSET, status: str = _UNSET, ended_by: str | None = _UNSET
+) -> None:
     """Checks every value before assigning any. Ending an offer without naming `ended_by`
     records USER (the seller ended it by hand); moving to another status clears it."""
     new_status = offer.status if status is _UNSET else status

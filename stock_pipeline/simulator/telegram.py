@@ -96,12 +96,24 @@ class FakeTelegram(LoopbackServer):
                 return _failure(401, "Unauthorized")
             if self._failures_left > 0:
                 self._failures_left -= 1
-                return _failure(429, f"Too Many Requests: retry after {self._retry_after}",
-                                parameters={"retry_after": self._retry_after})
+                return _failure(
+                    429,
+                    f"Too Many Requests: retry after {self._retry_after}",
+                    parameters={"retry_after": self._retry_after},
+                )
         if found["method"].lower() == "getme":
-            return Reply(200, {"ok": True, "result": {**BOT_USER, "can_join_groups": True,
-                                                      "can_read_all_group_messages": False,
-                                                      "supports_inline_queries": False}})
+            return Reply(
+                200,
+                {
+                    "ok": True,
+                    "result": {
+                        **BOT_USER,
+                        "can_join_groups": True,
+                        "can_read_all_group_messages": False,
+                        "supports_inline_queries": False,
+                    },
+                },
+            )
         return self._send_message(found["token"], params)
 
     def _send_message(self, token: str, params: dict[str, Any]) -> Reply:
@@ -126,10 +138,20 @@ class FakeTelegram(LoopbackServer):
         with self._lock:
             message_id = self._next_message_id
             self._next_message_id += 1
-            self._messages.append({"token": token, "chat_id": chat_id, "text": text, "parse_mode": parse_mode,
-                                   "message_id": message_id})
+            self._messages.append(
+                {"token": token, "chat_id": chat_id, "text": text, "parse_mode": parse_mode, "message_id": message_id}
+            )
         chat_type = "private" if isinstance(chat_id, int) and chat_id > 0 else "channel"
-        return Reply(200, {"ok": True, "result": {
-            "message_id": message_id, "from": BOT_USER, "date": int(time.time()),
-            "chat": {"id": chat_id, "type": chat_type}, "text": shown,
-        }})
+        return Reply(
+            200,
+            {
+                "ok": True,
+                "result": {
+                    "message_id": message_id,
+                    "from": BOT_USER,
+                    "date": int(time.time()),
+                    "chat": {"id": chat_id, "type": chat_type},
+                    "text": shown,
+                },
+            },
+        )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 
-ALLOWED_TAGS = frozenset({"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre",
-                          "tg-spoiler", "span", "blockquote"})
+ALLOWED_TAGS = frozenset(
+    {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "tg-spoiler", "span", "blockquote"}
+)
 NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
 
 _TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s+[a-zA-Z-]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s>\"']+))?)*)\s*>")
@@ -35,13 +36,12 @@ def html_to_text(html: str) -> str:
             decoded, position = _entity(html, position)
             text.append(decoded)
         elif char == ">":
-            raise TelegramHtmlError(f"Unescaped \">\" at byte offset {_byte_offset(html, position)}; "
-                                    f"write &gt;")
+            raise TelegramHtmlError(f'Unescaped ">" at byte offset {_byte_offset(html, position)}; write &gt;')
         else:
             text.append(char)
             position += 1
     if open_tags:
-        raise TelegramHtmlError(f"Can't find end tag corresponding to start tag \"{open_tags[-1]}\"")
+        raise TelegramHtmlError(f'Can\'t find end tag corresponding to start tag "{open_tags[-1]}"')
     return "".join(text)
 
 
@@ -60,15 +60,16 @@ def _tag(html: str, position: int, open_tags: list[str]) -> int:
         if not open_tags:
             raise TelegramHtmlError(f"Unexpected end tag at byte offset {offset}")
         if open_tags[-1] != name:
-            raise TelegramHtmlError(f"Unmatched end tag at byte offset {offset}, "
-                                    f"expected \"</{open_tags[-1]}>\", found \"</{name}>\"")
+            raise TelegramHtmlError(
+                f'Unmatched end tag at byte offset {offset}, expected "</{open_tags[-1]}>", found "</{name}>"'
+            )
         open_tags.pop()
         return match.end()
     if name not in ALLOWED_TAGS:
-        raise TelegramHtmlError(f"Unsupported start tag \"{name}\" at byte offset {offset}")
+        raise TelegramHtmlError(f'Unsupported start tag "{name}" at byte offset {offset}')
     values = {found[0].lower(): found[1] or found[2] or found[3] for found in _ATTRIBUTE.findall(attributes)}
     if name == "span" and values.get("class") != "tg-spoiler":
-        raise TelegramHtmlError(f"Tag \"span\" must have class \"tg-spoiler\" at byte offset {offset}")
+        raise TelegramHtmlError(f'Tag "span" must have class "tg-spoiler" at byte offset {offset}')
     open_tags.append(name)
     return match.end()
 
@@ -77,12 +78,14 @@ def _entity(html: str, position: int) -> tuple[str, int]:
     """The character an entity at `position` stands for and the position after it."""
     match = _ENTITY.match(html, position)
     if match is None:
-        raise TelegramHtmlError(f"Unescaped \"&\" at byte offset {_byte_offset(html, position)}; write &amp;")
+        raise TelegramHtmlError(f'Unescaped "&" at byte offset {_byte_offset(html, position)}; write &amp;')
     decimal, hexadecimal, name = match.groups()
     if name is not None:
         if name not in NAMED_ENTITIES:
-            raise TelegramHtmlError(f"Unsupported entity \"&{name};\" at byte offset {_byte_offset(html, position)}; "
-                                    "only &lt; &gt; &amp; &quot; and numeric entities are supported")
+            raise TelegramHtmlError(
+                f'Unsupported entity "&{name};" at byte offset {_byte_offset(html, position)}; '
+                "only &lt; &gt; &amp; &quot; and numeric entities are supported"
+            )
         return NAMED_ENTITIES[name], match.end()
     code_point = int(decimal) if decimal is not None else int(hexadecimal, 16)
     if code_point > 0x10FFFF:

@@ -31,12 +31,15 @@ def account_write_lock(engine: Engine, account: str) -> Iterator[None]:
         return
     key = zlib.crc32(account.encode())
     with engine.connect() as conn:
-        acquired = conn.execute(sa.text("SELECT pg_try_advisory_lock(:ns, :key)"),
-                                {"ns": LOCK_NAMESPACE, "key": key - 2**31}).scalar()
+        acquired = conn.execute(
+            sa.text("SELECT pg_try_advisory_lock(:ns, :key)"), {"ns": LOCK_NAMESPACE, "key": key - 2**31}
+        ).scalar()
         conn.commit()
         if not acquired:
-            raise AccountBusyError(f"another run is writing to account {account!r} now; this run sent nothing "
-                                   "(the next scheduled run will sync it)")
+            raise AccountBusyError(
+                f"another run is writing to account {account!r} now; this run sent nothing "
+                "(the next scheduled run will sync it)"
+            )
         try:
             yield
         finally:

@@ -50,8 +50,10 @@ REFRESH_MARGIN = timedelta(minutes=5)
 
 def validate_account_name(name: str) -> str:
     if not ACCOUNT_NAME.match(name or ""):
-        raise ValueError(f"account name {name!r} is not valid: use letters, digits, '.', '_' or '-' "
-                         "(starting with a letter or digit, at most 100 characters); it names a Dagster partition")
+        raise ValueError(
+            f"account name {name!r} is not valid: use letters, digits, '.', '_' or '-' "
+            "(starting with a letter or digit, at most 100 characters); it names a Dagster partition"
+        )
     return name
 
 
@@ -104,27 +106,38 @@ class AccountStore:
         values = dict(self._sealed(name, pair), last_error=None, updated_at=datetime.now(timezone.utc))
         keep_paused = sa.case((accounts.c.status == ACCOUNT_PAUSED, ACCOUNT_PAUSED), else_=ACCOUNT_ACTIVE)
         with self.engine.begin() as conn:
-            updated = conn.execute(accounts.update().where(accounts.c.name == name)
-                                   .values(**values, status=keep_paused)).rowcount
+            updated = conn.execute(
+                accounts.update().where(accounts.c.name == name).values(**values, status=keep_paused)
+            ).rowcount
             if not updated:
                 conn.execute(accounts.insert().values(name=name, status=ACCOUNT_ACTIVE, **values))
 
     def list(self, only_active: bool = False) -> list[Account]:
-        query = sa.select(accounts.c.name, accounts.c.status, accounts.c.access_expires_at,
-                          accounts.c.last_error, accounts.c.updated_at).order_by(accounts.c.name)
+        query = sa.select(
+            accounts.c.name,
+            accounts.c.status,
+            accounts.c.access_expires_at,
+            accounts.c.last_error,
+            accounts.c.updated_at,
+        ).order_by(accounts.c.name)
         if only_active:
             query = query.where(accounts.c.status == ACCOUNT_ACTIVE)
         with self.engine.connect() as conn:
-            return [Account(r.name, r.status, _aware(r.access_expires_at), r.last_error, _aware(r.updated_at))
-                    for r in conn.execute(query)]
+            return [
+                Account(r.name, r.status, _aware(r.access_expires_at), r.last_error, _aware(r.updated_at))
+                for r in conn.execute(query)
+            ]
 
     def get(self, name: str) -> Account | None:
         return next((a for a in self.list() if a.name == name), None)
 
     def set_status(self, name: str, status: str, error: str | None = None) -> None:
         with self.engine.begin() as conn:
-            conn.execute(accounts.update().where(accounts.c.name == name)
-                         .values(status=status, last_error=error, updated_at=datetime.now(timezone.utc)))
+            conn.execute(
+                accounts.update()
+                .where(accounts.c.name == name)
+                .values(status=status, last_error=error, updated_at=datetime.now(timezone.utc))
+            )
 
     def require(self, name: str) -> Account:
         """The account, or ValueError naming the registered ones."""
@@ -139,8 +152,11 @@ class AccountStore:
         resumed. Its last error stays: it tells `resume` whether the tokens still need fixing."""
         before = self.require(name)
         with self.engine.begin() as conn:
-            conn.execute(accounts.update().where(accounts.c.name == name)
-                         .values(status=ACCOUNT_PAUSED, updated_at=datetime.now(timezone.utc)))
+            conn.execute(
+                accounts.update()
+                .where(accounts.c.name == name)
+                .values(status=ACCOUNT_PAUSED, updated_at=datetime.now(timezone.utc))
+            )
         return before
 
     def resume(self, name: str) -> str:
@@ -151,8 +167,11 @@ class AccountStore:
             return before.status
         status = ACCOUNT_NEEDS_REAUTH if before.last_error else ACCOUNT_ACTIVE
         with self.engine.begin() as conn:
-            conn.execute(accounts.update().where(accounts.c.name == name, accounts.c.status == ACCOUNT_PAUSED)
-                         .values(status=status, updated_at=datetime.now(timezone.utc)))
+            conn.execute(
+                accounts.update()
+                .where(accounts.c.name == name, accounts.c.status == ACCOUNT_PAUSED)
+                .values(status=status, updated_at=datetime.now(timezone.utc))
+            )
         return status
 
     def remove(self, name: str) -> RemovedAccount:
@@ -162,8 +181,12 @@ class AccountStore:
         self.require(name)
         deleted: dict[str, int] = {}
         with self.engine.begin() as conn:
-            for table, column in ((ended_offers, ended_offers.c.account), (account_policies, account_policies.c.account),
-                                  (sync_status, sync_status.c.account), (accounts, accounts.c.name)):
+            for table, column in (
+                (ended_offers, ended_offers.c.account),
+                (account_policies, account_policies.c.account),
+                (sync_status, sync_status.c.account),
+                (accounts, accounts.c.name),
+            ):
                 deleted[table.name] = conn.execute(table.delete().where(column == name)).rowcount
             kept = conn.execute(sa.select(sa.func.count()).select_from(writes).where(writes.c.account == name)).scalar()
         log.info("account_removed", account=name, deleted=deleted, writes_kept=kept)
@@ -182,11 +205,18 @@ class AccountStore:
                     self._opened(row.name, stored)
             except TokenEncryptionError as exc:
                 problem = str(exc)
-            states.append(StoredTokens(
-                name=row.name, status=row.status, access_expires_at=_aware(row.access_expires_at),
-                last_error=row.last_error, has_access_token=bool(row.access_token),
-                has_refresh_token=bool(row.refresh_token),
-                encrypted=all(is_encrypted(v) for v in (row.access_token, row.refresh_token) if v), problem=problem))
+            states.append(
+                StoredTokens(
+                    name=row.name,
+                    status=row.status,
+                    access_expires_at=_aware(row.access_expires_at),
+                    last_error=row.last_error,
+                    has_access_token=bool(row.access_token),
+                    has_refresh_token=bool(row.refresh_token),
+                    encrypted=all(is_encrypted(v) for v in (row.access_token, row.refresh_token) if v),
+                    problem=problem,
+                )
+            )
         return states
 
     def check_can_store_tokens(self, name: str) -> None:
@@ -195,8 +225,11 @@ class AccountStore:
 
     def _sealed(self, name: str, pair: TokenPair) -> dict:
         remember_secrets(pair.access_token, pair.refresh_token)
-        return dict(access_token=self.cipher.seal(name, pair.access_token),
-                    refresh_token=self.cipher.seal(name, pair.refresh_token), access_expires_at=pair.expires_at)
+        return dict(
+            access_token=self.cipher.seal(name, pair.access_token),
+            refresh_token=self.cipher.seal(name, pair.refresh_token),
+            access_expires_at=pair.expires_at,
+        )
 
     def _opened(self, name: str, stored: str | None) -> str | None:
         token = self.cipher.open(name, stored)
@@ -209,7 +242,9 @@ class AccountStore:
             query = query.with_for_update()
         row = conn.execute(query).first()
         if row is None:
-            raise AllegroTokenError(f"account {name!r} is not registered; add it with: stock-pipeline accounts add {name}")
+            raise AllegroTokenError(
+                f"account {name!r} is not registered; add it with: stock-pipeline accounts add {name}"
+            )
         return row
 
     def _local_lock(self, name: str) -> threading.Lock:
@@ -288,13 +323,21 @@ class AccountTokens:
                 try:
                     pair = self._auth.refresh(self._store._opened(self._name, row.refresh_token))
                 except InvalidGrantError as exc:
-                    conn.execute(accounts.update().where(accounts.c.name == self._name).values(
-                        status=ACCOUNT_NEEDS_REAUTH, last_error=str(exc), updated_at=datetime.now(timezone.utc)))
+                    conn.execute(
+                        accounts.update()
+                        .where(accounts.c.name == self._name)
+                        .values(status=ACCOUNT_NEEDS_REAUTH, last_error=str(exc), updated_at=datetime.now(timezone.utc))
+                    )
                     transaction.commit()
                     log.error("account_needs_reauthorisation", account=self._name, error=str(exc))
                     raise AccountNeedsReauthorisationError(self._name, str(exc)) from None
-                conn.execute(accounts.update().where(accounts.c.name == self._name).values(
-                    **self._store._sealed(self._name, pair), last_error=None, updated_at=datetime.now(timezone.utc)))
+                conn.execute(
+                    accounts.update()
+                    .where(accounts.c.name == self._name)
+                    .values(
+                        **self._store._sealed(self._name, pair), last_error=None, updated_at=datetime.now(timezone.utc)
+                    )
+                )
                 transaction.commit()
             finally:
                 if transaction.is_active:

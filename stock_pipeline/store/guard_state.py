@@ -11,7 +11,8 @@ from sqlalchemy.engine import Engine
 from stock_pipeline.store.schema import metadata
 
 guard_state = sa.Table(
-    "guard_state", metadata,
+    "guard_state",
+    metadata,
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("value", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -29,5 +30,7 @@ def read_value(engine: Engine, name: str) -> int | None:
 def write_value(engine: Engine, name: str, value: int) -> None:
     now = datetime.now(timezone.utc)
     with engine.begin() as conn:
-        if not conn.execute(guard_state.update().where(guard_state.c.name == name).values(value=value, updated_at=now)).rowcount:
+        if not conn.execute(
+            guard_state.update().where(guard_state.c.name == name).values(value=value, updated_at=now)
+        ).rowcount:
             conn.execute(guard_state.insert().values(name=name, value=value, updated_at=now))

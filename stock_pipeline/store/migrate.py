@@ -126,7 +126,7 @@ class SchemaState:
         if self.status == EMPTY:
             return list(order)
         if self.status == BEHIND:
-            return list(order[order.index(self.revision) + 1:])
+            return list(order[order.index(self.revision) + 1 :])
         return []
 
 
@@ -144,14 +144,18 @@ def shown_url(engine_or_conn) -> str:
 
 
 def ahead_sentence(state: SchemaState) -> str:
-    return (f"the pipeline database is at revision {state.revision}, newer than this release (head {state.head}): "
-            "upgrade stock_pipeline")
+    return (
+        f"the pipeline database is at revision {state.revision}, newer than this release (head {state.head}): "
+        "upgrade stock_pipeline"
+    )
 
 
 # --- recognising a database made before migrations ---------------------------------
 
 
-def schema_differences(conn: Connection, metadata: sa.MetaData, tables: set[str] | frozenset[str] | None = None) -> list[str]:
+def schema_differences(
+    conn: Connection, metadata: sa.MetaData, tables: set[str] | frozenset[str] | None = None
+) -> list[str]:
     """How the database's tables differ from `metadata`, one phrase each (empty: they
     match): tables, columns, types, nullability, server defaults, indexes, unique
     constraints (Alembic's autogenerate comparison) and primary keys (which it skips).
@@ -164,8 +168,9 @@ def schema_differences(conn: Connection, metadata: sa.MetaData, tables: set[str]
             return name != VERSION_TABLE and (tables is None or name in tables)
         return True
 
-    context = MigrationContext.configure(conn, opts=dict(
-        target_metadata=metadata, compare_type=True, compare_server_default=True, include_name=include))
+    context = MigrationContext.configure(
+        conn, opts=dict(target_metadata=metadata, compare_type=True, compare_server_default=True, include_name=include)
+    )
     found = []
     for diff in compare_metadata(context, metadata):
         found.extend(_describe(d) for d in (diff if isinstance(diff, list) else [diff]))
@@ -187,12 +192,14 @@ def _describe(diff: tuple) -> str:
     if kind in ("add_column", "remove_column"):
         return f"column {diff[2]}.{diff[3].name} " + ("is missing" if kind == "add_column" else "is not expected")
     if kind in ("add_index", "remove_index"):
-        return (f"index {diff[1].name} on {diff[1].table.name} "
-                + ("is missing" if kind == "add_index" else "is not expected"))
+        return f"index {diff[1].name} on {diff[1].table.name} " + (
+            "is missing" if kind == "add_index" else "is not expected"
+        )
     if kind in ("add_constraint", "remove_constraint", "add_fk", "remove_fk"):
         constraint = diff[1]
-        return (f"constraint {constraint.name or type(constraint).__name__} on {constraint.table.name} "
-                + ("is missing" if kind.startswith("add") else "is not expected"))
+        return f"constraint {constraint.name or type(constraint).__name__} on {constraint.table.name} " + (
+            "is missing" if kind.startswith("add") else "is not expected"
+        )
     if kind.startswith("modify_"):
         _, _, table, column, _, existing, expected = diff
         what = kind.removeprefix("modify_")
@@ -233,7 +240,8 @@ def recognise_pre_alembic(conn: Connection, state: SchemaState) -> str:
         f"no release made before migrations (the closest, revision {revision}, differs: {shown}). "
         f"If it is the pipeline's database, make its tables match revision {revision} and run: "
         f"stock-pipeline db stamp {revision}; if it is another application's, set {URL_VARIABLE} to a database "
-        "of the pipeline's own")
+        "of the pipeline's own"
+    )
 
 
 # --- the lock and the run -------------------------------------------------------------
@@ -356,16 +364,23 @@ def describe(engine: Engine) -> tuple[str, bool]:
             return ahead_sentence(state), False
         upgrade = "at the next start, or now by: stock-pipeline db upgrade"
         if status == EMPTY:
-            return (f"the pipeline database has none of the pipeline's tables yet (head {state.head}): "
-                    f"migrations {', '.join(state.pending())} create them {upgrade}"), True
+            return (
+                f"the pipeline database has none of the pipeline's tables yet (head {state.head}): "
+                f"migrations {', '.join(state.pending())} create them {upgrade}"
+            ), True
         if status == BEHIND:
-            return (f"the pipeline database is at revision {state.revision}, behind this release (head "
-                    f"{state.head}): migrations {', '.join(state.pending())} run {upgrade}"), True
+            return (
+                f"the pipeline database is at revision {state.revision}, behind this release (head "
+                f"{state.head}): migrations {', '.join(state.pending())} run {upgrade}"
+            ), True
         try:
             revision = recognise_pre_alembic(conn, state)
         except PipelineDatabaseSchemaError as exc:
             return str(exc), False
-        later = _revisions()[_revisions().index(revision) + 1:]
-        return (f"the pipeline database was made by a release before migrations and matches revision {revision} "
-                f"(head {state.head}): it is recorded at {revision}"
-                + (f" and migrations {', '.join(later)} run" if later else "") + f" {upgrade}"), True
+        later = _revisions()[_revisions().index(revision) + 1 :]
+        return (
+            f"the pipeline database was made by a release before migrations and matches revision {revision} "
+            f"(head {state.head}): it is recorded at {revision}"
+            + (f" and migrations {', '.join(later)} run" if later else "")
+            + f" {upgrade}"
+        ), True

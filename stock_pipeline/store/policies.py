@@ -12,7 +12,8 @@ from stock_pipeline.core.policy import StockPolicy
 from stock_pipeline.store.schema import metadata
 
 account_policies = sa.Table(
-    "account_policies", metadata,
+    "account_policies",
+    metadata,
     sa.Column("account", sa.String(100), primary_key=True),
     sa.Column("policy", sa.Text, nullable=False),  # JSON of StockPolicy
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -25,11 +26,15 @@ class PolicyStore:
 
     def get(self, account: str) -> StockPolicy:
         with self.engine.connect() as conn:
-            raw = conn.execute(sa.select(account_policies.c.policy).where(account_policies.c.account == account)).scalar()
+            raw = conn.execute(
+                sa.select(account_policies.c.policy).where(account_policies.c.account == account)
+            ).scalar()
         return StockPolicy(**json.loads(raw)) if raw else StockPolicy()
 
     def set(self, account: str, policy: StockPolicy) -> None:
         values = dict(policy=json.dumps(policy.to_dict()), updated_at=datetime.now(timezone.utc))
         with self.engine.begin() as conn:
-            if not conn.execute(account_policies.update().where(account_policies.c.account == account).values(**values)).rowcount:
+            if not conn.execute(
+                account_policies.update().where(account_policies.c.account == account).values(**values)
+            ).rowcount:
                 conn.execute(account_policies.insert().values(account=account, **values))

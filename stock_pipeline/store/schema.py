@@ -34,7 +34,8 @@ ACCOUNT_NEEDS_REAUTH = "needs_reauth"
 ACCOUNT_PAUSED = "paused"  # by the operator: kept, shown, never synced until resumed
 
 accounts = sa.Table(
-    "accounts", metadata,
+    "accounts",
+    metadata,
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("status", sa.String(20), nullable=False, server_default=ACCOUNT_ACTIVE),
     sa.Column("access_token", sa.Text, nullable=True),
@@ -48,7 +49,8 @@ accounts = sa.Table(
 # One row per offer per planned write: inserted as `planned` before anything is sent,
 # so a killed process leaves `planned`/`sent` rows, never a phantom `success`.
 writes = sa.Table(
-    "writes", metadata,
+    "writes",
+    metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("account", sa.String(100), nullable=False),
@@ -70,6 +72,7 @@ writes = sa.Table(
     sa.Index("ix_writes_sku", "sku"),
     sa.Index("ix_writes_account_status", "account", "status"),
 )
+
 
 def aware_utc(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything stored is UTC."""
@@ -126,7 +129,8 @@ def database_errors(engine: Engine) -> Iterator[None]:
         from stock_pipeline.store.migrate import head_revision
 
         raise PipelineDatabaseUnavailableError(
-            f"cannot bring {shown} to revision {head_revision()}: {_first_line(exc)}") from None
+            f"cannot bring {shown} to revision {head_revision()}: {_first_line(exc)}"
+        ) from None
     except BaseException:
         engine.dispose()
         raise

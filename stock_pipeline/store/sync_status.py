@@ -18,7 +18,8 @@ RESULT_FAILED = "failed"
 RESULT_HELD = "held"  # a guard held the writes
 
 sync_status = sa.Table(
-    "sync_status", metadata,
+    "sync_status",
+    metadata,
     sa.Column("account", sa.String(100), primary_key=True),
     sa.Column("last_run_id", sa.String(64), nullable=False),
     sa.Column("last_result", sa.String(16), nullable=False),
@@ -60,18 +61,37 @@ class SyncStatusStore:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def record(self, account: str, *, run_id: str, result: str, error: str | None = None,
-               offers: int | None = None, changed: int | None = None, written: int | None = None,
-               failed: int | None = None, pending: int | None = None, finished_at: datetime | None = None) -> None:
+    def record(
+        self,
+        account: str,
+        *,
+        run_id: str,
+        result: str,
+        error: str | None = None,
+        offers: int | None = None,
+        changed: int | None = None,
+        written: int | None = None,
+        failed: int | None = None,
+        pending: int | None = None,
+        finished_at: datetime | None = None,
+    ) -> None:
         """The outcome of one run. Counts left None keep the previous run's figures (a run
         that failed before listing still leaves the offer count known)."""
         now = finished_at or datetime.now(timezone.utc)
-        values: dict = dict(last_run_id=run_id, last_result=result, last_finished_at=now,
-                            last_error=(error or None) and error[:2000])
+        values: dict = dict(
+            last_run_id=run_id, last_result=result, last_finished_at=now, last_error=(error or None) and error[:2000]
+        )
         if result == RESULT_SUCCESS:
             values.update(last_success_run_id=run_id, last_success_at=now)
-        values.update({k: v for k, v in dict(offers=offers, changed=changed, written=written, failed=failed,
-                                             pending=pending).items() if v is not None})
+        values.update(
+            {
+                k: v
+                for k, v in dict(
+                    offers=offers, changed=changed, written=written, failed=failed, pending=pending
+                ).items()
+                if v is not None
+            }
+        )
         with self.engine.begin() as conn:
             if not conn.execute(sync_status.update().where(sync_status.c.account == account).values(**values)).rowcount:
                 conn.execute(sync_status.insert().values(account=account, **values))
@@ -79,8 +99,16 @@ class SyncStatusStore:
     def all(self) -> dict[str, SyncStatus]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(sync_status)).mappings().all()
-        return {r["account"]: SyncStatus(**{**r, "last_finished_at": aware_utc(r["last_finished_at"]),
-                                            "last_success_at": aware_utc(r["last_success_at"])}) for r in rows}
+        return {
+            r["account"]: SyncStatus(
+                **{
+                    **r,
+                    "last_finished_at": aware_utc(r["last_finished_at"]),
+                    "last_success_at": aware_utc(r["last_success_at"]),
+                }
+            )
+            for r in rows
+        }
 
     def get(self, account: str) -> SyncStatus | None:
         return self.all().get(account)

@@ -41,7 +41,8 @@ def parse_keys(raw: str | None) -> list[Fernet]:
             which = f"key {number} of {len(parts)}" if len(parts) > 1 else "its value"
             raise SettingsError(
                 f"{KEY_VARIABLE} must be a Fernet key (32 bytes, url-safe base64), or several separated by commas "
-                f"(the first encrypts, all decrypt); {which} is not. Make one with: {MAKE_KEY}") from None
+                f"(the first encrypts, all decrypt); {which} is not. Make one with: {MAKE_KEY}"
+            ) from None
     return keys
 
 
@@ -67,7 +68,8 @@ class TokenCipher:
             raise TokenEncryptionError(
                 f"refusing to store the tokens of account {account!r} unencrypted: {KEY_VARIABLE} is not set. "
                 f"Make a key with: {MAKE_KEY} and set {KEY_VARIABLE} in every process of the pipeline "
-                "(keep it: stored tokens cannot be read without it)")
+                "(keep it: stored tokens cannot be read without it)"
+            )
 
     def seal(self, account: str, token: str | None) -> str | None:
         if token is None:
@@ -80,11 +82,13 @@ class TokenCipher:
             return stored  # empty, or plaintext from before encryption: the next write encrypts it
         if self._fernet is None:
             raise TokenEncryptionError(
-                f"cannot decrypt stored tokens of account {account!r}: they are encrypted and {KEY_VARIABLE} is not set")
+                f"cannot decrypt stored tokens of account {account!r}: they are encrypted and {KEY_VARIABLE} is not set"
+            )
         try:
             return self._fernet.decrypt(stored.removeprefix(PREFIX).encode()).decode()
         except InvalidToken:
             raise TokenEncryptionError(
                 f"cannot decrypt stored tokens of account {account!r}: {KEY_VARIABLE} does not match the key they "
                 "were stored with (when rotating, list the new key first and keep the old one after it, "
-                "separated by a comma)") from None
+                "separated by a comma)"
+            ) from None

@@ -32,16 +32,37 @@ class WritesLog:
             return
         now = datetime.now(timezone.utc)
         rows = [
-            dict(run_id=run_id, account=account, offer_id=str(r.offer_id), sku=None if pd.isna(r.sku) else str(r.sku),
-                 before=int(r.before), after=int(r.after), action=Action(r.action).value,
-                 method=Method(r.method).value, status=WriteStatus.PLANNED.value, guards_overridden=self._guards_overridden, created_at=now, updated_at=now)
+            dict(
+                run_id=run_id,
+                account=account,
+                offer_id=str(r.offer_id),
+                sku=None if pd.isna(r.sku) else str(r.sku),
+                before=int(r.before),
+                after=int(r.after),
+                action=Action(r.action).value,
+                method=Method(r.method).value,
+                status=WriteStatus.PLANNED.value,
+                guards_overridden=self._guards_overridden,
+                created_at=now,
+                updated_at=now,
+            )
             for r in plan.itertuples(index=False)
         ]
         with self.engine.begin() as conn:
             conn.execute(writes.insert(), rows)
 
-    def mark(self, run_id: str, account: str, action: str, offer_ids: Iterable[str], status: str, *,
-             command_id: str | None = None, operation_url: str | None = None, error: str | None = None) -> None:
+    def mark(
+        self,
+        run_id: str,
+        account: str,
+        action: str,
+        offer_ids: Iterable[str],
+        status: str,
+        *,
+        command_id: str | None = None,
+        operation_url: str | None = None,
+        error: str | None = None,
+    ) -> None:
         ids = [str(i) for i in offer_ids]
         if not ids:
             return
@@ -54,57 +75,99 @@ class WritesLog:
             values["error"] = error[:2000]
         with self.engine.begin() as conn:
             for start in range(0, len(ids), 1000):
-                conn.execute(writes.update().where(
-                    writes.c.run_id == run_id, writes.c.account == account, writes.c.action == Action(action).value,
-                    writes.c.offer_id.in_(ids[start:start + 1000])).values(**values))
+                conn.execute(
+                    writes.update()
+                    .where(
+                        writes.c.run_id == run_id,
+                        writes.c.account == account,
+                        writes.c.action == Action(action).value,
+                        writes.c.offer_id.in_(ids[start : start + 1000]),
+                    )
+                    .values(**values)
+                )
 
     def mark_each(self, account: str, results: list[tuple[str, str, str, str, str | None]]) -> None:
         """Statuses that differ per offer: (run_id, offer_id, action, status, error)."""
         if not results:
             return
-        statement = writes.update().where(
-            writes.c.run_id == sa.bindparam("b_run"), writes.c.account == sa.bindparam("b_account"),
-            writes.c.offer_id == sa.bindparam("b_offer"), writes.c.action == sa.bindparam("b_action")).values(
-            status=sa.bindparam("b_status"), error=sa.bindparam("b_error"), updated_at=sa.bindparam("b_now"))
+        statement = (
+            writes.update()
+            .where(
+                writes.c.run_id == sa.bindparam("b_run"),
+                writes.c.account == sa.bindparam("b_account"),
+                writes.c.offer_id == sa.bindparam("b_offer"),
+                writes.c.action == sa.bindparam("b_action"),
+            )
+            .values(status=sa.bindparam("b_status"), error=sa.bindparam("b_error"), updated_at=sa.bindparam("b_now"))
+        )
         now = datetime.now(timezone.utc)
         with self.engine.begin() as conn:
-            conn.execute(statement, [dict(b_run=run_id, b_account=account, b_offer=str(offer),
-                                          b_action=Action(action).value, b_status=WriteStatus(status).value, b_error=(error or None) and error[:2000], b_now=now)
-                                     for run_id, offer, action, status, error in results])
+            conn.execute(
+                statement,
+                [
+                    dict(
+                        b_run=run_id,
+                        b_account=account,
+                        b_offer=str(offer),
+                        b_action=Action(action).value,
+                        b_status=WriteStatus(status).value,
+                        b_error=(error or None) and error[:2000],
+                        b_now=now,
+                    )
+                    for run_id, offer, action, status, error in results
+                ],
+            )
 
     def pending(self, account: str) -> pd.DataFrame:
         """Writes of earlier runs whose outcome Allegro had not reported yet."""
         columns = ["run_id", "offer_id", "action", "method", "command_id", "operation_url"]
-        query = sa.select(*(writes.c[c] for c in columns)).where(writes.c.account == account,
-                                                                    writes.c.status == WriteStatus.PENDING.value)
+        query = sa.select(*(writes.c[c] for c in columns)).where(
+            writes.c.account == account, writes.c.status == WriteStatus.PENDING.value
+        )
         with self.engine.connect() as conn:
             return pd.DataFrame(conn.execute(query).mappings().all(), columns=columns)
 
     def status_counts(self, run_id: str) -> dict[str, int]:
         """How many of a run's writes ended in each status: what the run's summary reports."""
-        query = (sa.select(writes.c.status, sa.func.count()).where(writes.c.run_id == run_id)
-                 .group_by(writes.c.status))
+        query = sa.select(writes.c.status, sa.func.count()).where(writes.c.run_id == run_id).group_by(writes.c.status)
         with self.engine.connect() as conn:
             return {status: int(count) for status, count in conn.execute(query)}
 
     def count_by_account(self, status: str) -> dict[str, int]:
         """How many writes of each account are in `status` now (e.g. pending: Allegro has
         not reported them yet), whichever run planned them."""
-        query = (sa.select(writes.c.account, sa.func.count()).where(writes.c.status == WriteStatus(status).value)
-                 .group_by(writes.c.account))
+        query = (
+            sa.select(writes.c.account, sa.func.count())
+            .where(writes.c.status == WriteStatus(status).value)
+            .group_by(writes.c.account)
+        )
         with self.engine.connect() as conn:
             return {account: int(count) for account, count in conn.execute(query)}
 
-    def history(self, *, sku: str | None = None, offer_id: str | None = None, account: str | None = None,
-                run_id: str | None = None, status: str | None = None, since: datetime | None = None,
-                run_id_prefix: str | None = None, limit: int = 200) -> pd.DataFrame:
+    def history(
+        self,
+        *,
+        sku: str | None = None,
+        offer_id: str | None = None,
+        account: str | None = None,
+        run_id: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        run_id_prefix: str | None = None,
+        limit: int = 200,
+    ) -> pd.DataFrame:
         """The newest `limit` writes matching every filter given; `since` keeps writes
         planned at or after that moment, `run_id_prefix` the runs whose id starts so (the
         short ids tables show)."""
         query = sa.select(writes).order_by(writes.c.id.desc()).limit(limit)
         status = None if status is None else WriteStatus(status).value
-        for column, value in ((writes.c.sku, sku), (writes.c.offer_id, offer_id), (writes.c.account, account),
-                              (writes.c.run_id, run_id), (writes.c.status, status)):
+        for column, value in (
+            (writes.c.sku, sku),
+            (writes.c.offer_id, offer_id),
+            (writes.c.account, account),
+            (writes.c.run_id, run_id),
+            (writes.c.status, status),
+        ):
             if value is not None:
                 query = query.where(column == value)
         if since is not None:

@@ -28,69 +28,101 @@ def release_0001() -> list[FrozenTable]:
         return sa.func.now()
 
     return [
-        FrozenTable("accounts", [
-            sa.Column("name", sa.String(100), primary_key=True),
-            sa.Column("status", sa.String(20), nullable=False, server_default="active"),
-            sa.Column("access_token", sa.Text, nullable=True),
-            sa.Column("refresh_token", sa.Text, nullable=True),
-            sa.Column("access_expires_at", sa.DateTime(timezone=True), nullable=True),
-            sa.Column("last_error", sa.Text, nullable=True),
-            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=now()),
-            sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=now()),
-        ], []),
-        FrozenTable("writes", [
-            sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-            sa.Column("run_id", sa.String(64), nullable=False),
-            sa.Column("account", sa.String(100), nullable=False),
-            sa.Column("offer_id", sa.String(32), nullable=False),
-            sa.Column("sku", sa.String(255), nullable=True),
-            sa.Column("before", sa.Integer, nullable=True),
-            sa.Column("after", sa.Integer, nullable=False),
-            sa.Column("action", sa.String(16), nullable=False),
-            sa.Column("method", sa.String(32), nullable=False),
-            sa.Column("command_id", sa.String(64), nullable=True),
-            sa.Column("operation_url", sa.Text, nullable=True),
-            sa.Column("status", sa.String(16), nullable=False),
-            sa.Column("error", sa.Text, nullable=True),
-            sa.Column("guards_overridden", sa.Boolean, nullable=False, server_default=sa.false()),
-            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=now()),
-            sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=now()),
-        ], [("ix_writes_account_offer", ["account", "offer_id"]), ("ix_writes_run", ["run_id"]),
-            ("ix_writes_sku", ["sku"]), ("ix_writes_account_status", ["account", "status"])]),
-        FrozenTable("ended_offers", [
-            sa.Column("account", sa.String(100), primary_key=True),
-            sa.Column("offer_id", sa.String(32), primary_key=True),
-            sa.Column("run_id", sa.String(64), nullable=False),
-            sa.Column("ended_at", sa.DateTime(timezone=True), nullable=False),
-        ], []),
-        FrozenTable("guard_state", [
-            sa.Column("name", sa.String(100), primary_key=True),
-            sa.Column("value", sa.BigInteger, nullable=False),
-            sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        ], []),
-        FrozenTable("account_policies", [
-            sa.Column("account", sa.String(100), primary_key=True),
-            sa.Column("policy", sa.Text, nullable=False),
-            sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        ], []),
+        FrozenTable(
+            "accounts",
+            [
+                sa.Column("name", sa.String(100), primary_key=True),
+                sa.Column("status", sa.String(20), nullable=False, server_default="active"),
+                sa.Column("access_token", sa.Text, nullable=True),
+                sa.Column("refresh_token", sa.Text, nullable=True),
+                sa.Column("access_expires_at", sa.DateTime(timezone=True), nullable=True),
+                sa.Column("last_error", sa.Text, nullable=True),
+                sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=now()),
+                sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=now()),
+            ],
+            [],
+        ),
+        FrozenTable(
+            "writes",
+            [
+                sa.Column(
+                    "id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+                ),
+                sa.Column("run_id", sa.String(64), nullable=False),
+                sa.Column("account", sa.String(100), nullable=False),
+                sa.Column("offer_id", sa.String(32), nullable=False),
+                sa.Column("sku", sa.String(255), nullable=True),
+                sa.Column("before", sa.Integer, nullable=True),
+                sa.Column("after", sa.Integer, nullable=False),
+                sa.Column("action", sa.String(16), nullable=False),
+                sa.Column("method", sa.String(32), nullable=False),
+                sa.Column("command_id", sa.String(64), nullable=True),
+                sa.Column("operation_url", sa.Text, nullable=True),
+                sa.Column("status", sa.String(16), nullable=False),
+                sa.Column("error", sa.Text, nullable=True),
+                sa.Column("guards_overridden", sa.Boolean, nullable=False, server_default=sa.false()),
+                sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=now()),
+                sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=now()),
+            ],
+            [
+                ("ix_writes_account_offer", ["account", "offer_id"]),
+                ("ix_writes_run", ["run_id"]),
+                ("ix_writes_sku", ["sku"]),
+                ("ix_writes_account_status", ["account", "status"]),
+            ],
+        ),
+        FrozenTable(
+            "ended_offers",
+            [
+                sa.Column("account", sa.String(100), primary_key=True),
+                sa.Column("offer_id", sa.String(32), primary_key=True),
+                sa.Column("run_id", sa.String(64), nullable=False),
+                sa.Column("ended_at", sa.DateTime(timezone=True), nullable=False),
+            ],
+            [],
+        ),
+        FrozenTable(
+            "guard_state",
+            [
+                sa.Column("name", sa.String(100), primary_key=True),
+                sa.Column("value", sa.BigInteger, nullable=False),
+                sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+            ],
+            [],
+        ),
+        FrozenTable(
+            "account_policies",
+            [
+                sa.Column("account", sa.String(100), primary_key=True),
+                sa.Column("policy", sa.Text, nullable=False),
+                sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+            ],
+            [],
+        ),
     ]
 
 
 def sync_status_0002() -> list[FrozenTable]:
-    return [FrozenTable("sync_status", [
-        sa.Column("account", sa.String(100), primary_key=True),
-        sa.Column("last_run_id", sa.String(64), nullable=False),
-        sa.Column("last_result", sa.String(16), nullable=False),
-        sa.Column("last_finished_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_error", sa.Text, nullable=True),
-        sa.Column("last_success_run_id", sa.String(64), nullable=True),
-        sa.Column("last_success_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("offers", sa.Integer, nullable=True),
-        sa.Column("changed", sa.Integer, nullable=True),
-        sa.Column("written", sa.Integer, nullable=True),
-        sa.Column("failed", sa.Integer, nullable=True),
-        sa.Column("pending", sa.Integer, nullable=True),
-    ], [])]
+    return [
+        FrozenTable(
+            "sync_status",
+            [
+                sa.Column("account", sa.String(100), primary_key=True),
+                sa.Column("last_run_id", sa.String(64), nullable=False),
+                sa.Column("last_result", sa.String(16), nullable=False),
+                sa.Column("last_finished_at", sa.DateTime(timezone=True), nullable=False),
+                sa.Column("last_error", sa.Text, nullable=True),
+                sa.Column("last_success_run_id", sa.String(64), nullable=True),
+                sa.Column("last_success_at", sa.DateTime(timezone=True), nullable=True),
+                sa.Column("offers", sa.Integer, nullable=True),
+                sa.Column("changed", sa.Integer, nullable=True),
+                sa.Column("written", sa.Integer, nullable=True),
+                sa.Column("failed", sa.Integer, nullable=True),
+                sa.Column("pending", sa.Integer, nullable=True),
+            ],
+            [],
+        )
+    ]
 
 
 def create_tables(op, tables: list[FrozenTable]) -> None:

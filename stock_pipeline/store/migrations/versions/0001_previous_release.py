@@ -9,6 +9,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-28
 """
+
 from typing import Sequence, Union
 
 from alembic import op
