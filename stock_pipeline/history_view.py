@@ -10,7 +10,6 @@ import pandas as pd
 
 from stock_pipeline.report_format import iso_utc, json_text, shorten, table, utc_time
 
-FORMATS = ("table", "json", "csv")
 # Machine formats keep every value whole (full run id, before and after apart).
 RECORD_COLUMNS = [
     "id",

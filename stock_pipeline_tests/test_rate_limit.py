@@ -270,11 +270,12 @@ def test_penalise_delays_another_bucket_on_the_same_key(redis_client, key):
     assert other_process.acquire() == pytest.approx(spec.emission_interval, abs=0.01)  # no burst after a pause
 
 
-def test_reset_deletes_the_key(redis_client, key):
+def test_deleting_the_key_forgets_the_reservations(redis_client, key):
+    """Manual recovery is `DEL key` in redis-cli: the bucket starts afresh, with no wait."""
     bucket = RedisTokenBucket(redis_client, key, RateSpec(limit=10, period_seconds=60))
     bucket.acquire()
-    bucket.reset()
-    assert not redis_client.exists(key)
+    assert redis_client.exists(key)
+    redis_client.delete(key)
     assert bucket.acquire() == 0
 
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from stock_pipeline.allegro.http import USER_AGENT, error_detail
 from stock_pipeline.errors import AllegroTokenError
@@ -74,25 +75,36 @@ class AllegroAuth:
         self._http.close()
 
     def _post(self, path: str, params: dict[str, str]) -> httpx.Response:
-        url = f"{self._auth_url}/{path}"
-        for attempt in range(self._connect_retries + 1):
-            try:
-                # In the form body, not the query string: URLs end up in proxy and access logs.
-                return self._http.post(
-                    url, data=params, auth=self._basic, headers={"User-Agent": USER_AGENT, "Accept": "application/json"}
-                )
-            except httpx.ConnectError as exc:
-                if attempt == self._connect_retries:
-                    raise AllegroTokenError(
-                        f"cannot reach Allegro's authorisation server at {self._auth_url}: {exc}"
-                    ) from None
-                time.sleep(0.5 * 2**attempt)
-            except httpx.HTTPError as exc:
-                raise AllegroTokenError(
-                    f"call to {self._auth_url}/{path} failed after sending ({type(exc).__name__}); "
-                    "if it was a refresh, the refresh token may be used up"
-                ) from None
-        raise AssertionError("unreachable")
+        """Retries only a refused connection (nothing was sent): 0.5, 1, 2, … seconds apart."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self._connect_retries + 1),
+            wait=wait_exponential(multiplier=0.5),
+            retry=retry_if_exception_type(httpx.ConnectError),
+            retry_error_callback=self._unreachable,
+        )
+        return retrying(self._post_once, path, params)
+
+    def _unreachable(self, state: RetryCallState) -> None:
+        raise AllegroTokenError(
+            f"cannot reach Allegro's authorisation server at {self._auth_url}: {state.outcome.exception()}"
+        ) from None
+
+    def _post_once(self, path: str, params: dict[str, str]) -> httpx.Response:
+        try:
+            # In the form body, not the query string: URLs end up in proxy and access logs.
+            return self._http.post(
+                f"{self._auth_url}/{path}",
+                data=params,
+                auth=self._basic,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            )
+        except httpx.ConnectError:
+            raise  # retried by _post
+        except httpx.HTTPError as exc:
+            raise AllegroTokenError(
+                f"call to {self._auth_url}/{path} failed after sending ({type(exc).__name__}); "
+                "if it was a refresh, the refresh token may be used up"
+            ) from None
 
     @staticmethod
     def _token_pair(response: httpx.Response) -> TokenPair:

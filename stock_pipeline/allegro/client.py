@@ -77,6 +77,14 @@ class _Retryable(AllegroSyncError):
         self.rate_limited = rate_limited
 
 
+class _StillProcessing(Exception):
+    """Internal: a PATCH answered 409, an earlier change of the offer is still being processed."""
+
+    def __init__(self, retry_after: float | None):
+        super().__init__("409")
+        self.retry_after = retry_after
+
+
 @dataclass
 class CallStats:
     """Counts of HTTP requests sent (retries included), by route."""
@@ -286,21 +294,32 @@ class AllegroClient:
         body = {"stock": {"available": int(available)}}
         if self._write_budgets:
             self._acquire(self._write_budgets.patches, 1, "account's PATCH budget")
-        for attempt in range(self._retry_count + 1):
-            response = self.request(
-                "PATCH",
-                f"/sale/product-offers/{offer_id}",
-                route="PATCH /sale/product-offers/{id}",
-                json=body,
-                allowed=(409,),
-            )
-            if response.status_code != 409:
-                location = response.headers.get("Location")
-                return PatchOutcome(response.status_code, location, retry_after_seconds(response))
-            time.sleep(backoff_seconds(attempt + 1, max(self._retry_delay, 0.2), retry_after_seconds(response)))
-        raise AllegroApiError(
-            "PATCH", f"/sale/product-offers/{offer_id}", 409, "an earlier change of the offer is still being processed"
+        retrying = Retrying(
+            stop=stop_after_attempt(self._retry_count + 1),
+            wait=self._wait_still_processing,
+            retry=retry_if_exception_type(_StillProcessing),
+            retry_error_callback=self._still_processing_gave_up,
         )
+        response = retrying(self._patch_once, f"/sale/product-offers/{offer_id}", body)
+        return PatchOutcome(response.status_code, response.headers.get("Location"), retry_after_seconds(response))
+
+    def _patch_once(self, path: str, body: dict) -> httpx.Response:
+        response = self.request("PATCH", path, route="PATCH /sale/product-offers/{id}", json=body, allowed=(409,))
+        if response.status_code == 409:
+            raise _StillProcessing(retry_after_seconds(response))
+        return response
+
+    def _wait_still_processing(self, state: RetryCallState) -> float:
+        return self._still_processing_pause(state.attempt_number, state.outcome.exception().retry_after)
+
+    def _still_processing_gave_up(self, state: RetryCallState) -> None:
+        # The same pause follows the last 409 as every other, then the error.
+        time.sleep(self._wait_still_processing(state))
+        raise AllegroApiError("PATCH", state.args[0], 409, "an earlier change of the offer is still being processed")
+
+    def _still_processing_pause(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential from ALLEGRO_SYNC_RETRY_DELAY (at least 0.2 s); Retry-After wins when longer."""
+        return backoff_seconds(attempt, max(self._retry_delay, 0.2), retry_after)
 
     def operation_done(self, operation_url: str) -> bool:
         """True once the PATCH operation finished (303), False while it runs (202)."""

@@ -8,6 +8,7 @@ import time
 from typing import Callable
 
 import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from stock_pipeline.allegro.http import USER_AGENT
 from stock_pipeline.logs import get_logger
@@ -20,6 +21,18 @@ TAIL = "\n\n<i>Manual check required</i>"
 
 class TelegramError(Exception):
     pass
+
+
+class _RateLimited(Exception):
+    """A 429 from Telegram inside `send`'s retries; the body holds `parameters.retry_after`."""
+
+    def __init__(self, body: dict):
+        super().__init__("HTTP 429")
+        self.body = body
+
+    @property
+    def retry_after(self) -> float:
+        return float((self.body.get("parameters") or {}).get("retry_after", 5))
 
 
 def escape(value: object) -> str:
@@ -121,28 +134,33 @@ class TelegramNotifier:
         if len(text) > TELEGRAM_LIMIT:
             text = text[: TELEGRAM_LIMIT - 1]
         payload = {"chat_id": self._chat_id, "text": text, "parse_mode": "HTML", "disable_web_page_preview": True}
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                response = httpx.post(
-                    self._url, json=payload, timeout=self._timeout, headers={"User-Agent": USER_AGENT}
-                )
-            except httpx.HTTPError as exc:
-                if attempt == self._max_attempts:
-                    raise TelegramError(f"cannot reach the Telegram API: {type(exc).__name__}") from None
-                self._sleep(2.0 * attempt)
-                continue
-            if response.status_code == 200:
-                return
-            body = _json(response)
-            if response.status_code == 429 and attempt < self._max_attempts:
-                retry_after = float((body.get("parameters") or {}).get("retry_after", 5))
-                log.warning("telegram_rate_limited", retry_after=retry_after)
-                self._sleep(retry_after)
-                continue
-            # The bot token is part of the URL: only Telegram's description is reported.
-            raise TelegramError(
-                f"Telegram rejected the message: HTTP {response.status_code} {body.get('description', '')}"
-            )
+        retrying = Retrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type((httpx.HTTPError, _RateLimited)),
+            before_sleep=_before_sleep,
+            retry_error_callback=_give_up,
+            sleep=self._sleep,
+        )
+        retrying(self._send_once, payload)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Telegram's own retry_after after a 429; 2, 4, … seconds after a network error."""
+        exc = state.outcome.exception()
+        if not isinstance(exc, _RateLimited):
+            return 2.0 * state.attempt_number
+        if state.attempt_number >= self._max_attempts:
+            return 0.0  # no attempt follows (tenacity asks before it stops): retry_after is not read
+        return exc.retry_after
+
+    def _send_once(self, payload: dict) -> None:
+        response = httpx.post(self._url, json=payload, timeout=self._timeout, headers={"User-Agent": USER_AGENT})
+        if response.status_code == 200:
+            return
+        body = _json(response)
+        if response.status_code == 429:
+            raise _RateLimited(body)
+        raise TelegramError(_rejected(response.status_code, body))
 
     def bot_name(self) -> str:
         """getMe: proves the bot token is valid without sending anything; returns @username."""
@@ -157,6 +175,25 @@ class TelegramNotifier:
             )
         bot = body.get("result") or {}
         return f"@{bot['username']}" if bot.get("username") else str(bot.get("first_name", "?"))
+
+
+def _before_sleep(state: RetryCallState) -> None:
+    exc = state.outcome.exception()
+    if isinstance(exc, _RateLimited):  # a network error is retried without a log line
+        log.warning("telegram_rate_limited", retry_after=exc.retry_after)
+
+
+def _give_up(state: RetryCallState) -> None:
+    exc = state.outcome.exception()
+    if isinstance(exc, _RateLimited):
+        raise TelegramError(_rejected(429, exc.body))
+    # httpx's message holds the URL, and so the bot token: only the error's type is reported.
+    raise TelegramError(f"cannot reach the Telegram API: {type(exc).__name__}") from None
+
+
+def _rejected(status: int, body: dict) -> str:
+    # The bot token is part of the URL: only Telegram's description is reported.
+    return f"Telegram rejected the message: HTTP {status} {body.get('description', '')}"
 
 
 def _json(response: httpx.Response) -> dict:

@@ -81,11 +81,6 @@ class RedisTokenBucket:
         with self._unavailable_as_error("penalise"):
             self._script(keys=[self._key], args=["penalise", pause, *self._window_args])
 
-    def reset(self) -> None:
-        """Forget all reservations (delete the key); meant for tests and manual recovery."""
-        with self._unavailable_as_error("reset"):
-            self._redis.delete(self._key)
-
     @contextmanager
     def _unavailable_as_error(self, action: str) -> Iterator[None]:
         try:

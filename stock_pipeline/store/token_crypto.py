@@ -58,10 +58,6 @@ class TokenCipher:
     def __init__(self, keys: list[Fernet]):
         self._fernet = MultiFernet(keys) if keys else None
 
-    @property
-    def enabled(self) -> bool:
-        return self._fernet is not None
-
     def require(self, account: str) -> None:
         """Raises unless tokens of `account` can be stored; call it before a token is spent."""
         if self._fernet is None:
