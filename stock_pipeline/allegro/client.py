@@ -313,8 +313,8 @@ class AllegroClient:
         return self._still_processing_pause(state.attempt_number, state.outcome.exception().retry_after)
 
     def _still_processing_gave_up(self, state: RetryCallState) -> None:
-        # The same pause follows the last 409 as every other, then the error.
-        time.sleep(self._wait_still_processing(state))
+        # No pause after the last 409: nothing follows it but the error (the old loop slept here
+        # for nothing, up to a minute per offer).
         raise AllegroApiError("PATCH", state.args[0], 409, "an earlier change of the offer is still being processed")
 
     def _still_processing_pause(self, attempt: int, retry_after: float | None) -> float:
