@@ -73,7 +73,7 @@ def test_a_run_launched_from_the_printed_webserver_command_succeeds(
     register_account(settings, simulator, "shop-a")
     offers = seed(simulator, "shop-a", [("SKU-1", 1, "ACTIVE"), ("SKU-2", 1, "ACTIVE")])
     write_stock(settings.stock_database_url, [("SKU-1", 3), ("SKU-2", 4)])
-    assert select_accounts(settings.stock_pipeline_database_url, None) == ["shop-a"]
+    assert select_accounts(settings, None) == ["shop-a"]
     with DagsterInstance.get() as instance:  # conftest's DAGSTER_HOME holds dagster_embedded.yaml
         instance.add_dynamic_partitions(accounts_partitions.name, ["shop-a"])
 
