@@ -534,9 +534,9 @@ def _glue_option_values(argv: list[str], options: tuple[str, ...] = ("--refresh-
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_glue_option_values(sys.argv[1:] if argv is None else argv))
-    # A sync's terminal shows progress, the summary and one line per problem; its info
+    # A sync's (or the demo's) terminal shows progress, the summary and one line per problem; its info
     # events still reach the run's event log (and the terminal with --verbose).
-    quiet = args.command == "sync" and not args.verbose
+    quiet = args.command in ("sync", "demo") and not getattr(args, "verbose", False)
     configure_logging(json=True if args.json_logs else None, terminal_level=logging.WARNING if quiet else logging.INFO)
     try:
         settings = load_settings()  # the one read of the environment; every command works from this object
