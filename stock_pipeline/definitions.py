@@ -5,6 +5,7 @@ this module) loads the settings: once, and everything is built from that object.
 
 from __future__ import annotations
 
+import structlog
 from dagster import Definitions, mem_io_manager
 
 from stock_pipeline.defs.assets import allegro_offers, stock_diff, stock_snapshot, stock_updates
@@ -44,5 +45,8 @@ def build_definitions(settings: Settings) -> Definitions:
     )
 
 
-configure_logging()
+# The code server and run workers start here; a CLI that imported this module has already
+# configured logging for its terminal, and keeps that.
+if not structlog.is_configured():
+    configure_logging()
 defs = build_definitions(load_settings())
