@@ -138,7 +138,8 @@ class RedactingFilter(logging.Filter):
 _REDACTED_STDLIB_LOGGERS = ("httpx", "httpcore", "urllib3")
 
 
-_METHOD_LEVELS = {
+# structlog's method names → logging levels (the terminal filter and the run-log bridge).
+METHOD_LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "msg": logging.INFO,
@@ -153,7 +154,7 @@ _METHOD_LEVELS = {
 
 def _below(terminal_level: int):
     def drop_below_terminal_level(logger, method_name: str, event_dict: dict) -> dict:
-        if _METHOD_LEVELS.get(method_name, logging.INFO) < terminal_level:
+        if METHOD_LEVELS.get(method_name, logging.INFO) < terminal_level:
             raise structlog.DropEvent
         return event_dict
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 import structlog
 
 from stock_pipeline import progress
-from stock_pipeline.logs import redact_secrets, redact_text
+from stock_pipeline.logs import METHOD_LEVELS, redact_secrets, redact_text
 
 # Set on every record the bridge sends, so a logger that already shows our structlog
 # output (the CLI's terminal) can leave it out.
@@ -40,17 +40,6 @@ PROGRESS_INTERVAL = 2.0
 MAX_VALUE_CHARS = 200
 MAX_LINE_CHARS = 1000
 
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "msg": logging.INFO,
-    "warning": logging.WARNING,
-    "warn": logging.WARNING,
-    "error": logging.ERROR,
-    "exception": logging.ERROR,
-    "critical": logging.CRITICAL,
-    "fatal": logging.CRITICAL,
-}
 # Added by the processors for the renderers; the run's event log has its own.
 _NOT_SHOWN = frozenset({"event", "msg", "timestamp", "level", "logger", "logger_name"})
 _PROGRESS_LABELS = {"listing": "offers", "writes": "done"}
@@ -143,7 +132,7 @@ def forward_to_run_log(_logger, method_name: str, event_dict: dict) -> dict:
             line = format_line(event_dict)
         except Exception:  # noqa: BLE001
             line = str(event_dict.get("event"))
-        bridge.send(_LEVELS.get(method_name, logging.INFO), line)
+        bridge.send(METHOD_LEVELS.get(method_name, logging.INFO), line)
     return event_dict
 
 
