@@ -35,7 +35,7 @@ import redis
 from stock_pipeline.allegro.auth import AllegroAuth
 from stock_pipeline.allegro.client import AllegroClient
 from stock_pipeline.allegro.http import DEFAULT_RATE_LIMIT_BACKOFF
-from stock_pipeline.errors import AllegroRateLimitError
+from stock_pipeline.foundation.errors import AllegroRateLimitError
 from stock_pipeline.rate_limit import RateSpec, build_limiter
 from stock_pipeline.simulator import AllegroSimulator, RequestRecord
 

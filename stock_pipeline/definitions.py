@@ -19,8 +19,8 @@ from stock_pipeline.defs.checks import diff_guard, snapshot_guard
 from stock_pipeline.defs.io_manager import AtomicPickleIOManager
 from stock_pipeline.defs.rehearsal import REHEARSAL_IO_MANAGER, account_rehearsal
 from stock_pipeline.defs.resources import build_resources
-from stock_pipeline.logs import configure_logging, redact_settings
-from stock_pipeline.settings import Settings, load_settings
+from stock_pipeline.foundation.logs import configure_logging, redact_settings
+from stock_pipeline.foundation.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings) -> Definitions:

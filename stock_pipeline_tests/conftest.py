@@ -156,7 +156,7 @@ def pipeline_env(monkeypatch, tmp_path, simulator, telegram, postgres_url, redis
 
 @pytest.fixture
 def settings(pipeline_env):
-    from stock_pipeline.settings import load_settings
+    from stock_pipeline.foundation.settings import load_settings
 
     return load_settings()
 

@@ -46,7 +46,7 @@ def scratch_database(driver: str = "postgresql+psycopg"):
             sa.engine.make_url(POSTGRES_URL).set(drivername=driver, database=name).render_as_string(hide_password=False)
         )
     finally:
-        from stock_pipeline.store.schema import dispose_engines
+        from stock_pipeline.store.engine import dispose_engines
 
         dispose_engines()
         with admin.connect() as conn:
@@ -80,7 +80,7 @@ def allegro_auth(settings):
 def register_account(settings, simulator, name: str) -> None:
     """The same exchange as `stock-pipeline accounts add NAME --refresh-token …`."""
     from stock_pipeline.store.accounts import AccountStore
-    from stock_pipeline.store.schema import engine_for
+    from stock_pipeline.store.engine import engine_for
 
     refresh = simulator.add_seller(name)
     auth = allegro_auth(settings)
@@ -91,7 +91,8 @@ def register_account(settings, simulator, name: str) -> None:
 
 def expire_stored_token(database_url: str, name: str) -> str:
     """Marks the account's stored access token expired; returns that token."""
-    from stock_pipeline.store.schema import accounts, engine_for
+    from stock_pipeline.store.engine import engine_for
+    from stock_pipeline.store.schema import accounts
 
     engine = engine_for(database_url)
     with engine.begin() as conn:

@@ -9,10 +9,10 @@ import pytest
 
 from stock_pipeline.allegro.auth import AllegroAuth
 from stock_pipeline.allegro.client import AllegroClient
-from stock_pipeline.errors import AllegroApiError, AllegroOfferNotFoundError, AllegroRateLimitError
+from stock_pipeline.foundation.errors import AllegroApiError, AllegroOfferNotFoundError, AllegroRateLimitError
 from stock_pipeline.rate_limit import RateSpec, build_limiter
 from stock_pipeline.store.accounts import AccountStore
-from stock_pipeline.store.schema import engine_for
+from stock_pipeline.store.engine import engine_for
 from stock_pipeline_tests.helpers import register_account
 
 

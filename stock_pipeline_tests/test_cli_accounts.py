@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stock_pipeline.store.accounts import AccountStore
-from stock_pipeline.store.schema import engine_for
+from stock_pipeline.store.engine import engine_for
 from stock_pipeline_tests.helpers import run_cli
 
 
@@ -67,7 +67,7 @@ def test_refresh_token_can_come_from_stdin_so_it_stays_out_of_ps(settings, simul
 
 
 def test_a_refresh_token_starting_with_a_dash_is_taken_as_the_value():
-    from stock_pipeline.cli import _glue_option_values
+    from stock_pipeline.cli.main import _glue_option_values
 
     assert _glue_option_values(["accounts", "add", "a", "--refresh-token", "-x9"]) == [
         "accounts",

@@ -32,7 +32,7 @@ from stock_pipeline.core.snapshot import clean_snapshot
 from stock_pipeline.defs.account_steps import plan_account_offers, read_offer_map
 from stock_pipeline.defs.assets import _forget_offers_ended_no_more
 from stock_pipeline.defs.contract_types import OfferMapType, PlanType, SnapshotType, WriteResultsType
-from stock_pipeline.errors import IncompleteOfferMapError
+from stock_pipeline.foundation.errors import IncompleteOfferMapError
 
 
 def item(offer_id, sku, stock, status="ACTIVE"):

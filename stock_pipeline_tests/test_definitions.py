@@ -3,7 +3,7 @@
 from dagster import DefaultScheduleStatus, DefaultSensorStatus
 
 from stock_pipeline.definitions import build_definitions
-from stock_pipeline.settings import load_settings
+from stock_pipeline.foundation.settings import load_settings
 
 
 def test_asset_graph_snapshot():

@@ -28,7 +28,7 @@ def test_the_demo_instance_starts_runs_without_a_daemon(tmp_path):
 
 
 def test_the_demo_prints_a_ui_command_that_works_from_anywhere_and_says_to_keep_the_simulator(monkeypatch, tmp_path):
-    from stock_pipeline.demo import ui_instructions
+    from stock_pipeline.cli.demo import ui_instructions
 
     monkeypatch.chdir(REPO)
     stopped = "\n".join(ui_instructions(tmp_path / "env", "http://127.0.0.1:1", keep_running=False))
@@ -66,9 +66,9 @@ def test_a_run_launched_from_the_printed_webserver_command_succeeds(
     warehouse's stock to Allegro, with no daemon running."""
     from dagster import DagsterInstance
 
+    from stock_pipeline.cli.demo import ui_instructions
+    from stock_pipeline.cli.sync_runner import select_accounts
     from stock_pipeline.defs.assets import accounts_partitions
-    from stock_pipeline.demo import ui_instructions
-    from stock_pipeline.sync_runner import select_accounts
 
     register_account(settings, simulator, "shop-a")
     offers = seed(simulator, "shop-a", [("SKU-1", 1, "ACTIVE"), ("SKU-2", 1, "ACTIVE")])

@@ -106,7 +106,7 @@ def container_environment(compose: dict, service: str, dotenv: dict[str, str]) -
 
 
 def setting_variables() -> list[str]:
-    from stock_pipeline.settings import Settings
+    from stock_pipeline.foundation.settings import Settings
 
     return sorted(f.name.upper() for f in fields(Settings))
 
@@ -272,7 +272,7 @@ def test_remote_proxy_profile_requires_a_password(compose, resolved, tmp_path):
 
 
 def test_metrics_service_runs_the_real_cli(resolved):
-    from stock_pipeline.cli import build_parser
+    from stock_pipeline.cli.main import build_parser
 
     command = resolved["services"]["metrics"]["command"]
     assert command[0] == "stock-pipeline"
@@ -372,7 +372,7 @@ def test_dockerignore_keeps_local_state_and_secrets_out_of_the_build():
 
 
 def test_compose_environment_is_valid_pipeline_settings(compose):
-    from stock_pipeline.settings import load_settings
+    from stock_pipeline.foundation.settings import load_settings
 
     environment = container_environment(compose, "code", REQUIRED_ENV)
     known = set(setting_variables()) | DAGSTER_ENV

@@ -122,7 +122,7 @@ def test_a_rejected_bot_token_fails_without_showing_it(healthy, telegram):
 
 def test_accounts_needing_attention_and_a_missing_key_are_reported(healthy, simulator, monkeypatch):
     from stock_pipeline.store.accounts import AccountStore
-    from stock_pipeline.store.schema import engine_for
+    from stock_pipeline.store.engine import engine_for
 
     register_account(healthy, simulator, "shop-b")
     register_account(healthy, simulator, "shop-c")

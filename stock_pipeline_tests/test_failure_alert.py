@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dagster import DagsterInstance
 
+from stock_pipeline.cli.sync_runner import sync_accounts
 from stock_pipeline.definitions import build_definitions
 from stock_pipeline.notify.telegram import TELEGRAM_LIMIT, failure_message
-from stock_pipeline.sync_runner import sync_accounts
 from stock_pipeline_tests.helpers import register_account, send_failure_alert, write_stock
 
 

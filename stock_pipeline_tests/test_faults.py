@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from stock_pipeline.settings import load_settings
+from stock_pipeline.cli.sync_runner import sync_accounts
+from stock_pipeline.foundation.settings import load_settings
 from stock_pipeline.store.account_lock import account_write_lock
 from stock_pipeline.store.accounts import AccountStore
-from stock_pipeline.store.schema import engine_for
+from stock_pipeline.store.engine import engine_for
 from stock_pipeline.store.writes_log import WritesLog
-from stock_pipeline.sync_runner import sync_accounts
 from stock_pipeline_tests.helpers import (
     assert_every_offer_right,
     register_account,

@@ -11,8 +11,9 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from stock_pipeline.history_view import parse_since
-from stock_pipeline.store.schema import engine_for, writes
+from stock_pipeline.cli.history_view import parse_since
+from stock_pipeline.store.engine import engine_for
+from stock_pipeline.store.schema import writes
 from stock_pipeline.store.writes_log import WritesLog
 from stock_pipeline_tests.helpers import run_cli
 

@@ -8,7 +8,7 @@ import redis as redis_lib
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from stock_pipeline.metrics import NullMetrics, SyncMetrics, build_metrics, render_prometheus, serve
+from stock_pipeline.observability.metrics import NullMetrics, SyncMetrics, build_metrics, render_prometheus, serve
 from stock_pipeline_tests.services import REDIS_URL
 
 RUN = dict(changed=3, written=2, failed=1, pending=0, api_calls=5, duration_seconds=1.5)

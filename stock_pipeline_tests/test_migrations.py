@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from stock_pipeline.doctor import check_pipeline_database
-from stock_pipeline.errors import PipelineDatabaseSchemaError
+from stock_pipeline.cli.doctor import check_pipeline_database
+from stock_pipeline.foundation.errors import PipelineDatabaseSchemaError
 from stock_pipeline.store import migrate
+from stock_pipeline.store.engine import dispose_engines, engine_for, new_engine
 from stock_pipeline.store.migrate import VERSION_TABLE
-from stock_pipeline.store.schema import dispose_engines, engine_for, new_engine
 from stock_pipeline_tests.helpers import run_cli, write_stock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,7 +143,7 @@ import json, sys
 import stock_pipeline
 args = json.load(sys.stdin)
 assert stock_pipeline.__file__.startswith(args["checkout"]), stock_pipeline.__file__
-from stock_pipeline.store.schema import engine_for
+from stock_pipeline.store.engine import engine_for
 engine_for(args["url"])
 print(json.dumps({"package": stock_pipeline.__file__}))
 """
@@ -157,13 +157,14 @@ import pandas as pd
 import stock_pipeline
 args = json.load(sys.stdin)
 assert stock_pipeline.__file__.startswith(args["checkout"]), stock_pipeline.__file__
-from stock_pipeline.allegro.auth import AllegroAuth, TokenPair
+from stock_pipeline.allegro.auth import AllegroAuth
+from stock_pipeline.foundation.tokens import TokenPair
 from stock_pipeline.core.policy import StockPolicy
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.guard_state import BAD_ROWS_FINGERPRINT, LAST_GOOD_SNAPSHOT_SKUS, write_value
 from stock_pipeline.store.policies import PolicyStore
-from stock_pipeline.store.schema import engine_for
+from stock_pipeline.store.engine import engine_for
 from stock_pipeline.store.writes_log import WritesLog
 
 engine = engine_for(args["url"])
@@ -583,7 +584,7 @@ def test_cli_db_upgrade_and_current(database_url, monkeypatch, pipeline_env):
 def _start_process(url, barrier, results):
     """A process starting up: engine_for on the database, as the code server or a run would."""
     from stock_pipeline.store import migrate as migrate_module
-    from stock_pipeline.store.schema import engine_for as open_database
+    from stock_pipeline.store.engine import engine_for as open_database
 
     outcomes = []
     real = migrate_module.upgrade_to_head

@@ -13,16 +13,17 @@ import pandas as pd
 import sqlalchemy as sa
 from dagster import DagsterInstance, SensorResult, build_schedule_context, build_sensor_context
 
+from stock_pipeline.cli.sync_runner import sync_accounts
 from stock_pipeline.core.policy import StockPolicy
 from stock_pipeline.defs.automation import account_partitions_sensor, build_schedule
 from stock_pipeline.defs.resources import PipelineDatabase
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.ended_offers import EndedOffers, ended_offers
+from stock_pipeline.store.engine import engine_for
 from stock_pipeline.store.policies import PolicyStore, account_policies
-from stock_pipeline.store.schema import accounts, engine_for, writes
+from stock_pipeline.store.schema import accounts, writes
 from stock_pipeline.store.sync_status import SyncStatusStore
 from stock_pipeline.store.writes_log import WritesLog
-from stock_pipeline.sync_runner import sync_accounts
 from stock_pipeline_tests.helpers import register_account, run_cli, write_stock
 
 PAUSED_SENTENCE = "account 'shop-a' is paused; resume it with: stock-pipeline accounts resume shop-a"
@@ -279,8 +280,8 @@ def test_accounts_list_shows_last_success_result_offers_pending_and_freshness(se
 
 
 def test_freshness_allows_two_schedule_periods():
-    from stock_pipeline.accounts_overview import freshness, schedule_period
-    from stock_pipeline.report_format import age
+    from stock_pipeline.cli.accounts_overview import freshness, schedule_period
+    from stock_pipeline.cli.report_format import age
 
     now = datetime(2024, 5, 1, 10, 45, tzinfo=timezone.utc)
     assert schedule_period("*/30 * * * *", now) == timedelta(minutes=30)

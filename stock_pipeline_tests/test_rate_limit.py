@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from stock_pipeline.errors import RateLimiterUnavailableError
+from stock_pipeline.foundation.errors import RateLimiterUnavailableError
 from stock_pipeline.rate_limit import LocalTokenBucket, RateLimiter, RateSpec, RedisTokenBucket, build_limiter
 from stock_pipeline.rate_limit.gcra import IDLE, SAFETY_MARGIN, penalise, reserve, reserve_all
 from stock_pipeline_tests.services import REDIS_URL

@@ -10,16 +10,16 @@ import time
 
 from dagster import DagsterInstance, serialize_value
 
-from stock_pipeline import progress
 from stock_pipeline.allegro.auth import AllegroAuth
 from stock_pipeline.allegro.client import AllegroClient
-from stock_pipeline.logs import REDACTED, get_logger, remember_secrets
-from stock_pipeline.run_log import FORWARDED, run_log
-from stock_pipeline.settings import load_settings
+from stock_pipeline.cli.sync_runner import sync_accounts
+from stock_pipeline.defs.run_log import FORWARDED, run_log
+from stock_pipeline.foundation.logs import REDACTED, get_logger, remember_secrets
+from stock_pipeline.foundation.settings import load_settings
+from stock_pipeline.observability import progress
 from stock_pipeline.simulator.rate_limits import SellerWriteLimits
 from stock_pipeline.store.accounts import AccountStore
-from stock_pipeline.store.schema import engine_for
-from stock_pipeline.sync_runner import sync_accounts
+from stock_pipeline.store.engine import engine_for
 from stock_pipeline_tests.helpers import register_account, write_stock
 
 log = get_logger("test_run_log")

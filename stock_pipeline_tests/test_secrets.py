@@ -13,14 +13,14 @@ import structlog
 from cryptography.fernet import Fernet
 from dagster import DagsterInstance, serialize_value
 
-from stock_pipeline.allegro.auth import TokenPair
 from stock_pipeline.definitions import build_definitions
-from stock_pipeline.errors import AccountNeedsReauthorisationError, SettingsError
-from stock_pipeline.logs import REDACTED, configure_logging, redact_secrets, redact_settings, redact_text
-from stock_pipeline.settings import load_settings
+from stock_pipeline.foundation.errors import AccountNeedsReauthorisationError, SettingsError
+from stock_pipeline.foundation.logs import REDACTED, configure_logging, redact_secrets, redact_settings, redact_text
+from stock_pipeline.foundation.settings import load_settings
+from stock_pipeline.foundation.tokens import TokenEncryptionError, TokenPair
 from stock_pipeline.store.accounts import AccountStore
-from stock_pipeline.store.schema import accounts, engine_for
-from stock_pipeline.store.token_crypto import TokenEncryptionError
+from stock_pipeline.store.engine import engine_for
+from stock_pipeline.store.schema import accounts
 from stock_pipeline_tests.helpers import (
     allegro_auth,
     expire_stored_token,

@@ -9,7 +9,7 @@ import pytest
 from dagster import DagsterInstance
 
 from stock_pipeline.definitions import build_definitions
-from stock_pipeline.store.schema import engine_for
+from stock_pipeline.store.engine import engine_for
 from stock_pipeline.store.writes_log import WritesLog
 from stock_pipeline_tests.helpers import register_account, run_cli, send_failure_alert, write_requests, write_stock
 

@@ -6,8 +6,8 @@ import pytest
 
 import stock_pipeline
 from stock_pipeline.definitions import build_definitions
-from stock_pipeline.errors import SettingsError
-from stock_pipeline.settings import load_settings
+from stock_pipeline.foundation.errors import SettingsError
+from stock_pipeline.foundation.settings import load_settings
 
 
 def test_defaults_make_the_demo_work_with_nothing_set():
@@ -137,7 +137,7 @@ def test_the_resources_use_the_validated_redis_url_not_the_raw_variable(monkeypa
 # Modules allowed to read the environment, and why. Nothing else under stock_pipeline/ may
 # touch os.environ / os.getenv or build a dagster.EnvVar: every value comes from Settings.
 ENVIRONMENT_READERS = {
-    "settings.py": "load_settings() is the one documented read of os.environ",
+    "foundation/settings.py": "load_settings() is the one documented read of os.environ",
 }
 _ENV_ATTRIBUTES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 
@@ -162,7 +162,7 @@ def test_only_settings_reads_the_environment():
         if str(path.relative_to(package)) not in ENVIRONMENT_READERS
         for line, code in _environment_uses(ast.parse(path.read_text(encoding="utf-8")))
     ]
-    assert offenders == [], "read the value from Settings (stock_pipeline/settings.py) instead"
+    assert offenders == [], "read the value from Settings (stock_pipeline/foundation/settings.py) instead"
     # The check itself sees each form it forbids.
     forms = "os.environ.get('X')\nos.getenv('X')\nfrom os import environ\nfrom dagster import EnvVar\nEnvVar('X')"
     assert len(_environment_uses(ast.parse(forms))) == 5

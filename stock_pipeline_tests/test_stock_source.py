@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from stock_pipeline.core.snapshot import bad_rows_records, clean_snapshot
-from stock_pipeline.stock_source import StockSourceError, read_stock
+from stock_pipeline.warehouse.stock_source import StockSourceError, read_stock
 from stock_pipeline_tests.helpers import scratch_database
 
 MAX = 1_000_000

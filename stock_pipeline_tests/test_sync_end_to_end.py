@@ -9,7 +9,7 @@ import pytest
 
 from stock_pipeline.core.diff import compute_diff, offers_frame
 from stock_pipeline.core.plan import minimum_calls
-from stock_pipeline.store.schema import engine_for
+from stock_pipeline.store.engine import engine_for
 from stock_pipeline.store.writes_log import WritesLog
 from stock_pipeline_tests.helpers import (
     assert_every_offer_right,

@@ -8,9 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from stock_pipeline.allegro.auth import AllegroAuth
-from stock_pipeline.errors import AccountNeedsReauthorisationError
+from stock_pipeline.foundation.errors import AccountNeedsReauthorisationError
 from stock_pipeline.store.accounts import AccountStore
-from stock_pipeline.store.schema import accounts, engine_for
+from stock_pipeline.store.engine import engine_for
+from stock_pipeline.store.schema import accounts
 from stock_pipeline_tests.helpers import allegro_auth, expire_stored_token, register_account, token_requests
 
 

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from dagster import AssetKey, DagsterEventType, DagsterInstance, SkipReason
 
 from stock_pipeline.definitions import build_definitions
-from stock_pipeline.metrics import DEFAULT_PREFIX
-from stock_pipeline.settings import load_settings
+from stock_pipeline.foundation.settings import load_settings
+from stock_pipeline.observability.metrics import DEFAULT_PREFIX
 from stock_pipeline.store.ended_offers import EndedOffers
+from stock_pipeline.store.engine import engine_for
 from stock_pipeline.store.guard_state import BAD_ROWS_FINGERPRINT, LAST_GOOD_SNAPSHOT_SKUS, read_value
-from stock_pipeline.store.schema import engine_for
 from stock_pipeline.store.sync_status import SyncStatusStore
 from stock_pipeline.store.writes_log import WritesLog
 from stock_pipeline_tests.helpers import register_account, run_cli, send_failure_alert, write_requests, write_stock

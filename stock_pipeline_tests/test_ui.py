@@ -187,7 +187,7 @@ def synced_instance(settings, simulator):
     """Two accounts synced once through Dagster (which adds them as partitions)."""
     from dagster import DagsterInstance
 
-    from stock_pipeline.sync_runner import sync_accounts
+    from stock_pipeline.cli.sync_runner import sync_accounts
 
     for account in ACCOUNTS:
         register_account(settings, simulator, account)
@@ -283,8 +283,8 @@ def test_failed_runs_read_as_one_sentence_on_the_run_page(
     page, settings, simulator, synced_instance, webserver, monkeypatch, tmp_path
 ):
     """A guard hold, a bad query and a needs-reauthorisation run, each as the operator opens it."""
-    from stock_pipeline.settings import load_settings
-    from stock_pipeline.sync_runner import sync_accounts
+    from stock_pipeline.cli.sync_runner import sync_accounts
+    from stock_pipeline.foundation.settings import load_settings
 
     def failed_run(expected_start: str) -> tuple[str, str]:
         [summary] = sync_accounts(load_settings(), ["shop-a"], instance=synced_instance)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from stock_pipeline.cli import build_parser
+from stock_pipeline.cli.main import build_parser
 from stock_pipeline.core.guards import GuardLimits, diff_verdict, snapshot_verdict
-from stock_pipeline.errors import SettingsError
-from stock_pipeline.settings import load_settings
+from stock_pipeline.foundation.errors import SettingsError
+from stock_pipeline.foundation.settings import load_settings
 
 GUARD_SHARES = ("STOCK_GUARD_MAX_SNAPSHOT_SHRINK", "STOCK_GUARD_MAX_RISKY_SHARE")
 

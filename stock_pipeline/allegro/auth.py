@@ -16,29 +16,13 @@ from typing import Callable
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from stock_pipeline.allegro.http import USER_AGENT, error_detail
-from stock_pipeline.errors import AllegroTokenError
-from stock_pipeline.logs import redact_text
+from stock_pipeline import USER_AGENT
+from stock_pipeline.allegro.http import error_detail
+from stock_pipeline.foundation.errors import AllegroTokenError, InvalidClientError, InvalidGrantError
+from stock_pipeline.foundation.logs import redact_text
+from stock_pipeline.foundation.tokens import TokenPair
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-
-
-class InvalidGrantError(AllegroTokenError):
-    """The authorisation server rejected the refresh token or device code for good."""
-
-
-class InvalidClientError(AllegroTokenError):
-    """The authorisation server does not accept the client_id and client secret."""
-
-
-@dataclass(frozen=True)
-class TokenPair:
-    access_token: str
-    refresh_token: str
-    expires_at: datetime
-
-    def __repr__(self) -> str:  # never print a token, even in a traceback
-        return f"TokenPair(expires_at={self.expires_at.isoformat()})"
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,14 @@ from stock_pipeline.allegro.http import (
     retry_after_seconds,
 )
 from stock_pipeline.core.snapshot import MAX_QUANTITY
-from stock_pipeline.errors import (
+from stock_pipeline.foundation.errors import (
     AllegroApiError,
     AllegroOfferNotFoundError,
     AllegroRateLimitError,
     AllegroSyncError,
     AllegroTokenError,
 )
-from stock_pipeline.logs import get_logger, redact_text
+from stock_pipeline.foundation.logs import get_logger, redact_text
 
 log = get_logger(__name__)
 

@@ -8,10 +8,9 @@ import time
 
 import httpx
 
-from stock_pipeline import __version__
+from stock_pipeline import USER_AGENT
 
 MEDIA_TYPE = "application/vnd.allegro.public.v1+json"
-USER_AGENT = f"stock_pipeline/{__version__} (+https://github.com/stock-pipeline/stock_pipeline)"
 # Allegro documents no Retry-After on 429s; a breach blocks the client for about a minute.
 DEFAULT_RATE_LIMIT_BACKOFF = 60.0
 MAX_BACKOFF = 300.0

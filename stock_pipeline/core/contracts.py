@@ -27,7 +27,7 @@ from pandera.typing import Series
 
 from stock_pipeline.core.snapshot import MAX_QUANTITY
 from stock_pipeline.core.vocabulary import Action, Method, PublicationStatus, WriteStatus
-from stock_pipeline.errors import IncompleteOfferMapError
+from stock_pipeline.foundation.errors import IncompleteOfferMapError
 
 
 def _values(enum: type[StrEnum]) -> list[str]:

@@ -14,7 +14,6 @@ from typing import Iterable
 import pandas as pd
 from dagster import Failure, MetadataValue
 
-from stock_pipeline import progress
 from stock_pipeline.core.contracts import OfferMap
 from stock_pipeline.core.diff import compute_diff, offers_frame
 from stock_pipeline.core.guards import Verdict, active_offer_count
@@ -24,7 +23,7 @@ from stock_pipeline.core.snapshot import CleanSnapshot, bad_rows_preview, clean_
 from stock_pipeline.core.vocabulary import Action, Method
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase
 from stock_pipeline.defs.tags import OVERRIDE_TAG
-from stock_pipeline.errors import (
+from stock_pipeline.foundation.errors import (
     AccountNeedsReauthorisationError,
     AccountPausedError,
     AllegroSyncError,
@@ -32,10 +31,11 @@ from stock_pipeline.errors import (
     RateLimiterUnavailableError,
     SettingsError,
 )
-from stock_pipeline.logs import get_logger
-from stock_pipeline.stock_source import StockSourceError, read_stock
+from stock_pipeline.foundation.logs import get_logger
+from stock_pipeline.observability import progress
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.policies import PolicyStore
+from stock_pipeline.warehouse.stock_source import StockSourceError, read_stock
 
 log = get_logger(__name__)
 

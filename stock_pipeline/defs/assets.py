@@ -19,8 +19,6 @@ from dagster import (
     asset,
 )
 
-from stock_pipeline import progress
-from stock_pipeline.apply_writes import PollPolicy, WriteApplier
 from stock_pipeline.core.contracts import OfferFrame, OfferMap, PlanFrame, SnapshotFrame, WriteResultFrame
 from stock_pipeline.core.snapshot import CleanSnapshot, bad_rows_records, bad_rows_warning, capped_note
 from stock_pipeline.core.vocabulary import PublicationStatus, WriteStatus
@@ -44,10 +42,12 @@ from stock_pipeline.defs.contract_types import (
     column_schema_metadata,
 )
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase, TelegramAlerts
+from stock_pipeline.defs.run_log import in_run_log
 from stock_pipeline.defs.tags import guards_overridden
-from stock_pipeline.logs import get_logger
+from stock_pipeline.engine.apply_writes import PollPolicy, WriteApplier
+from stock_pipeline.foundation.logs import get_logger
 from stock_pipeline.notify.telegram import TelegramError, bad_rows_message
-from stock_pipeline.run_log import in_run_log
+from stock_pipeline.observability import progress
 from stock_pipeline.store.account_lock import account_write_lock
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.guard_state import BAD_ROWS_FINGERPRINT, read_value, write_value

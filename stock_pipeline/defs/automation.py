@@ -36,8 +36,8 @@ from stock_pipeline.defs.assets import accounts_partitions
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, TelegramAlerts
 from stock_pipeline.defs.run_outcome import record_failure, record_success, step_failures
 from stock_pipeline.defs.tags import ACCOUNT_TAG
-from stock_pipeline.errors import AllegroSyncError
-from stock_pipeline.logs import get_logger
+from stock_pipeline.foundation.errors import AllegroSyncError
+from stock_pipeline.foundation.logs import get_logger
 from stock_pipeline.notify.telegram import TelegramError, failure_message
 
 log = get_logger(__name__)

@@ -21,12 +21,12 @@ from dagster import ConfigurableResource, ResourceDependency
 from stock_pipeline.allegro.auth import AllegroAuth
 from stock_pipeline.allegro.client import AllegroClient, WriteBudgets
 from stock_pipeline.core.guards import GuardLimits
-from stock_pipeline.metrics import build_metrics
+from stock_pipeline.foundation.settings import Settings
 from stock_pipeline.notify.telegram import TelegramNotifier
+from stock_pipeline.observability.metrics import build_metrics
 from stock_pipeline.rate_limit import RateSpec, build_limiter
-from stock_pipeline.settings import Settings
 from stock_pipeline.store.accounts import AccountStore
-from stock_pipeline.store.schema import engine_for
+from stock_pipeline.store.engine import engine_for
 from stock_pipeline.store.writes_log import WritesLog
 
 _limiters: dict[tuple, object] = {}

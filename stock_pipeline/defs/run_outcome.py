@@ -18,8 +18,8 @@ from dagster import DagsterEventType, DagsterInstance, Failure, HookContext, fai
 
 from stock_pipeline.core.vocabulary import WriteStatus
 from stock_pipeline.defs.account_steps import PROBLEM_HELD
-from stock_pipeline.errors import PipelineDatabaseUnavailableError
-from stock_pipeline.logs import get_logger
+from stock_pipeline.foundation.errors import PipelineDatabaseUnavailableError
+from stock_pipeline.foundation.logs import get_logger
 from stock_pipeline.store.sync_status import RESULT_FAILED, RESULT_HELD, RESULT_SUCCESS, SyncStatusStore
 from stock_pipeline.store.writes_log import WritesLog
 

@@ -10,8 +10,8 @@ from typing import Callable
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from stock_pipeline.allegro.http import USER_AGENT
-from stock_pipeline.logs import get_logger
+from stock_pipeline import USER_AGENT
+from stock_pipeline.foundation.logs import get_logger
 
 log = get_logger(__name__)
 

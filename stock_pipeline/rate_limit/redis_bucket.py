@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 
 import redis
 
-from stock_pipeline.errors import RateLimiterUnavailableError
+from stock_pipeline.foundation.errors import RateLimiterUnavailableError
 from stock_pipeline.rate_limit.gcra import RateSpec, as_windows, check_cost
 
 _LUA_SOURCE = resources.files(__package__).joinpath("gcra.lua").read_text(encoding="utf-8")

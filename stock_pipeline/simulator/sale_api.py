@@ -8,15 +8,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 from stock_pipeline.simulator.loopback import Reply
+from stock_pipeline.simulator.rate_limits import SellerWriteLimits
 from stock_pipeline.simulator.state import (
     MAX_STOCK,
     PUBLICATION,
     QUANTITY,
     Command,
     CommandIdInUse,
+    Marketplace,
     Offer,
     OfferLocked,
     OfferNotFound,
@@ -24,9 +26,6 @@ from stock_pipeline.simulator.state import (
     Task,
     allegro_error,
 )
-
-if TYPE_CHECKING:
-    from stock_pipeline.simulator.allegro import AllegroSimulator
 
 MEDIA_TYPE = "application/vnd.allegro.public.v1+json"
 MAX_OFFERS_PER_COMMAND = 1000
@@ -39,6 +38,17 @@ COMMAND_RESOURCES = {"/sale/offer-quantity-change-commands": QUANTITY, "/sale/of
 CATEGORY = {"id": "257931"}
 SELLING_MODE = {"format": "BUY_NOW", "price": {"amount": "49.99", "currency": "PLN"}}
 MARKETPLACES = {"base": {"id": "allegro-pl"}, "additional": []}
+
+
+class SimulatorSetup(Protocol):
+    """What the sale API reads of the simulator that serves it (`AllegroSimulator`)."""
+
+    api_url: str
+    marketplace: Marketplace
+    write_limits: SellerWriteLimits
+    patch_async_probability: float
+    operation_delay: float
+    command_task_delay: float
 
 
 class SellerLimitExceeded(Exception):
@@ -156,7 +166,7 @@ class SaleRequest:
 
 
 class SaleApi:
-    def __init__(self, simulator: "AllegroSimulator"):
+    def __init__(self, simulator: SimulatorSetup):
         # The simulator's knobs (delays, async share, api_url) may change between requests.
         self._sim = simulator
         self._random = random.Random()

@@ -15,7 +15,7 @@ from typing import Iterator
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from stock_pipeline.errors import AllegroSyncError
+from stock_pipeline.foundation.errors import AllegroSyncError
 
 LOCK_NAMESPACE = 0x5354  # "ST": keeps our keys apart from other advisory-lock users
 

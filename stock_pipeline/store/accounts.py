@@ -10,7 +10,7 @@ An account is `active` (synced), `needs_reauth` (Allegro rejected its refresh to
 `accounts add` fixes it) or `paused` (by the operator; `accounts resume`). Only active
 accounts reach Allegro: any other status stops a run at its first token read.
 
-Tokens are encrypted at rest with TOKEN_ENCRYPTION_KEY (see store/token_crypto.py);
+Tokens are encrypted at rest with TOKEN_ENCRYPTION_KEY (see foundation/tokens.py);
 without a key they are never written, and a refresh is refused before it spends the
 refresh token rather than after.
 """
@@ -21,13 +21,19 @@ import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from stock_pipeline.allegro.auth import AllegroAuth, InvalidGrantError, TokenPair
-from stock_pipeline.errors import AccountNeedsReauthorisationError, AccountPausedError, AllegroTokenError
-from stock_pipeline.logs import get_logger, remember_secrets
+from stock_pipeline.foundation.errors import (
+    AccountNeedsReauthorisationError,
+    AccountPausedError,
+    AllegroTokenError,
+    InvalidGrantError,
+)
+from stock_pipeline.foundation.logs import get_logger, remember_secrets
+from stock_pipeline.foundation.tokens import TokenCipher, TokenEncryptionError, TokenPair, is_encrypted
 from stock_pipeline.store.ended_offers import ended_offers
 from stock_pipeline.store.policies import account_policies
 from stock_pipeline.store.schema import (
@@ -39,9 +45,18 @@ from stock_pipeline.store.schema import (
     writes,
 )
 from stock_pipeline.store.sync_status import sync_status
-from stock_pipeline.store.token_crypto import TokenCipher, TokenEncryptionError, is_encrypted
 
 log = get_logger(__name__)
+
+
+class TokenRefresher(Protocol):
+    """What the store needs of the authorisation server (`allegro.auth.AllegroAuth`):
+    the store never speaks HTTP itself."""
+
+    def refresh(self, refresh_token: str) -> TokenPair: ...
+
+    def close(self) -> None: ...
+
 
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # Refresh this long before expiry so a call never starts with a token about to die.
@@ -251,14 +266,14 @@ class AccountStore:
         with self._local_locks_guard:
             return self._local_locks.setdefault(name, threading.Lock())
 
-    def tokens_for(self, name: str, auth: AllegroAuth) -> "AccountTokens":
+    def tokens_for(self, name: str, auth: TokenRefresher) -> "AccountTokens":
         return AccountTokens(self, name, auth)
 
 
 class AccountTokens:
     """The AccessTokenSource of one account, backed by the store."""
 
-    def __init__(self, store: AccountStore, name: str, auth: AllegroAuth):
+    def __init__(self, store: AccountStore, name: str, auth: TokenRefresher):
         self._store = store
         self._name = name
         self._auth = auth

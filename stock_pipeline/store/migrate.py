@@ -37,8 +37,8 @@ from typing import Iterator
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from stock_pipeline.errors import PipelineDatabaseSchemaError
-from stock_pipeline.logs import get_logger
+from stock_pipeline.foundation.errors import PipelineDatabaseSchemaError
+from stock_pipeline.foundation.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -3,7 +3,7 @@
 The tables are declared here and in the modules that use them (ended_offers,
 guard_state, policies, sync_status), all on `metadata`: the schema this release's code
 expects. The database gets that schema only through migrations
-(`store/migrations/versions/`, run by `store/migrate.py`): `engine_for` brings the
+(`store/migrations/versions/`, run by `store/migrate.py`): `store/engine.py`'s `engine_for` brings the
 database to the head revision when a process first opens it, under a lock so that
 processes starting together migrate once, recognises (and stamps) a database made by a
 release from before migrations, and refuses one that is newer than this release with
@@ -17,15 +17,9 @@ and `metadata` differ.
 
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Iterator
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
-from stock_pipeline.errors import PipelineDatabaseUnavailableError
 
 metadata = sa.MetaData()
 
@@ -79,69 +73,3 @@ def aware_utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
-
-
-_engines: dict[str, Engine] = {}
-_engines_lock = threading.Lock()
-
-
-def engine_for(url: str) -> Engine:
-    """One engine per URL per process, its database brought to this release's schema
-    (or PipelineDatabaseUnavailableError / PipelineDatabaseSchemaError saying why not)."""
-    with _engines_lock:
-        engine = _engines.get(url)
-        if engine is None:
-            engine = new_engine(url)
-            _bring_to_head(engine)
-            _engines[url] = engine
-        return engine
-
-
-def new_engine(url: str) -> Engine:
-    """An engine with the pipeline's connection settings; the schema is not touched."""
-    if url.startswith("sqlite:///"):
-        from pathlib import Path
-
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return sa.create_engine(url, connect_args={"timeout": 30})
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-
-
-def _bring_to_head(engine: Engine) -> None:
-    from stock_pipeline.store.migrate import upgrade_to_head
-
-    with database_errors(engine):
-        upgrade_to_head(engine)
-
-
-@contextmanager
-def database_errors(engine: Engine) -> Iterator[None]:
-    """Database failures while opening or migrating become one sentence naming the
-    variable; the engine is disposed (it is not kept)."""
-    shown = f"the pipeline database {engine.url.render_as_string(hide_password=True)} (STOCK_PIPELINE_DATABASE_URL)"
-    try:
-        yield
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        raise PipelineDatabaseUnavailableError(f"cannot reach {shown}: {_first_line(exc)}") from None
-    except sa.exc.DBAPIError as exc:  # e.g. no right to CREATE in it
-        engine.dispose()
-        from stock_pipeline.store.migrate import head_revision
-
-        raise PipelineDatabaseUnavailableError(
-            f"cannot bring {shown} to revision {head_revision()}: {_first_line(exc)}"
-        ) from None
-    except BaseException:
-        engine.dispose()
-        raise
-
-
-def _first_line(exc: sa.exc.DBAPIError) -> str:
-    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-
-
-def dispose_engines() -> None:
-    with _engines_lock:
-        for engine in _engines.values():
-            engine.dispose()
-        _engines.clear()

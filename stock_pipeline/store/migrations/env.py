@@ -38,7 +38,7 @@ def _configure(**kwargs) -> None:
 def _url() -> str:
     # A developer's `alembic revision`/`alembic check`: the database named with -x url=…, else
     # the one the settings name (STOCK_PIPELINE_DATABASE_URL, validated like everywhere else).
-    from stock_pipeline.settings import load_settings
+    from stock_pipeline.foundation.settings import load_settings
 
     return context.get_x_argument(as_dictionary=True).get("url") or load_settings().stock_pipeline_database_url
 

@@ -6,93 +6,21 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 import time
 
-from stock_pipeline import __version__, progress
+from stock_pipeline import __version__
+from stock_pipeline.cli.sync_report import ProgressPrinter, export_plans, print_plans, print_summary
 from stock_pipeline.core.vocabulary import WriteStatus
-from stock_pipeline.errors import AllegroSyncError, SettingsError
-from stock_pipeline.logs import configure_logging, redact_settings
-from stock_pipeline.settings import Settings, load_settings
+from stock_pipeline.foundation.errors import AllegroSyncError, SettingsError
+from stock_pipeline.foundation.logs import configure_logging, redact_settings
+from stock_pipeline.foundation.settings import Settings, load_settings
+from stock_pipeline.observability import progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _print(*args, **kwargs) -> None:
     print(*args, **kwargs, flush=True)
-
-
-class ProgressPrinter:
-    """One line per account and stage, at most every `interval` seconds (and the last one)."""
-
-    def __init__(self, stream=sys.stderr, interval: float = 1.0):
-        self._stream = stream
-        self._interval = interval
-        self._last: dict[tuple[str, str], float] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, account: str, stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        with self._lock:
-            key = (account, stage)
-            if done < total and now - self._last.get(key, 0.0) < self._interval:
-                return
-            self._last[key] = now
-        label = "offers listed" if stage == "listing" else "writes done"
-        print(f"  [{account}] {label}: {done}/{total}", file=self._stream, flush=True)
-
-
-def print_summary(summaries) -> None:
-    header = (
-        f"{'account':<20} {'result':<13} {'offers':>8} {'changed':>8} {'written':>8} {'failed':>7} "
-        f"{'pending':>8} {'api calls':>10} {'seconds':>8}"
-    )
-    _print(header)
-    _print("-" * len(header))
-    for s in summaries:
-        _print(
-            f"{s.account:<20} {s.result:<13} {s.offers:>8} {s.changed:>8} {s.written:>8} "
-            f"{s.failed:>7} {s.pending:>8} {s.api_calls:>10} {s.duration_seconds:>8}"
-        )
-    # One line per problem; the details are in the run's event log (or on the terminal with --verbose).
-    for s in summaries:
-        if s.error:
-            _print(f"\n{s.account}: {s.error}\n  (run {s.run_id})")
-        for note in s.notes:
-            _print(f"\n{s.account}: note: {note}")
-
-
-def print_plans(summaries, rows: int = 20, exported_to: str | None = None) -> None:
-    """What a dry run would have sent: calls by kind, then the first offers."""
-    for s in summaries:
-        if s.plan is None:
-            continue
-        plan = s.plan
-        _print(f"\n[{s.account}] planned writes: {len(plan)} offers")
-        if plan.empty:
-            continue
-        commands = plan[plan["batch"] >= 0].groupby(["method", "action"])["batch"].nunique()
-        for (method, action), count in commands.items():
-            _print(f"  {count} {method.replace('_', ' ')}(s) ({action})")
-        _print(f"  {int((plan['method'] == 'patch').sum())} PATCH call(s)")
-        _print(plan[["offer_id", "sku", "before", "after", "action", "method"]].head(rows).to_string(index=False))
-        if len(plan) > rows:
-            more = f"written to {exported_to}" if exported_to else "export them all with --output FILE.csv|FILE.json"
-            _print(f"  … and {len(plan) - rows} more ({more})")
-
-
-def export_plans(summaries, path: str) -> int:
-    """Every planned write of a dry run, one row per offer, as CSV or JSON (by the file's extension)."""
-    import pandas as pd
-
-    frames = [s.plan.assign(account=s.account) for s in summaries if s.plan is not None]
-    columns = ["account", "offer_id", "sku", "before", "after", "action", "method", "batch", "would_be_held", "held_by"]
-    plan = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-    if path.lower().endswith(".json"):
-        plan.to_json(path, orient="records", indent=1, force_ascii=False)
-    else:
-        plan.to_csv(path, index=False)
-    return len(plan)
 
 
 def _check_output_path(path: str | None) -> None:
@@ -107,14 +35,14 @@ def _check_output_path(path: str | None) -> None:
 
 
 def cmd_sync(settings: Settings, args) -> int:
-    from stock_pipeline.sync_runner import any_configuration_problem, select_accounts, sync_accounts
+    from stock_pipeline.cli.sync_runner import any_configuration_problem, select_accounts, sync_accounts
 
     if args.output and not args.dry_run:
         raise ValueError("--output exports the plan of a dry run; add --dry-run")
     _check_output_path(args.output)  # before any call is spent
     accounts = select_accounts(settings, args.account)
     if not accounts:
-        from stock_pipeline.accounts_overview import why_nothing_to_sync
+        from stock_pipeline.cli.accounts_overview import why_nothing_to_sync
 
         _print(why_nothing_to_sync(settings), file=sys.stderr)
         return EXIT_USAGE
@@ -176,7 +104,7 @@ def cmd_accounts_add(settings: Settings, args) -> int:
 
 
 def cmd_accounts_list(settings: Settings, args) -> int:
-    from stock_pipeline.accounts_overview import load_overview, overview_json, overview_table
+    from stock_pipeline.cli.accounts_overview import load_overview, overview_json, overview_table
 
     rows = load_overview(settings)
     if args.format == "json":
@@ -190,20 +118,20 @@ def cmd_accounts_list(settings: Settings, args) -> int:
 
 def _account_store(settings: Settings):
     from stock_pipeline.store.accounts import AccountStore
-    from stock_pipeline.store.schema import engine_for
+    from stock_pipeline.store.engine import engine_for
 
     return AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
 
 
 def cmd_accounts_pause(settings: Settings, args) -> int:
-    from stock_pipeline.accounts_overview import paused_message
+    from stock_pipeline.cli.accounts_overview import paused_message
 
     _print(paused_message(args.name, _account_store(settings).pause(args.name).status))
     return EXIT_OK
 
 
 def cmd_accounts_resume(settings: Settings, args) -> int:
-    from stock_pipeline.accounts_overview import resumed_message
+    from stock_pipeline.cli.accounts_overview import resumed_message
 
     _print(resumed_message(args.name, _account_store(settings).resume(args.name)))
     return EXIT_OK
@@ -265,8 +193,8 @@ def cmd_accounts_policy(settings: Settings, args) -> int:
 def cmd_history(settings: Settings, args) -> int:
     from datetime import datetime, timezone
 
-    from stock_pipeline.history_view import parse_since, render_history
-    from stock_pipeline.store.schema import engine_for
+    from stock_pipeline.cli.history_view import parse_since, render_history
+    from stock_pipeline.store.engine import engine_for
     from stock_pipeline.store.writes_log import WritesLog
 
     since = parse_since(args.since, datetime.now(timezone.utc)) if args.since else None
@@ -296,7 +224,7 @@ def cmd_history(settings: Settings, args) -> int:
 
 
 def cmd_doctor(settings: Settings, args) -> int:
-    from stock_pipeline.doctor import failed, run_checks, summary
+    from stock_pipeline.cli.doctor import failed, run_checks, summary
 
     checks = []
     for check in run_checks(settings, send_test=args.send_test):
@@ -307,14 +235,14 @@ def cmd_doctor(settings: Settings, args) -> int:
 
 
 def _database_engine(settings: Settings):
-    from stock_pipeline.store.schema import new_engine
+    from stock_pipeline.store.engine import new_engine
 
     return new_engine(settings.stock_pipeline_database_url)
 
 
 def cmd_db_upgrade(settings: Settings, args) -> int:
+    from stock_pipeline.store.engine import database_errors
     from stock_pipeline.store.migrate import upgrade_to_head
-    from stock_pipeline.store.schema import database_errors
 
     engine = _database_engine(settings)
     with database_errors(engine):
@@ -325,8 +253,8 @@ def cmd_db_upgrade(settings: Settings, args) -> int:
 
 
 def cmd_db_current(settings: Settings, args) -> int:
+    from stock_pipeline.store.engine import database_errors
     from stock_pipeline.store.migrate import describe
-    from stock_pipeline.store.schema import database_errors
 
     engine = _database_engine(settings)
     with database_errors(engine):
@@ -337,8 +265,8 @@ def cmd_db_current(settings: Settings, args) -> int:
 
 
 def cmd_db_stamp(settings: Settings, args) -> int:
+    from stock_pipeline.store.engine import database_errors
     from stock_pipeline.store.migrate import stamp
-    from stock_pipeline.store.schema import database_errors
 
     engine = _database_engine(settings)
     with database_errors(engine):
@@ -357,7 +285,7 @@ def cmd_db_stamp(settings: Settings, args) -> int:
 
 
 def cmd_metrics_serve(settings: Settings, args) -> int:
-    from stock_pipeline.metrics import serve
+    from stock_pipeline.observability.metrics import serve
 
     if not settings.redis_url:
         _print("error: metrics are kept in Redis; set REDIS_URL", file=sys.stderr)
@@ -373,7 +301,7 @@ def cmd_metrics_serve(settings: Settings, args) -> int:
 
 
 def cmd_demo(settings: Settings, args) -> int:
-    from stock_pipeline.demo import run_demo
+    from stock_pipeline.cli.demo import run_demo
 
     return run_demo(keep_running=args.keep_running)
 

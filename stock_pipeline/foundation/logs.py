@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 if TYPE_CHECKING:
-    from stock_pipeline.settings import Settings
+    from stock_pipeline.foundation.settings import Settings
 
 REDACTED = "[REDACTED]"
 # Shorter values are not matched literally: redacting every "demo" would mangle logs.
@@ -152,6 +152,23 @@ METHOD_LEVELS = {
 }
 
 
+# Processors that also get each event once it is redacted. The Dagster run-log bridge
+# (`defs/run_log.py`) adds itself when imported: this layer knows nothing of Dagster.
+_redacted_event_sinks: list = []
+
+
+def add_redacted_event_sink(processor) -> None:
+    """`processor(logger, method_name, event_dict)` sees every event after redaction."""
+    if processor not in _redacted_event_sinks:
+        _redacted_event_sinks.append(processor)
+
+
+def to_redacted_event_sinks(logger, method_name: str, event_dict: dict) -> dict:
+    for processor in list(_redacted_event_sinks):
+        event_dict = processor(logger, method_name, event_dict)
+    return event_dict
+
+
 def _below(terminal_level: int):
     def drop_below_terminal_level(logger, method_name: str, event_dict: dict) -> dict:
         if METHOD_LEVELS.get(method_name, logging.INFO) < terminal_level:
@@ -163,11 +180,10 @@ def _below(terminal_level: int):
 
 def configure_logging(json: bool | None = None, level: int = logging.INFO, terminal_level: int = logging.INFO) -> None:
     """JSON lines when not on a terminal (production, Dagster daemon), key=value otherwise;
-    inside ``run_log`` each event, once redacted, also goes to the Dagster run's event log.
+    each event, once redacted, also goes to the registered sinks (inside ``run_log``: the
+    Dagster run's event log).
     ``terminal_level`` only quiets stderr: a CLI sync prints its summary and problems, while
     the run's event log still gets every event from ``level`` up."""
-    from stock_pipeline.run_log import forward_to_run_log
-
     if json is None:
         json = not sys.stderr.isatty()
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -178,7 +194,7 @@ def configure_logging(json: bool | None = None, level: int = logging.INFO, termi
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact_secrets,
-            forward_to_run_log,  # after redaction: the run's event log never sees a secret
+            to_redacted_event_sinks,  # after redaction: no sink ever sees a secret
             _below(terminal_level),
             renderer,
         ],

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
-from stock_pipeline.errors import SettingsError
-from stock_pipeline.store.token_crypto import TokenCipher
-from stock_pipeline.store.token_crypto import parse_keys as parse_token_keys
+from stock_pipeline.foundation.errors import SettingsError
+from stock_pipeline.foundation.tokens import TokenCipher
+from stock_pipeline.foundation.tokens import parse_keys as parse_token_keys
 
 DEFAULT_PIPELINE_DB = "sqlite:///" + str(Path.home() / ".stock_pipeline" / "pipeline.db")
 DEFAULT_STOCK_DB = "sqlite:///" + str(Path.home() / ".stock_pipeline" / "stock.db")
@@ -78,7 +78,7 @@ class Settings:
     stock_guard_min_risky_offers: int = 10
     # A stock value above this is a broken feed (a bad row), not stock; see core/snapshot.py.
     stock_max_plausible_stock: int = 1_000_000
-    # Fernet key(s) for the tokens at rest, comma-separated to rotate (stock_pipeline.store.token_crypto).
+    # Fernet key(s) for the tokens at rest, comma-separated to rotate (stock_pipeline.foundation.tokens).
     token_encryption_key: str | None = field(default=None, repr=False)
     # The Dagster instance of the CLI and the demo (the daemon and the code server get theirs
     # from Dagster, which reads the same variable), and where asset values are kept.

@@ -23,13 +23,14 @@ from stock_pipeline.defs.account_steps import PROBLEM_CONFIGURATION
 from stock_pipeline.defs.assets import accounts_partitions
 from stock_pipeline.defs.automation import account_sync_job
 from stock_pipeline.defs.rehearsal import account_rehearsal, rehearse_account_sync
+from stock_pipeline.defs.run_log import FORWARDED
 from stock_pipeline.defs.run_outcome import read_run_outcome, step_failures, step_metadata
 from stock_pipeline.defs.tags import ACCOUNT_TAG, OVERRIDE_TAG
-from stock_pipeline.errors import AccountPausedError
-from stock_pipeline.run_log import FORWARDED
-from stock_pipeline.settings import Settings
+from stock_pipeline.foundation.errors import AccountPausedError
+from stock_pipeline.foundation.settings import Settings
 from stock_pipeline.store.accounts import AccountStore
-from stock_pipeline.store.schema import ACCOUNT_PAUSED, engine_for
+from stock_pipeline.store.engine import engine_for
+from stock_pipeline.store.schema import ACCOUNT_PAUSED
 from stock_pipeline.store.writes_log import WritesLog
 
 
@@ -118,6 +119,17 @@ def _notes(metadata: dict[str, dict]) -> tuple[str, ...]:
     )
 
 
+def _execute(job, account: str, instance: DagsterInstance, verbose: bool, tags: dict[str, str] | None = None):
+    """One account's run of `job` in this process; its failures are in the result, not raised."""
+    return job.execute_in_process(
+        partition_key=account,
+        instance=instance,
+        raise_on_error=False,
+        run_config=_run_config(verbose),
+        tags={ACCOUNT_TAG: account, **(tags or {})},
+    )
+
+
 def _sync_one(
     job,
     account: str,
@@ -127,13 +139,7 @@ def _sync_one(
     writes_log: Callable[[], WritesLog],
 ) -> AccountSummary:
     started = time.monotonic()
-    result = job.execute_in_process(
-        partition_key=account,
-        instance=instance,
-        raise_on_error=False,
-        run_config=_run_config(verbose),
-        tags={ACCOUNT_TAG: account, **({OVERRIDE_TAG: "true"} if override_guards else {})},
-    )
+    result = _execute(job, account, instance, verbose, {OVERRIDE_TAG: "true"} if override_guards else {})
     outcome = read_run_outcome(instance, result.run_id, account, writes_log, success=result.success)
     return AccountSummary(
         account=account,
@@ -162,13 +168,7 @@ def _output_metadata(instance: DagsterInstance, run_id: str) -> dict:
 
 def _rehearse_one(job, account: str, instance: DagsterInstance, verbose: bool) -> AccountSummary:
     started = time.monotonic()
-    result = job.execute_in_process(
-        partition_key=account,
-        instance=instance,
-        raise_on_error=False,
-        run_config=_run_config(verbose),
-        tags={ACCOUNT_TAG: account},
-    )
+    result = _execute(job, account, instance, verbose)
     failures = step_failures(instance, result.run_id)
     error, problem = failures[0] if failures else (None, None)
     meta = _output_metadata(instance, result.run_id)

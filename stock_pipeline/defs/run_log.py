@@ -30,8 +30,14 @@ from typing import Any, Callable, Iterator
 
 import structlog
 
-from stock_pipeline import progress
-from stock_pipeline.logs import METHOD_LEVELS, redact_secrets, redact_text
+from stock_pipeline.foundation.logs import (
+    METHOD_LEVELS,
+    add_redacted_event_sink,
+    redact_secrets,
+    redact_text,
+    to_redacted_event_sinks,
+)
+from stock_pipeline.observability import progress
 
 # Set on every record the bridge sends, so a logger that already shows our structlog
 # output (the CLI's terminal) can leave it out.
@@ -136,6 +142,9 @@ def forward_to_run_log(_logger, method_name: str, event_dict: dict) -> dict:
     return event_dict
 
 
+add_redacted_event_sink(forward_to_run_log)
+
+
 def format_line(event_dict: dict) -> str:
     """One short line: the event's ``msg`` if it has one, else ``event key=value …``."""
     text = event_dict.get("msg")
@@ -185,11 +194,12 @@ def _install() -> None:
 
 def ensure_forwarding() -> None:
     processors = list(structlog.get_config()["processors"])
-    if forward_to_run_log in processors and redact_secrets in processors[: processors.index(forward_to_run_log)]:
+    sinks = to_redacted_event_sinks  # forward_to_run_log is one of them
+    if sinks in processors and redact_secrets in processors[: processors.index(sinks)]:
         return
-    processors = [p for p in processors if p is not forward_to_run_log]
+    processors = [p for p in processors if p is not sinks]
     if redact_secrets in processors:
-        processors.insert(processors.index(redact_secrets) + 1, forward_to_run_log)
+        processors.insert(processors.index(redact_secrets) + 1, sinks)
     else:  # never a line to the run that was not redacted
-        processors[-1:-1] = [redact_secrets, forward_to_run_log]
+        processors[-1:-1] = [redact_secrets, sinks]
     structlog.configure(processors=processors)

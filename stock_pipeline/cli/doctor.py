@@ -18,10 +18,10 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
-from stock_pipeline.logs import redact_text
-from stock_pipeline.report_format import age, utc_time
-from stock_pipeline.settings import Settings, safe_url
-from stock_pipeline.store.token_crypto import KEY_VARIABLE, MAKE_KEY, parse_keys
+from stock_pipeline.cli.report_format import age, utc_time
+from stock_pipeline.foundation.logs import redact_text
+from stock_pipeline.foundation.settings import Settings, safe_url
+from stock_pipeline.foundation.tokens import KEY_VARIABLE, MAKE_KEY, parse_keys
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 # Network checks answer within this or count as unreachable: a doctor must not hang.
@@ -153,8 +153,8 @@ def check_pipeline_database(url: str) -> tuple[Check, set[str] | None]:
 
 def check_warehouse(url: str, query: str, max_plausible: int) -> Check:
     from stock_pipeline.core.snapshot import clean_snapshot
-    from stock_pipeline.errors import AllegroSyncError
-    from stock_pipeline.stock_source import read_stock
+    from stock_pipeline.foundation.errors import AllegroSyncError
+    from stock_pipeline.warehouse.stock_source import read_stock
 
     shown = _database_url(url)
     if _missing_sqlite_file(url):  # reading it would create an empty file
@@ -222,8 +222,8 @@ def check_redis(url: str | None) -> Check:
 
 
 def check_allegro_client(settings: Settings) -> Check:
-    from stock_pipeline.allegro.auth import AllegroAuth, InvalidClientError
-    from stock_pipeline.errors import AllegroTokenError
+    from stock_pipeline.allegro.auth import AllegroAuth
+    from stock_pipeline.foundation.errors import AllegroTokenError, InvalidClientError
 
     auth = AllegroAuth(
         settings.allegro_auth_url,

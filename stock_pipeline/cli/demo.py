@@ -20,15 +20,15 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from stock_pipeline import progress
 from stock_pipeline.allegro.auth import AllegroAuth
 from stock_pipeline.core.snapshot import MAX_QUANTITY
+from stock_pipeline.observability import progress
 
 DEMO_DIR = Path(".demo")
 DEMO_ACCOUNTS = {"demo-shop-a": 2600, "demo-shop-b": 1300}
 STOCK_VALUES = list(range(0, 25)) + [50, 100]
 # The demo's tokens are the simulator's, so its key is public: base64 of b"demo-only-key-not-a-secret-00000".
-# Tokens are never stored without a key (store/token_crypto.py), the demo included.
+# Tokens are never stored without a key (foundation/tokens.py), the demo included.
 DEMO_TOKEN_ENCRYPTION_KEY = "ZGVtby1vbmx5LWtleS1ub3QtYS1zZWNyZXQtMDAwMDA="
 
 
@@ -103,7 +103,7 @@ def ui_instructions(env_file: Path, simulator_url: str, keep_running: bool) -> l
 
 
 def run_demo(keep_running: bool = False) -> int:
-    from stock_pipeline.cli import ProgressPrinter, print_summary
+    from stock_pipeline.cli.sync_report import ProgressPrinter, print_summary
     from stock_pipeline.simulator import AllegroSimulator
 
     base = DEMO_DIR.absolute()
@@ -127,11 +127,11 @@ def run_demo(keep_running: bool = False) -> int:
         "TOKEN_ENCRYPTION_KEY": DEMO_TOKEN_ENCRYPTION_KEY,
     }
 
-    from stock_pipeline.logs import redact_settings
-    from stock_pipeline.settings import load_settings
+    from stock_pipeline.cli.sync_runner import sync_accounts
+    from stock_pipeline.foundation.logs import redact_settings
+    from stock_pipeline.foundation.settings import load_settings
     from stock_pipeline.store.accounts import AccountStore
-    from stock_pipeline.store.schema import engine_for
-    from stock_pipeline.sync_runner import sync_accounts
+    from stock_pipeline.store.engine import engine_for
 
     settings = load_settings(env)  # no REDIS_URL: the demo uses the in-process limiter
     redact_settings(settings)

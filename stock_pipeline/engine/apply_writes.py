@@ -23,8 +23,8 @@ import pandas as pd
 
 from stock_pipeline.allegro.client import AllegroClient
 from stock_pipeline.core.vocabulary import Action, Method, WriteStatus
-from stock_pipeline.errors import AllegroApiError, AllegroOfferNotFoundError
-from stock_pipeline.logs import get_logger
+from stock_pipeline.foundation.errors import AllegroApiError, AllegroOfferNotFoundError
+from stock_pipeline.foundation.logs import get_logger
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.writes_log import WritesLog
 

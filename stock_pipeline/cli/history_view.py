@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
-from stock_pipeline.report_format import iso_utc, json_text, shorten, table, utc_time
+from stock_pipeline.cli.report_format import iso_utc, json_text, shorten, table, utc_time
 
 # Machine formats keep every value whole (full run id, before and after apart).
 RECORD_COLUMNS = [

@@ -9,7 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 from pandas.api.types import infer_dtype
 
-from stock_pipeline.errors import AllegroSyncError
+from stock_pipeline.foundation.errors import AllegroSyncError
 
 
 class StockSourceError(AllegroSyncError):

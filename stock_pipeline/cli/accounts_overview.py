@@ -9,11 +9,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Mapping, Sequence
 
+from stock_pipeline.cli.report_format import age, iso_utc, json_text, shorten, table, utc_time
 from stock_pipeline.core.vocabulary import WriteStatus
-from stock_pipeline.report_format import age, iso_utc, json_text, shorten, table, utc_time
-from stock_pipeline.settings import Settings
+from stock_pipeline.foundation.settings import Settings
 from stock_pipeline.store.accounts import Account, AccountStore
-from stock_pipeline.store.schema import ACCOUNT_ACTIVE, ACCOUNT_NEEDS_REAUTH, ACCOUNT_PAUSED, engine_for
+from stock_pipeline.store.engine import engine_for
+from stock_pipeline.store.schema import ACCOUNT_ACTIVE, ACCOUNT_NEEDS_REAUTH, ACCOUNT_PAUSED
 from stock_pipeline.store.sync_status import SyncStatus, SyncStatusStore
 from stock_pipeline.store.writes_log import WritesLog
 

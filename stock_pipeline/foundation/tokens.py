@@ -1,4 +1,4 @@
-"""Encryption at rest of the OAuth tokens in the accounts table (Fernet).
+"""OAuth token pairs, and their encryption at rest in the accounts table (Fernet).
 
 `TOKEN_ENCRYPTION_KEY` holds one Fernet key, or several separated by commas to rotate:
 the first encrypts, every one decrypts. Every refresh rewrites an account's tokens
@@ -12,18 +12,31 @@ write (the next refresh, or `accounts add`).
 The rule without a key: tokens are never written unencrypted, whatever the database.
 Plaintext rows of an older version stay readable, but the refresh that would rewrite
 them is refused before the refresh token is used. The demo is no exception: it sets
-its own fixed, public key (`stock_pipeline.demo.DEMO_TOKEN_ENCRYPTION_KEY`).
+its own fixed, public key (`stock_pipeline.cli.demo.DEMO_TOKEN_ENCRYPTION_KEY`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from stock_pipeline.errors import SettingsError
+from stock_pipeline.foundation.errors import SettingsError
 
 KEY_VARIABLE = "TOKEN_ENCRYPTION_KEY"
 PREFIX = "fernet:"
 MAKE_KEY = 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+
+    def __repr__(self) -> str:  # never print a token, even in a traceback
+        return f"TokenPair(expires_at={self.expires_at.isoformat()})"
 
 
 class TokenEncryptionError(SettingsError):

@@ -15,6 +15,14 @@ class AllegroTokenError(AllegroSyncError):
     """An account's tokens cannot be used or refreshed."""
 
 
+class InvalidGrantError(AllegroTokenError):
+    """The authorisation server rejected the refresh token or device code for good."""
+
+
+class InvalidClientError(AllegroTokenError):
+    """The authorisation server does not accept the client_id and client secret."""
+
+
 class AccountNeedsReauthorisationError(AllegroTokenError):
     """The refresh token was rejected (invalid_grant): the seller must authorise again."""
 
