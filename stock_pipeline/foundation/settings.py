@@ -72,6 +72,11 @@ class Settings:
     allegro_sync_user_offer_changes_per_minute: int = 9000
     allegro_sync_user_offer_changes_per_hour: int = 250_000
     allegro_sync_user_patches_per_minute: int = 2500
+    # Allegro answers in 0.1-0.5 s: one call at a time can never spend 150 calls/s. These many
+    # calls of one account's run are in flight at once (every one still drawn from the shared
+    # limiter), and these many accounts of a CLI sync run at once.
+    allegro_sync_concurrency: int = 16
+    allegro_sync_parallel_accounts: int = 4
     dagster_webserver_url: str | None = None
     stock_guard_max_snapshot_shrink: float = 0.3
     stock_guard_max_risky_share: float = 0.3
@@ -237,6 +242,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[f.name] = _parse_int(name, raw, 99_999, 2**53)
         elif f.name == "allegro_sync_batch_size":
             values[f.name] = _parse_int(name, raw, 1, 1000)  # Allegro's command maximum
+        elif f.name in ("allegro_sync_concurrency", "allegro_sync_parallel_accounts"):
+            values[f.name] = _parse_int(name, raw, 1, 256)
         elif f.name == "allegro_sync_retry_count":
             values[f.name] = _parse_int(name, raw, 0, 20)
         elif f.name == "allegro_sync_retry_delay":
