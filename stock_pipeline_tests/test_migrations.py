@@ -143,7 +143,7 @@ import json, sys
 import stock_pipeline
 args = json.load(sys.stdin)
 assert stock_pipeline.__file__.startswith(args["checkout"]), stock_pipeline.__file__
-from stock_pipeline.store.engine import engine_for
+from stock_pipeline.store.schema import engine_for  # the previous release's layout
 engine_for(args["url"])
 print(json.dumps({"package": stock_pipeline.__file__}))
 """
@@ -157,14 +157,14 @@ import pandas as pd
 import stock_pipeline
 args = json.load(sys.stdin)
 assert stock_pipeline.__file__.startswith(args["checkout"]), stock_pipeline.__file__
-from stock_pipeline.allegro.auth import AllegroAuth
-from stock_pipeline.foundation.tokens import TokenPair
+# The previous release's layout: these scripts run on its checkout.
+from stock_pipeline.allegro.auth import AllegroAuth, TokenPair
 from stock_pipeline.core.policy import StockPolicy
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.guard_state import BAD_ROWS_FINGERPRINT, LAST_GOOD_SNAPSHOT_SKUS, write_value
 from stock_pipeline.store.policies import PolicyStore
-from stock_pipeline.store.engine import engine_for
+from stock_pipeline.store.schema import engine_for
 from stock_pipeline.store.writes_log import WritesLog
 
 engine = engine_for(args["url"])

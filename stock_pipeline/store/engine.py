@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from stock_pipeline.foundation.errors import PipelineDatabaseUnavailableError
-from stock_pipeline.store.migrate import head_revision, upgrade_to_head
+from stock_pipeline.store import migrate
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -41,7 +41,7 @@ def new_engine(url: str) -> Engine:
 
 def _bring_to_head(engine: Engine) -> None:
     with database_errors(engine):
-        upgrade_to_head(engine)
+        migrate.upgrade_to_head(engine)
 
 
 @contextmanager
@@ -57,7 +57,7 @@ def database_errors(engine: Engine) -> Iterator[None]:
     except sa.exc.DBAPIError as exc:  # e.g. no right to CREATE in it
         engine.dispose()
         raise PipelineDatabaseUnavailableError(
-            f"cannot bring {shown} to revision {head_revision()}: {_first_line(exc)}"
+            f"cannot bring {shown} to revision {migrate.head_revision()}: {_first_line(exc)}"
         ) from None
     except BaseException:
         engine.dispose()
