@@ -302,7 +302,7 @@ class WriteApplier:
             for future in list(running):
                 try:
                     handle(running.pop(future), future)  # Future.result() waits for it
-                except Exception:  # noqa: BLE001 - the first error is the one raised
+                except BaseException:  # noqa: BLE001 - the same stop again: the first one is raised
                     pass
             never_started(unsent)
             self._flush()

@@ -78,9 +78,6 @@ class WritesLog:
         operation_url: str | None = None,
         error: str | None = None,
     ) -> None:
-        ids = [str(i) for i in offer_ids]
-        if not ids:
-            return
         values: dict = dict(status=WriteStatus(status).value, updated_at=datetime.now(timezone.utc))
         if command_id is not None:
             values["command_id"] = command_id
@@ -88,22 +85,16 @@ class WritesLog:
             values["operation_url"] = operation_url
         if error is not None:
             values["error"] = error[:2000]
-        with self.engine.begin() as conn:
-            for start in range(0, len(ids), 1000):
-                conn.execute(
-                    writes.update()
-                    .where(
-                        writes.c.run_id == run_id,
-                        writes.c.account == account,
-                        writes.c.action == Action(action).value,
-                        writes.c.offer_id.in_(ids[start : start + 1000]),
-                    )
-                    .values(**values)
-                )
+        self._update(run_id, account, [(offer_id, action) for offer_id in offer_ids], values)
 
     def mark_sent(self, run_id: str, account: str, keys: Iterable[tuple[str, str]]) -> None:
         """Marks the writes (offer_id, action) of one run `sent`, in one statement: a chunk
         of PATCHes about to go out."""
+        self._update(run_id, account, keys, dict(status=WriteStatus.SENT.value, updated_at=datetime.now(timezone.utc)))
+
+    def _update(self, run_id: str, account: str, keys: Iterable[tuple[str, str]], values: dict) -> None:
+        """Sets `values` on the run's writes (offer_id, action) in one transaction, a
+        statement per 1000 writes."""
         pairs = sorted({(str(offer), Action(action).value) for offer, action in keys})
         if not pairs:
             return
@@ -116,7 +107,7 @@ class WritesLog:
                         writes.c.account == account,
                         sa.tuple_(writes.c.offer_id, writes.c.action).in_(pairs[start : start + 1000]),
                     )
-                    .values(status=WriteStatus.SENT.value, updated_at=datetime.now(timezone.utc))
+                    .values(**values)
                 )
 
     def mark_each(self, account: str, results: Iterable[tuple]) -> None:
