@@ -223,6 +223,7 @@ def stock_updates(
         account=account,
         ended_offers=ended,
         poll=PollPolicy(first_poll_after=allegro.poll_first_after, timeout=allegro.poll_timeout),
+        concurrency=allegro.concurrency,
         progress=lambda stage, done, total: progress.report(account, stage, done, total),
     )
     try:

@@ -98,6 +98,7 @@ class AllegroApi(ConfigurableResource):
     batch_size: int
     poll_first_after: float
     poll_timeout: float
+    concurrency: int  # calls in flight at once per account run (the write engine's workers)
     rate_limit_pause: float
     user_offer_changes_per_minute: int
     user_offer_changes_per_hour: int
@@ -210,6 +211,7 @@ def build_resources(settings: Settings) -> dict:
             batch_size=settings.allegro_sync_batch_size,
             poll_first_after=settings.allegro_sync_poll_first_after,
             poll_timeout=settings.allegro_sync_poll_timeout,
+            concurrency=settings.allegro_sync_concurrency,
             rate_limit_pause=settings.allegro_sync_rate_limit_pause,
             user_offer_changes_per_minute=settings.allegro_sync_user_offer_changes_per_minute,
             user_offer_changes_per_hour=settings.allegro_sync_user_offer_changes_per_hour,

@@ -3,7 +3,10 @@
 Rows are inserted as `planned` before the first call, marked `sent` with their
 command id just before the call, and get their final status only from Allegro's
 answer (task report, PATCH status). So after a crash the log can hold `planned` or
-`sent` rows, but never a `success` that did not happen.
+`sent` rows, but never a `success` that did not happen. The write engine marks a whole
+chunk of PATCHes `sent` in one statement (`mark_sent`) before any of them goes out and
+records answers in bulk (`mark_each`) after they came: a row is `sent` from before its
+call until its answer is stored.
 
 Actions, methods and statuses are the enums of core/contracts.py; each value is checked
 against its enum as it is stored, so the audit holds no other word.
@@ -12,7 +15,7 @@ against its enum as it is stored, so the audit holds no other word.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import pandas as pd
 import sqlalchemy as sa
@@ -20,6 +23,18 @@ from sqlalchemy.engine import Engine
 
 from stock_pipeline.core.vocabulary import Action, Method, WriteStatus
 from stock_pipeline.store.schema import writes
+
+
+class Outcome(NamedTuple):
+    """What Allegro said about one write (`mark_each`). An `operation_url` with status
+    `sent` is an accepted (202) PATCH still to be checked; None keeps the stored one."""
+
+    run_id: str
+    offer_id: str
+    action: str
+    status: str
+    error: str | None = None
+    operation_url: str | None = None
 
 
 class WritesLog:
@@ -63,9 +78,6 @@ class WritesLog:
         operation_url: str | None = None,
         error: str | None = None,
     ) -> None:
-        ids = [str(i) for i in offer_ids]
-        if not ids:
-            return
         values: dict = dict(status=WriteStatus(status).value, updated_at=datetime.now(timezone.utc))
         if command_id is not None:
             values["command_id"] = command_id
@@ -73,21 +85,35 @@ class WritesLog:
             values["operation_url"] = operation_url
         if error is not None:
             values["error"] = error[:2000]
+        self._update(run_id, account, [(offer_id, action) for offer_id in offer_ids], values)
+
+    def mark_sent(self, run_id: str, account: str, keys: Iterable[tuple[str, str]]) -> None:
+        """Marks the writes (offer_id, action) of one run `sent`, in one statement: a chunk
+        of PATCHes about to go out."""
+        self._update(run_id, account, keys, dict(status=WriteStatus.SENT.value, updated_at=datetime.now(timezone.utc)))
+
+    def _update(self, run_id: str, account: str, keys: Iterable[tuple[str, str]], values: dict) -> None:
+        """Sets `values` on the run's writes (offer_id, action) in one transaction, a
+        statement per 1000 writes."""
+        pairs = sorted({(str(offer), Action(action).value) for offer, action in keys})
+        if not pairs:
+            return
         with self.engine.begin() as conn:
-            for start in range(0, len(ids), 1000):
+            for start in range(0, len(pairs), 1000):
                 conn.execute(
                     writes.update()
                     .where(
                         writes.c.run_id == run_id,
                         writes.c.account == account,
-                        writes.c.action == Action(action).value,
-                        writes.c.offer_id.in_(ids[start : start + 1000]),
+                        sa.tuple_(writes.c.offer_id, writes.c.action).in_(pairs[start : start + 1000]),
                     )
                     .values(**values)
                 )
 
-    def mark_each(self, account: str, results: list[tuple[str, str, str, str, str | None]]) -> None:
-        """Statuses that differ per offer: (run_id, offer_id, action, status, error)."""
+    def mark_each(self, account: str, results: Iterable[tuple]) -> None:
+        """Statuses that differ per offer, in one transaction: `Outcome`s, or plain tuples
+        (run_id, offer_id, action, status, error[, operation_url])."""
+        results = [Outcome(*r) for r in results]
         if not results:
             return
         statement = (
@@ -98,7 +124,12 @@ class WritesLog:
                 writes.c.offer_id == sa.bindparam("b_offer"),
                 writes.c.action == sa.bindparam("b_action"),
             )
-            .values(status=sa.bindparam("b_status"), error=sa.bindparam("b_error"), updated_at=sa.bindparam("b_now"))
+            .values(
+                status=sa.bindparam("b_status"),
+                error=sa.bindparam("b_error"),
+                operation_url=sa.func.coalesce(sa.bindparam("b_url", type_=sa.Text), writes.c.operation_url),
+                updated_at=sa.bindparam("b_now"),
+            )
         )
         now = datetime.now(timezone.utc)
         with self.engine.begin() as conn:
@@ -112,9 +143,10 @@ class WritesLog:
                         b_action=Action(action).value,
                         b_status=WriteStatus(status).value,
                         b_error=(error or None) and error[:2000],
+                        b_url=operation_url,
                         b_now=now,
                     )
-                    for run_id, offer, action, status, error in results
+                    for run_id, offer, action, status, error, operation_url in results
                 ],
             )
 
