@@ -8,7 +8,8 @@ SQLite file, reads it with read_stock, cleans it, checks the snapshot contract, 
 each account plans the writes as the stock_diff asset does (policy, diff, plan, minimum
 calls, contracts of the offer map and the plan), and stores each kind of asset value with
 the frames IO manager. Prints each figure, the peak RSS, and the targets: diff + planning
-of all accounts <= 2 s, peak RSS <= 1.5 GB. A figure to watch, not a test.
+of all accounts <= 2 s, peak RSS <= 1.5 GB; and, apart, what each account's Dagster run
+adds: loading the stored snapshot and its input check. A figure to watch, not a test.
 """
 
 from __future__ import annotations
@@ -180,6 +181,25 @@ def io_figures(values: dict[str, object]) -> None:
             )
 
 
+def stored_snapshot_per_account(snapshot: pd.DataFrame, accounts: int) -> float:
+    """What each account's Dagster run adds before its diff: loading the snapshot the
+    snapshot step stored (the IO manager) and the stock_diff input's contract check.
+    Not part of the 2 s target (the runs are separate processes); printed to watch."""
+    total = 0.0
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, "stock_snapshot.parquet")
+        store_value(snapshot, path)  # checked by read_and_clean: stored with its contract
+        for _ in range(accounts):
+            started = time.perf_counter()
+            check_frame(SnapshotFrame, load_value(path))
+            total += time.perf_counter() - started
+    print(
+        f"  each account's run loading the stored snapshot and checking it: "
+        f"{total / accounts:.3f} s per account, {total:.3f} s for {accounts}"
+    )
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="warehouse rows")
@@ -202,7 +222,11 @@ def main() -> None:
     print(f"diff + planning: {args.accounts} accounts x {args.offers:,} offers")
     total, plans = diff_and_plan(snapshot, maps)
     rss = peak_rss_bytes()
-    print(f"  total {total:.3f} s (target <= {TARGET_SECONDS} s: {'met' if total <= TARGET_SECONDS else 'MISSED'})")
+    print(
+        f"  total diff + planning {total:.3f} s for {args.accounts} accounts "
+        f"(target <= {TARGET_SECONDS} s: {'met' if total <= TARGET_SECONDS else 'MISSED'})"
+    )
+    stored_snapshot_per_account(snapshot, args.accounts)
 
     print("IO manager, one value of each kind:")
     io_figures({"stock_snapshot": snapshot, "allegro_offers": maps[0], "stock_diff": plans[0]})

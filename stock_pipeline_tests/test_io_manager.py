@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from stock_pipeline.core.contracts import OfferMap
+from stock_pipeline.core.contracts import OfferMap, PlanFrame, SnapshotFrame, check_frame, kept_contract
 from stock_pipeline.core.diff import compute_diff, offers_frame
 from stock_pipeline.core.plan import plan_writes
 from stock_pipeline.defs.io_manager import (
@@ -120,3 +120,18 @@ def test_a_run_reads_its_own_value_then_the_run_it_re_executes_then_latest(tmp_p
     pd.testing.assert_frame_equal(found, SNAPSHOT)
     assert len(find_value(tmp_path, ["other"], latest_readable=True, warn=pytest.fail)) == 1
     assert find_value(tmp_path, ["other"], latest_readable=False, warn=pytest.fail) is None
+
+
+def test_a_snapshot_stored_after_its_check_comes_back_vouched_for_and_others_do_not(tmp_path):
+    checked = SNAPSHOT.astype({"stock": "int64"})
+    check_frame(SnapshotFrame, checked)
+    store_value(checked, tmp_path / "checked.parquet")
+    loaded = load_value(tmp_path / "checked.parquet")
+    assert kept_contract(loaded) == SnapshotFrame.Config.name
+    pd.testing.assert_frame_equal(loaded, checked)
+
+    store_value(SNAPSHOT.astype({"stock": "int64"}), tmp_path / "unchecked.parquet")
+    assert kept_contract(load_value(tmp_path / "unchecked.parquet")) is None  # the input check checks it all
+    check_frame(PlanFrame, PLAN)
+    store_value(PLAN, tmp_path / "plan.parquet")
+    assert kept_contract(load_value(tmp_path / "plan.parquet")) is None  # only the snapshot's is remembered
