@@ -16,7 +16,7 @@ from stock_pipeline.defs.automation import (
     build_schedule,
 )
 from stock_pipeline.defs.checks import diff_guard, snapshot_guard
-from stock_pipeline.defs.io_manager import AtomicPickleIOManager
+from stock_pipeline.defs.io_manager import AtomicParquetIOManager
 from stock_pipeline.defs.rehearsal import REHEARSAL_IO_MANAGER, account_rehearsal
 from stock_pipeline.defs.resources import build_resources
 from stock_pipeline.foundation.logs import configure_logging, redact_settings
@@ -38,7 +38,7 @@ def build_definitions(settings: Settings) -> Definitions:
         ],
         resources=build_resources(settings)
         | {
-            "frames_io_manager": AtomicPickleIOManager(base_dir=settings.frames_dir),
+            "frames_io_manager": AtomicParquetIOManager(base_dir=settings.frames_dir),
             # A rehearsal's plan stays in its process: nothing of a dry run is stored.
             REHEARSAL_IO_MANAGER: mem_io_manager,
         },

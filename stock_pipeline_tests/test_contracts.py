@@ -23,6 +23,8 @@ from stock_pipeline.core.contracts import (
     WriteStatus,
     check_frame,
     check_offer_map,
+    kept_contract,
+    vouch_for,
 )
 from stock_pipeline.core.diff import compute_diff, offers_frame
 from stock_pipeline.core.guards import active_offer_count
@@ -287,3 +289,41 @@ def test_the_diff_of_the_listed_offers_accepts_a_partial_map():
     assert set(planned.plan["offer_id"]) == {"1", "2", "5"}  # the listed offers that differ
     full = plan_account_offers(full_map(), SNAPSHOT, StockPolicy(), ended_by_us=frozenset({"5"}), batch_size=1000)
     assert full.minimum_api_calls == minimum_calls(7, compute_diff(full_map().offers, SNAPSHOT, {"5"}))
+
+
+# ---- the snapshot is checked once per frame -------------------------------------------------
+
+
+def a_snapshot() -> pd.DataFrame:
+    return pd.DataFrame({"sku": pd.Series(["A", "B"], dtype="string"), "stock": [3, 0]})
+
+
+def test_a_checked_snapshot_is_not_checked_again_until_a_column_is_replaced(monkeypatch):
+    snapshot = a_snapshot()
+    check_frame(SnapshotFrame, snapshot)
+    validations = []
+    monkeypatch.setattr(SnapshotFrame, "validate", lambda *a, **k: validations.append(a) or snapshot)
+    assert check_frame(SnapshotFrame, snapshot) is snapshot and validations == []
+    monkeypatch.undo()
+    snapshot["stock"] = [3, -1]  # a new column array: the frame is no longer the one checked
+    with pytest.raises(ContractError, match=r"column 'stock' fails greater_than_or_equal_to\(0\) at row 1 \(-1\)"):
+        check_frame(SnapshotFrame, snapshot)
+
+
+def test_only_the_snapshot_contract_is_remembered():
+    plan = a_plan()
+    check_frame(PlanFrame, plan)
+    patch = int(plan.index[plan["method"] == "patch"][0])
+    plan.loc[patch, "batch"] = 3  # changed in place after its check: still checked, still caught
+    with pytest.raises(ContractError, match="batch_minus_one_exactly_for_patches"):
+        check_frame(PlanFrame, plan)
+
+
+def test_a_copy_is_vouched_for_only_with_the_contracts_columns_and_dtypes():
+    assert vouch_for(a_snapshot(), SnapshotFrame.Config.name)
+    lost_dtype = a_snapshot().astype({"stock": "float64"})
+    assert not vouch_for(lost_dtype, SnapshotFrame.Config.name) and kept_contract(lost_dtype) is None
+    with pytest.raises(ContractError, match="column 'stock' has dtype float64, the contract says int64"):
+        check_frame(SnapshotFrame, lost_dtype)  # the full check names the problem
+    assert not vouch_for(a_snapshot().assign(extra=1), SnapshotFrame.Config.name)
+    assert not vouch_for(a_plan(), PlanFrame.Config.name)  # a contract not checked once per frame

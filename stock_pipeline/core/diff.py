@@ -51,13 +51,30 @@ def compute_diff(
     if offers.empty or stock.empty:
         return empty_diff()
     sku = offers["sku"].str.upper() if case_insensitive_skus else offers["sku"]  # trimmed by offers_frame
-    status = offers["status"].to_numpy(dtype=object)
-    ours = offers["offer_id"].isin(list(ended_by_us)).to_numpy()
     # A hash lookup of each offer's SKU in the (unique) snapshot SKUs: no join, no copies.
-    position = pd.Index(stock["sku"]).get_indexer(sku.fillna(""))
-    eligible = (position >= 0) & ((status == PublicationStatus.ACTIVE) | ((status == PublicationStatus.ENDED) & ours))
+    position = pd.Index(stock["sku"]).get_indexer(sku)
+    position[sku.isna().to_numpy(dtype=bool)] = -1  # an offer without a SKU matches nothing
+    return diff_offers(offers, sku, position >= 0, stock["stock"].to_numpy(dtype="int64")[position], ended_by_us)
+
+
+def diff_offers(
+    offers: pd.DataFrame,
+    sku: pd.Series,
+    found: np.ndarray,
+    target: np.ndarray,
+    ended_by_us: frozenset[str] | set[str] = frozenset(),
+) -> pd.DataFrame:
+    """compute_diff with each offer's target already looked up: `sku` the offers' SKUs as
+    matched, `found` whether the warehouse has the SKU, `target` its quantity where found."""
+    if offers.empty:
+        return empty_diff()
+    # np.asarray: a string column's own object array (pd.NA where missing), without the
+    # per-value scan for missing values that .to_numpy makes (a tenth of the diff's time).
+    status = np.asarray(offers["status"].array, dtype=object)
+    ours = offers["offer_id"].isin(list(ended_by_us)).to_numpy()
+    eligible = found & ((status == PublicationStatus.ACTIVE) | ((status == PublicationStatus.ENDED) & ours))
     rows = np.flatnonzero(eligible)
-    target = np.minimum(stock["stock"].to_numpy(dtype="int64")[position[rows]], MAX_QUANTITY)
+    target = np.minimum(target[rows], MAX_QUANTITY)
     before = offers["stock"].to_numpy(dtype="int64")[rows]
     ended = status[rows] == PublicationStatus.ENDED
     action = np.select(
@@ -69,8 +86,8 @@ def compute_diff(
     picked = rows[keep]
     diff = pd.DataFrame(
         {
-            "offer_id": offers["offer_id"].to_numpy()[picked],
-            "sku": sku.to_numpy()[picked],
+            "offer_id": np.asarray(offers["offer_id"].array, dtype=object)[picked],
+            "sku": np.asarray(sku.array, dtype=object)[picked],
             "status": status[picked],
             "before": before[keep],
             "after": target[keep],

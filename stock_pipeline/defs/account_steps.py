@@ -15,10 +15,10 @@ import pandas as pd
 from dagster import Failure, MetadataValue
 
 from stock_pipeline.core.contracts import OfferMap
-from stock_pipeline.core.diff import compute_diff, offers_frame
+from stock_pipeline.core.diff import diff_offers, offers_frame
 from stock_pipeline.core.guards import Verdict, active_offer_count
 from stock_pipeline.core.plan import minimum_calls, plan_writes
-from stock_pipeline.core.policy import StockPolicy, apply_policy
+from stock_pipeline.core.policy import StockPolicy, normalise_skus, offer_targets
 from stock_pipeline.core.snapshot import CleanSnapshot, bad_rows_preview, clean_snapshot
 from stock_pipeline.core.vocabulary import Action, Method
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase
@@ -177,8 +177,12 @@ def plan_account_offers(
 ) -> AccountPlan:
     """The writes for the listed offers: works on a partial map too (an offer not listed is
     simply not planned); the minimum number of calls is reckoned only on a complete one."""
-    targets = apply_policy(snapshot_stock, policy)
-    diff = compute_diff(offer_map.offers, targets, ended_by_us, case_insensitive_skus=policy.case_insensitive_skus)
+    # Each offer's SKU looked up once in the snapshot's index, hashed once per snapshot: the
+    # work per account follows its offers, not the million rows of the warehouse. The same
+    # diff as compute_diff over apply_policy's targets (tested).
+    sku = normalise_skus(offer_map.offers["sku"], policy)
+    found, target = offer_targets(snapshot_stock, policy, sku)
+    diff = diff_offers(offer_map.offers, sku, found, target, ended_by_us)
     minimum = minimum_calls(offer_map, diff, batch_size) if offer_map.complete else None
     return AccountPlan(plan_writes(diff, batch_size), policy, minimum)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
@@ -39,25 +37,35 @@ def read_stock(database_url: str, query: str) -> pd.DataFrame:
             try:
                 result = conn.execute(sa.text(query))
                 columns = [str(c).lower() for c in result.keys()]
-                rows = result.fetchall()
+                values = _column_values(result, len(columns))
             except sa.exc.SQLAlchemyError as exc:
                 raise StockSourceError(f"STOCK_QUERY failed: {_first_line(exc)}") from None
     finally:
         engine.dispose()
-    return raw_frame(columns, rows)
-
-
-def raw_frame(columns: list[str], rows: Sequence[Sequence]) -> pd.DataFrame:
-    values = list(zip(*rows)) if rows else [()] * len(columns)
     return pd.DataFrame(
-        {i: _exact_column(column) for i, column in enumerate(values)}, index=pd.RangeIndex(len(rows))
+        {i: _exact_column(column) for i, column in enumerate(values)},
+        index=pd.RangeIndex(len(values[0]) if values else 0),
     ).set_axis(columns, axis=1)
 
 
-def _exact_column(values: Sequence) -> np.ndarray:
+FETCH_ROWS = 100_000  # rows per fetch: a million rows never sit as row objects at once
+
+
+def _column_values(result: sa.CursorResult, width: int) -> list[np.ndarray]:
+    """The result's columns as object arrays of the driver's own values, built from the
+    DBAPI cursor's plain tuples a batch at a time (SQLAlchemy's Row objects cost more
+    than the values they hold)."""
+    cursor = result.cursor
+    batches: list[list[np.ndarray]] = [[] for _ in range(width)]
+    while batch := cursor.fetchmany(FETCH_ROWS):
+        for i, column in enumerate(zip(*batch)):
+            batches[i].append(np.fromiter(column, dtype=object, count=len(batch)))
+    return [np.concatenate(parts) if parts else np.empty(0, dtype=object) for parts in batches]
+
+
+def _exact_column(column: np.ndarray) -> np.ndarray:
     """int64 or float64 when every value already is one (the cleaning's fast paths), else
     the driver's own objects: Python ints of any size, Decimals, str, None."""
-    column = np.fromiter(values, dtype=object, count=len(values))
     kind = infer_dtype(column, skipna=False)
     if kind == "integer":
         try:
