@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 
 from stock_pipeline.allegro.auth import AllegroAuth
 from stock_pipeline.allegro.client import AllegroClient
-from stock_pipeline.foundation.errors import AllegroApiError, AllegroOfferNotFoundError, AllegroRateLimitError
-from stock_pipeline.rate_limit import RateSpec, build_limiter
+from stock_pipeline.defs.account_steps import read_offer_map
+from stock_pipeline.foundation.errors import (
+    AllegroApiError,
+    AllegroOfferNotFoundError,
+    AllegroRateLimitError,
+    AllegroSyncError,
+)
+from stock_pipeline.rate_limit import RateSpec, RedisTokenBucket, build_limiter
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.engine import engine_for
 from stock_pipeline_tests.helpers import register_account
@@ -21,11 +29,11 @@ def make_client(settings, simulator):
     register_account(settings, simulator, "shop-a")
     clients = []
 
-    def build(retry_count=3, timeout=5.0, rate=6000, pause=0.2):
+    def build(retry_count=3, timeout=5.0, rate=6000, pause=0.2, concurrency=1, limiter=None):
         tokens = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher()).tokens_for(
             "shop-a", AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret)
         )
-        limiter = build_limiter(
+        limiter = limiter or build_limiter(
             settings.redis_url, f"allegro:rate:{settings.allegro_client_id}", [RateSpec(limit=rate, period_seconds=60)]
         )
         client = AllegroClient(
@@ -37,6 +45,7 @@ def make_client(settings, simulator):
             timeout=timeout,
             rate_limit_pause=pause,
             account="shop-a",
+            concurrency=concurrency,
         )
         clients.append(client)
         return client
@@ -175,3 +184,109 @@ def test_a_429_slows_every_process_sharing_the_client_id(make_client, simulator)
     started = time.monotonic()
     second.list_offers_page(0)  # another client on the same Redis bucket
     assert time.monotonic() - started >= 0.9
+
+
+# ---- concurrent listing ------------------------------------------------------------------------
+
+
+def most_in_flight(records) -> int:
+    """The most requests the simulator was handling at one moment."""
+    edges = sorted([(r.started_at, 1) for r in records] + [(r.answered_at, -1) for r in records])
+    in_flight = peak = 0
+    for _, step in edges:
+        in_flight += step
+        peak = max(peak, in_flight)
+    return peak
+
+
+def test_concurrent_listing_gets_every_offer_once_in_offset_order(make_client, simulator):
+    simulator.add_offers("shop-a", [{"sku": f"S{i}", "stock": 1} for i in range(3500)])
+    client = make_client(concurrency=4)
+    simulator.listing_latency = 0.1  # long enough for the pages to be seen overlapping
+    simulator.reset_requests()
+    pages = list(client.iter_offer_pages())
+
+    listed = [offer["id"] for page, _ in pages for offer in page]
+    assert listed == [offer["id"] for offer in simulator.offers("shop-a")]  # each once, in listing order
+    assert [total for _, total in pages] == [3500] * 4
+    listing = [r for r in simulator.requests if r.path == "/sale/offers"]
+    assert sorted(int(r.query["offset"][0]) for r in listing) == [0, 1000, 2000, 3000]  # no extra call
+    assert most_in_flight(listing) == 3  # the three pages after the first, at once
+    assert client.stats.by_route["GET /sale/offers"] == 4
+
+
+def test_offers_created_while_listing_are_listed_to_the_new_end(make_client, simulator):
+    simulator.add_offers("shop-a", [{"sku": f"S{i}", "stock": 1} for i in range(2500)])
+    pages = make_client(concurrency=4).iter_offer_pages()
+    first, total = next(pages)
+    assert (len(first), total) == (1000, 2500)
+    simulator.add_offers("shop-a", [{"sku": f"N{i}", "stock": 1} for i in range(600)])  # at the end of the listing
+
+    offer_map = read_offer_map("shop-a", [(first, total), *pages])
+    assert offer_map.complete and offer_map.listed == offer_map.total_count == 3100
+
+
+def test_offers_deleted_while_listing_leave_it_partial(make_client, simulator):
+    """Deleted offers shift the later pages back: the offers that slide onto a page already
+    listed are missed. The later pages' smaller totalCount must not make that look complete."""
+    ids = simulator.add_offers("shop-a", [{"sku": f"S{i}", "stock": 1} for i in range(3000)])
+    pages = make_client(concurrency=4).iter_offer_pages()
+    first, total = next(pages)
+    simulator.remove_offers(ids[:10])  # already listed on the first page
+
+    offer_map = read_offer_map("shop-a", [(first, total), *pages])
+    assert offer_map.listed == 2990  # 10 deleted ones listed, 10 live ones (ids[1000:1010]) missed
+    assert not offer_map.complete and offer_map.total_count == 3000
+
+
+def test_a_failed_page_fails_the_listing_and_sends_no_queued_page(make_client, simulator):
+    simulator.add_offers("shop-a", [{"sku": f"S{i}", "stock": 1} for i in range(20_000)])
+    client = make_client(concurrency=2, retry_count=0)
+    pages = client.iter_offer_pages()
+    next(pages)
+    simulator.set_faults(rate=1.0, kinds=("500",), seed=1, paths=("/sale/offers",), count=1)
+    simulator.reset_requests()
+    with pytest.raises(AllegroSyncError):
+        list(pages)
+    # Pages are asked for 2 x concurrency ahead of the one yielded: the 500 hits one of the
+    # first two in flight, so at most 5 pages were asked for, not the 19 left.
+    assert len([r for r in simulator.requests if r.path == "/sale/offers"]) <= 5
+
+
+# ---- a 429 pauses every worker ------------------------------------------------------------------
+
+
+class PenaltyClock(RedisTokenBucket):
+    """The real Redis bucket, noting when a 429 made a client pause it (time.time())."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.penalised_at: list[float] = []
+
+    def penalise(self, seconds: float) -> None:
+        self.penalised_at.append(time.time())
+        super().penalise(seconds)
+
+
+def test_after_a_429_no_worker_sends_until_the_pause_ends(make_client, simulator, settings):
+    """Six workers in two processes (two buckets, two Redis connections, one key), paced a
+    slot every 0.1 s: the first request gets a 429 while the others sleep on their slots."""
+    pause = 0.5
+    spec = [RateSpec(limit=600, period_seconds=60, burst=1)]
+    key = f"allegro:rate:{settings.allegro_client_id}"
+    buckets = [PenaltyClock(redis.Redis.from_url(settings.redis_url), key, spec) for _ in range(2)]
+    clients = [make_client(pause=pause, limiter=bucket) for bucket in buckets]
+    for client in clients:
+        client.list_offers_page(0)  # tokens fetched, connections open: only the listing is timed below
+    redis.Redis.from_url(settings.redis_url).delete(key)
+    simulator.set_faults(rate=1.0, kinds=("429",), seed=1, count=1)
+    simulator.reset_requests()
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda worker: clients[worker % 2].list_offers_page(0), range(6)))
+
+    [penalised_at] = [moment for bucket in buckets for moment in bucket.penalised_at]
+    started = sorted(r.started_at for r in simulator.requests)
+    assert [r.status for r in simulator.requests].count(429) == 1 and len(started) == 7  # 6 and the retry
+    assert started[0] < penalised_at  # the refused request
+    assert [moment for moment in started[1:] if moment < penalised_at + pause] == []

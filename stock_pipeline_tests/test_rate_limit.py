@@ -270,6 +270,36 @@ def test_penalise_delays_another_bucket_on_the_same_key(redis_client, key):
     assert other_process.acquire() == pytest.approx(spec.emission_interval, abs=0.01)  # no burst after a pause
 
 
+def sleeper_and_penalty(bucket, penalised, pause: float) -> tuple[float, float]:
+    """A thread takes the one burst slot of `bucket`, another sleeps on the next, then a 429
+    pauses `penalised` (the same bucket, or another on the same key): (when the pause began,
+    when the sleeper was cleared to send), in time.monotonic()."""
+    bucket.acquire()
+    cleared: list[float] = []
+    sleeper = threading.Thread(target=lambda: (bucket.acquire(), cleared.append(time.monotonic())))
+    sleeper.start()
+    time.sleep(0.02)  # the sleeper has reserved its slot, 0.11 s on, and sleeps on it
+    penalised_at = time.monotonic()
+    penalised.penalise(pause)
+    sleeper.join()
+    return penalised_at, cleared[0]
+
+
+PACED = RateSpec(limit=10, period_seconds=1.0, burst=1)
+
+
+def test_a_sleeper_in_this_process_reserves_again_behind_a_pause(redis_client, key):
+    bucket = RedisTokenBucket(redis_client, key, PACED)
+    penalised_at, cleared_at = sleeper_and_penalty(bucket, bucket, 0.4)
+    assert cleared_at >= penalised_at + 0.4
+
+
+def test_a_sleeper_in_another_process_reserves_again_behind_a_pause(redis_client, key):
+    other_process = RedisTokenBucket(redis.Redis.from_url(REDIS_URL, socket_timeout=2), key, PACED)
+    penalised_at, cleared_at = sleeper_and_penalty(RedisTokenBucket(redis_client, key, PACED), other_process, 0.4)
+    assert cleared_at >= penalised_at + 0.4
+
+
 def test_deleting_the_key_forgets_the_reservations(redis_client, key):
     """Manual recovery is `DEL key` in redis-cli: the bucket starts afresh, with no wait."""
     bucket = RedisTokenBucket(redis_client, key, RateSpec(limit=10, period_seconds=60))
@@ -376,3 +406,9 @@ def test_local_bucket_limits_threads_and_honours_penalties():
     started = time.monotonic()
     bucket.acquire()
     assert time.monotonic() - started >= 0.19
+
+
+def test_a_sleeping_thread_of_a_local_bucket_reserves_again_behind_a_pause():
+    bucket = LocalTokenBucket(PACED)
+    penalised_at, cleared_at = sleeper_and_penalty(bucket, bucket, 0.4)
+    assert cleared_at >= penalised_at + 0.4

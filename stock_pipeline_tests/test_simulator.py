@@ -6,6 +6,7 @@ import importlib.util
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -486,10 +487,43 @@ def test_drop_fault_closes_the_connection_unanswered(sim, api):
     assert sim.requests[-1].status is None
 
 
+def test_a_fault_count_fails_only_that_many_requests(sim, api):
+    sim.set_faults(rate=1.0, kinds=("429",), count=2)
+    assert [api.get("/sale/offers").status_code for _ in range(4)] == [429, 429, 200, 200]
+
+
 def test_fault_rate_is_a_seeded_share(sim, api):
     sim.set_faults(rate=0.3, kinds=("500",), seed=7)
     statuses = [api.get("/sale/offers").status_code for _ in range(100)]
     assert 15 <= statuses.count(500) <= 45 and set(statuses) == {200, 500}
+
+
+# ---- latency ---------------------------------------------------------------------------
+
+
+def test_latency_is_slept_per_request_so_30_requests_are_handled_at_once(sim, api):
+    sim.latency = 0.5
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        statuses = list(pool.map(lambda _: api.get("/sale/offers").status_code, range(30)))
+    assert statuses == [200] * 30
+    records = [r for r in sim.requests if r.path == "/sale/offers"]
+    assert all(r.answered_at - r.started_at >= 0.5 for r in records)
+    # Every request had arrived before the first was answered: none waited for another.
+    assert max(r.started_at for r in records) < min(r.answered_at for r in records)
+
+
+def test_listing_pages_take_their_own_latency(sim, api):
+    (offer_id,) = sim.add_offers("shop-a", [{"sku": "A", "stock": 5}])
+    sim.latency, sim.listing_latency = 0.05, 0.3
+    sim.reset_requests()
+    api.get("/sale/offers")
+    api.patch_stock(offer_id, 9)
+    listing, patch = sim.requests
+    assert listing.answered_at - listing.started_at >= 0.3
+    assert patch.answered_at - patch.started_at >= 0.05
+    sim.listing_latency = None  # then pages take `latency` too
+    api.get("/sale/offers")
+    assert sim.requests[-1].answered_at - sim.requests[-1].started_at >= 0.05
 
 
 # ---- spec conformance ----------------------------------------------------------------

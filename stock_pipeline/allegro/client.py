@@ -9,9 +9,11 @@ refreshed by the token source) and one more try.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
@@ -87,7 +89,8 @@ class _StillProcessing(Exception):
 
 @dataclass
 class CallStats:
-    """Counts of HTTP requests sent (retries included), by route."""
+    """Counts of HTTP requests sent (retries included), by route; the client's worker
+    threads count concurrently, so every change is made under the lock."""
 
     by_route: Counter = field(default_factory=Counter)
     rate_limited: int = 0
@@ -96,11 +99,20 @@ class CallStats:
 
     @property
     def total(self) -> int:
-        return sum(self.by_route.values())
+        with self._lock:
+            return sum(self.by_route.values())
 
     def record(self, route: str) -> None:
         with self._lock:
             self.by_route[route] += 1
+
+    def count_rate_limited(self) -> None:
+        with self._lock:
+            self.rate_limited += 1
+
+    def count_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
 
 
 @dataclass(frozen=True)
@@ -127,7 +139,10 @@ class AllegroClient:
         http: httpx.Client | None = None,
         account: str = "",
         observe_response: Callable[[str, float], None] | None = None,
+        concurrency: int = 1,
     ):
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.api_url = api_url.rstrip("/")
         self._tokens = tokens
         self._limiter = limiter
@@ -135,7 +150,12 @@ class AllegroClient:
         self._retry_delay = retry_delay
         self._rate_limit_pause = rate_limit_pause
         self._write_budgets = write_budgets
-        self._http = http or httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=8))
+        # Calls of this account in flight at once (ALLEGRO_SYNC_CONCURRENCY), each still
+        # drawn from the shared limiter; every one of them keeps its connection alive.
+        self.concurrency = concurrency
+        self._http = http or httpx.Client(
+            timeout=timeout, limits=httpx.Limits(max_keepalive_connections=max(8, concurrency))
+        )
         self._account = account
         self._observe_response = observe_response
         self.stats = CallStats()
@@ -157,7 +177,7 @@ class AllegroClient:
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception()
-        self.stats.retries += 1
+        self.stats.count_retry()
         method, path = state.args[0], state.args[1]
         sleep = round(state.next_action.sleep, 2)
         log.warning(
@@ -236,7 +256,7 @@ class AllegroClient:
         if 200 <= status < 300 or status in allowed:
             return response
         if status == 429:
-            self.stats.rate_limited += 1
+            self.stats.count_rate_limited()
             retry_after = retry_after_seconds(response)
             pause = retry_after if retry_after is not None else self._rate_limit_pause
             # Everyone sharing the client_id backs off, not just this caller.
@@ -265,29 +285,65 @@ class AllegroClient:
         ).json()
 
     def iter_offer_pages(self) -> Iterator[tuple[list[dict], int]]:
-        """Every offer of the account, 1000 at a time, with the total Allegro reports;
-        stops at totalCount without an extra call."""
-        offset = 0
-        while True:
-            page = self.list_offers_page(offset)
-            offers = page.get("offers") or []
-            total = int(page.get("totalCount", 0))
-            pages = max(1, -(-total // LISTING_PAGE_SIZE))
-            log.info(
-                "listing_page",
-                account=self._account,
-                offset=offset,
-                count=len(offers),
-                total=total,
-                msg=f"listing page {offset // LISTING_PAGE_SIZE + 1}/{pages} "
-                + (
-                    f"(offers {offset}–{offset + len(offers) - 1} of {total})" if offers else f"(empty, {total} offers)"
-                ),
-            )
-            yield offers, total
-            offset += len(offers)
-            if not offers or offset >= total:
-                return
+        """Every offer of the account, 1000 at a time and in offset order, each page with
+        the total Allegro reports; stops at totalCount without an extra call.
+
+        The first page's totalCount gives every other offset, so the rest are fetched
+        `concurrency` at a time (each call through the limiter, like any other). Pages are
+        asked for at fixed offsets: one that comes back short or empty leaves offers out,
+        which the caller sees as fewer offers than the total. When the pages disagree on the
+        total (offers created or deleted while listing) the largest one is given from then on,
+        so a listing that shrank under it cannot pass for complete; a total that grew is
+        listed on to its end.
+        """
+        first = self.list_offers_page(0)
+        offers = first.get("offers") or []
+        total = int(first.get("totalCount", 0))
+        self._log_listing_page(0, offers, total)
+        yield offers, total
+        if not offers:
+            return
+        # Submitted ahead of the page being yielded, so no worker idles behind a slow page.
+        look_ahead = 2 * self.concurrency
+        pending: deque[tuple[int, Future]] = deque()
+        next_offset = LISTING_PAGE_SIZE
+        ended = False
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"listing-{self._account}")
+        try:
+            while True:
+                while not ended and len(pending) < look_ahead and next_offset < total:
+                    pending.append((next_offset, self._submit(pool, self.list_offers_page, next_offset)))
+                    next_offset += LISTING_PAGE_SIZE
+                if not pending:
+                    return
+                offset, future = pending.popleft()
+                page = future.result()
+                offers = page.get("offers") or []
+                total = max(total, int(page.get("totalCount", 0)))
+                self._log_listing_page(offset, offers, total)
+                yield offers, total
+                ended = ended or not offers  # past the end: the listing shrank, ask for nothing further
+        finally:
+            # A failed page or a caller that stopped reading: the queued pages are not sent.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    @staticmethod
+    def _submit(pool: ThreadPoolExecutor, fn: Callable, *args) -> Future:
+        """`fn(*args)` in a worker, in a copy of this context: the run-log bridge and the
+        bound log fields are ContextVars, which a pool's threads would not see otherwise."""
+        return pool.submit(contextvars.copy_context().run, fn, *args)
+
+    def _log_listing_page(self, offset: int, offers: list[dict], total: int) -> None:
+        pages = max(1, -(-total // LISTING_PAGE_SIZE))
+        log.info(
+            "listing_page",
+            account=self._account,
+            offset=offset,
+            count=len(offers),
+            total=total,
+            msg=f"listing page {offset // LISTING_PAGE_SIZE + 1}/{pages} "
+            + (f"(offers {offset}–{offset + len(offers) - 1} of {total})" if offers else f"(empty, {total} offers)"),
+        )
 
     def patch_stock(self, offer_id: str, available: int) -> PatchOutcome:
         """202 → poll `operation_url`; 409 (a change of this offer is still processed) is retried."""

@@ -3,6 +3,12 @@ one in-process run per account, recorded in the instance at the settings' DAGSTE
 so the UI shows CLI syncs beside scheduled ones. A dry run runs the rehearsal job instead,
 which materialises and remembers nothing.
 
+Accounts run at once, ALLEGRO_SYNC_PARALLEL_ACCOUNTS at a time, each run in a thread of
+its own: a run mostly waits for Allegro, and every call of every run still draws from
+the one shared rate limiter. Each thread starts with a fresh context, so the run-log
+bridge (a ContextVar) of one run never sees another's lines. Summaries come back in the
+order the accounts were given, whatever order the runs end in.
+
 The figures returned are read back from the audit and the run's event log
 (defs/run_outcome.py), the same records the hooks, the metrics and the UI use."""
 
@@ -11,12 +17,16 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 from dagster import DagsterEventType, DagsterInstance, Definitions, colored_console_logger, logger
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.storage.noop_compute_log_manager import NoOpComputeLogManager
+from dagster._serdes import ConfigurableClassData
 
 from stock_pipeline.definitions import build_definitions
 from stock_pipeline.defs.account_steps import PROBLEM_CONFIGURATION
@@ -201,20 +211,72 @@ def sync_accounts(
 ) -> list[AccountSummary]:
     home = ensure_dagster_home(settings)
     defs = defs or build_definitions(settings)
-    instance = instance or DagsterInstance.from_config(home)
+    parallel = settings.allegro_sync_parallel_accounts > 1 and len(accounts) > 1
+    instance = instance or (_instance_for_parallel_runs(home) if parallel else DagsterInstance.from_config(home))
     existing = set(instance.get_dynamic_partitions(accounts_partitions.name))
     missing = [a for a in accounts if a not in existing]
     if missing:
         instance.add_dynamic_partitions(accounts_partitions.name, missing)
     if dry_run:
         rehearsal = defs.resolve_job_def(account_rehearsal.name).with_logger_defs({"console": terminal_console_logger})
-        return [_rehearse_one(rehearsal, account, instance, verbose) for account in accounts]
+        return _each_account(
+            settings, instance, accounts, lambda account: _rehearse_one(rehearsal, account, instance, verbose)
+        )
     job = defs.resolve_job_def(account_sync_job.name).with_logger_defs({"console": terminal_console_logger})
 
     def writes_log() -> WritesLog:  # opened only to read the outcome: a run may fail for want of this very database
         return WritesLog(engine_for(settings.stock_pipeline_database_url))
 
-    return [_sync_one(job, account, instance, override_guards, verbose, writes_log) for account in accounts]
+    return _each_account(
+        settings,
+        instance,
+        accounts,
+        lambda account: _sync_one(job, account, instance, override_guards, verbose, writes_log),
+    )
+
+
+def _instance_for_parallel_runs(home: str) -> DagsterInstance:
+    """The instance at `home`, changed (for this process only) so that in-process runs may
+    run side by side in threads.
+
+    - No compute-log capture: it redirects the process's file descriptors 1 and 2 to the
+      run's files for the whole run, so runs overlapping in one process would catch each
+      other's output and leave the terminal pointing at a finished run's file. The
+      pipeline's lines still reach each run's event log (defs/run_log.py) and the terminal.
+    - No python_logs reset: Dagster starts every run by passing the instance's handler
+      config to logging.config.dictConfig, even an empty one. dictConfig takes the logging
+      module's lock, then each handler's; a run in another thread emitting an event holds a
+      handler's lock and wants the module's (getLogger): the threads deadlock. With no
+      handlers configured the call yields none, so this instance answers that without it.
+    """
+    ref = InstanceRef.from_dir(home)
+    instance = DagsterInstance.from_ref(
+        ref._replace(
+            compute_logs_data=ConfigurableClassData(NoOpComputeLogManager.__module__, "NoOpComputeLogManager", "{}\n")
+        )
+    )
+    if not instance.get_python_log_dagster_handler_config():
+        instance.get_yaml_python_handlers = lambda: []  # this object only
+    return instance
+
+
+def _parallel_runs_allowed(instance: DagsterInstance) -> bool:
+    """Whether `instance` was made safe for runs in threads (_instance_for_parallel_runs);
+    an instance handed in by the caller runs its accounts one at a time."""
+    return isinstance(instance.compute_log_manager, NoOpComputeLogManager) and "get_yaml_python_handlers" in vars(
+        instance
+    )
+
+
+def _each_account(
+    settings: Settings, instance: DagsterInstance, accounts: list[str], run_one: Callable[[str], AccountSummary]
+) -> list[AccountSummary]:
+    """`run_one` of every account, ALLEGRO_SYNC_PARALLEL_ACCOUNTS at once; in the given order."""
+    if len(accounts) <= 1 or settings.allegro_sync_parallel_accounts == 1 or not _parallel_runs_allowed(instance):
+        return [run_one(account) for account in accounts]
+    workers = min(settings.allegro_sync_parallel_accounts, len(accounts))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="account-run") as pool:
+        return list(pool.map(run_one, accounts))
 
 
 def any_configuration_problem(summaries: list[AccountSummary]) -> bool:

@@ -103,6 +103,7 @@ class AllegroApi(ConfigurableResource):
     user_offer_changes_per_minute: int
     user_offer_changes_per_hour: int
     user_patches_per_minute: int
+    concurrency: int
     settings: ResourceDependency[Settings]
 
     @property
@@ -153,6 +154,7 @@ class AllegroApi(ConfigurableResource):
             write_budgets=budgets,
             account=account,
             observe_response=self.metrics().observe_api_response if record_metrics else None,
+            concurrency=self.concurrency,
         )
 
 
@@ -216,6 +218,7 @@ def build_resources(settings: Settings) -> dict:
             user_offer_changes_per_minute=settings.allegro_sync_user_offer_changes_per_minute,
             user_offer_changes_per_hour=settings.allegro_sync_user_offer_changes_per_hour,
             user_patches_per_minute=settings.allegro_sync_user_patches_per_minute,
+            concurrency=settings.allegro_sync_concurrency,
             settings=settings,
         ),
         "guards": GuardConfig(

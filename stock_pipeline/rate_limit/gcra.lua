@@ -4,12 +4,14 @@
 -- computation. Times are whole microseconds since the epoch (exact in a double until
 -- the year 2255), always rounded up: rounding can only make the limiter stricter.
 --
--- KEYS[1]   the bucket: a hash with one field per window holding its TAT
--- ARGV[1]   'reserve' or 'penalise'
--- ARGV[2]   reserve: the cost in units; penalise: the pause in microseconds
+-- KEYS[1]   the bucket: a hash with one field per window holding its TAT, and the field
+--           'paused_until' holding the end of the last 429 pause
+-- ARGV[1]   'reserve', 'penalise' or 'paused'
+-- ARGV[2]   reserve: the cost in units; penalise: the pause in microseconds; paused: unused
 -- ARGV[3..] four per window: field name, emission interval T (microseconds),
 --           burst B (units), limit L (units)
--- Returns   reserve: microseconds to wait before sending; penalise: 0
+-- Returns   reserve: microseconds to wait before sending; penalise: 0;
+--           paused: microseconds left of the pause (0 when none), and nothing is changed
 
 local bucket = KEYS[1]
 local mode = ARGV[1]
@@ -17,6 +19,13 @@ local amount = tonumber(ARGV[2])
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+
+-- A caller that reserved before a 429 and slept asks this before sending: a pause imposed
+-- meanwhile (by any process) has moved every TAT, so it reserves again behind the pause.
+if mode == 'paused' then
+  local paused_until = tonumber(redis.call('HGET', bucket, 'paused_until')) or 0
+  return math.max(0, paused_until - now)
+end
 
 local windows = {}
 for i = 3, #ARGV, 4 do
@@ -46,6 +55,8 @@ elseif mode == 'penalise' then
   for _, w in ipairs(windows) do
     w.tat = math.max(w.tat, math.ceil(now + amount + (w.burst - 1) * w.interval))
   end
+  local paused_until = math.max(tonumber(redis.call('HGET', bucket, 'paused_until')) or 0, now + amount)
+  redis.call('HSET', bucket, 'paused_until', string.format('%.0f', paused_until))
 else
   return redis.error_reply('gcra.lua: unknown mode ' .. tostring(mode))
 end

@@ -20,17 +20,25 @@ class LocalTokenBucket:
         self._windows = as_windows(spec)
         self._tats = [IDLE] * len(self._windows)
         self._lock = threading.Lock()
+        self._paused_until = IDLE  # time.monotonic() at which the last 429 pause ends
 
     def acquire(self, cost: int = 1) -> float:
-        """Reserve ``cost`` units, sleep until they may be sent, return the seconds waited."""
-        with self._lock:
-            self._tats, wait = reserve_all(self._tats, time.monotonic(), cost, self._windows)
-        if wait > 0:
-            time.sleep(wait)
-        return wait
+        """Reserve ``cost`` units, sleep until they may be sent, return the seconds waited.
+        A 429 while this thread slept put its slot inside the pause: it reserves again."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                self._tats, wait = reserve_all(self._tats, time.monotonic(), cost, self._windows)
+            if wait > 0:
+                time.sleep(wait)
+                waited += wait
+            with self._lock:
+                if time.monotonic() >= self._paused_until:
+                    return waited
 
     def penalise(self, seconds: float) -> None:
         """After a 429: no thread starts a call for ``seconds``."""
         with self._lock:
             now = time.monotonic()
+            self._paused_until = max(self._paused_until, now + seconds)
             self._tats = [penalise(tat, now, seconds, window) for tat, window in zip(self._tats, self._windows)]

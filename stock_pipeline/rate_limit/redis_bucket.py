@@ -3,7 +3,8 @@
 Each ``acquire`` runs ``gcra.lua`` once (EVALSHA through redis-py's ``register_script``):
 it reserves on all the bucket's windows together on the Redis server clock and returns
 how long to wait; the process then sleeps that long in one go and sends. Nothing polls,
-and processes are served in the order they asked.
+and processes are served in the order they asked. A caller that slept asks once more
+before sending whether a 429 paused the key meanwhile (see ``acquire``).
 
 When Redis cannot be reached (connection refused, timeout) the bucket raises
 ``RateLimiterUnavailableError`` instead of guessing: without the shared state this
@@ -61,25 +62,41 @@ class RedisTokenBucket:
                 window.burst_size,
                 window.limit,
             ]
+        # time.monotonic() until which this process knows of a 429 pause (its own penalise).
+        self._paused_until = -math.inf
 
     def acquire(self, cost: int = 1) -> float:
         """Reserve ``cost`` units, sleep until they may be sent, return the seconds waited.
+
+        A 429 while this caller slept (answered to another thread or process) put its slot
+        inside the pause: it then reserves again, behind the pause, rather than send into
+        it. The pause is learnt from this process's own ``penalise`` for free, and from
+        Redis with one more call, made only after a sleep (a caller that did not sleep
+        sends at once, like a request already in flight).
 
         If the reply is lost after the script ran (a timeout), a retry by redis-py
         reserves a second time: that only wastes a slot, it never overspends.
         """
         check_cost(cost, self._windows)
-        with self._unavailable_as_error("reserve"):
-            wait = self._script(keys=[self._key], args=["reserve", cost, *self._window_args]) / _MICROSECONDS
-        if wait > 0:
-            time.sleep(wait)
-        return wait
+        waited = 0.0
+        while True:
+            wait = self._run("reserve", cost, "reserve")
+            if wait > 0:
+                time.sleep(wait)
+                waited += wait
+            if time.monotonic() < self._paused_until or (wait > 0 and self._run("paused", 0, "check the pause") > 0):
+                continue
+            return waited
 
     def penalise(self, seconds: float) -> None:
         """After a 429: no process sharing the key starts a call for ``seconds``."""
-        pause = math.ceil(max(seconds, 0) * _MICROSECONDS)
-        with self._unavailable_as_error("penalise"):
-            self._script(keys=[self._key], args=["penalise", pause, *self._window_args])
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+        self._run("penalise", math.ceil(max(seconds, 0) * _MICROSECONDS), "penalise")
+
+    def _run(self, mode: str, amount: int, action: str) -> float:
+        """The script in `mode`: its answer in seconds."""
+        with self._unavailable_as_error(action):
+            return self._script(keys=[self._key], args=[mode, amount, *self._window_args]) / _MICROSECONDS
 
     @contextmanager
     def _unavailable_as_error(self, action: str) -> Iterator[None]:

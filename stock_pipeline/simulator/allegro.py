@@ -1,7 +1,9 @@
 """AllegroSimulator: Allegro's REST API (/sale) and authorisation server (/auth/oauth) as a
 real HTTP server on loopback, for tests and local runs of the stock sync.
 
-Every /sale request passes, in this order: the spec check (violations are recorded
+Every /sale request is served in its own thread (one per connection) and first waits the
+configured latency there, so concurrent requests overlap as they do at Allegro; then it
+passes, in this order: the spec check (violations are recorded
 whatever happens next), fault injection (before anything has an effect), the bearer
 token (401), the client_id rate limit (429 and a block), the answer to the first spec
 violation (406/415/400/404/405), then the operation itself (which may hit a seller's
@@ -50,6 +52,7 @@ class RequestRecord:
     route: str | None = None  # the spec's path template, e.g. /sale/product-offers/{offerId}
     fault: str | None = None  # the injected fault, if any
     limited_by: str | None = None  # "client" or "seller" when a rate limit refused it
+    answered_at: float | None = None  # time.time() once the answer was ready (after the latency)
 
 
 @dataclass
@@ -86,6 +89,8 @@ class AllegroSimulator(LoopbackServer):
         user_command_limit_per_hour: int = 250_000,
         user_patch_limit_per_minute: int = 2500,
         validate_responses: bool = False,
+        latency: float = 0.0,
+        listing_latency: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ):
@@ -98,6 +103,11 @@ class AllegroSimulator(LoopbackServer):
         self.fault_timeout_seconds = 5.0
         self.send_retry_after = False
         self.validate_responses = validate_responses
+        # Seconds each /sale answer takes (Allegro: 0.1-0.5 s), slept in the request's own
+        # handler thread so concurrent requests overlap; GET /sale/offers pages take
+        # `listing_latency` instead when it is set. Benchmarks set them; tests keep 0.
+        self.latency = latency
+        self.listing_latency = listing_latency
 
         self.marketplace = Marketplace()
         self.write_limits = SellerWriteLimits(
@@ -188,6 +198,10 @@ class AllegroSimulator(LoopbackServer):
         """An out-of-band change of stock, status and/or ended_by (the seller, another app)."""
         self.marketplace.set_offer(offer_id, **changes)
 
+    def remove_offers(self, offer_ids: Iterable[str]) -> None:
+        """Offers that leave the listing, e.g. while a client pages through it."""
+        self.marketplace.remove_offers(offer_ids)
+
     def lock_offers(self, offer_ids: Iterable[str], locked: bool = True) -> None:
         """Offers whose writes Allegro refuses (PATCH 422, command task FAIL), as it does
         for offers under moderation: a partly failed run without any transport fault."""
@@ -201,10 +215,12 @@ class AllegroSimulator(LoopbackServer):
         kinds: Iterable[str] = FAULT_KINDS,
         seed: int | None = None,
         paths: Iterable[str] | None = None,
+        count: int | None = None,
     ) -> None:
         """Faults on `rate` of the API requests whose path starts with one of `paths`
-        (all when None); authorisation requests never fail."""
-        self._faults.configure(rate, kinds, seed, paths)
+        (all when None), the first `count` of them only when given (`rate=1, count=1`:
+        the next request fails); authorisation requests never fail."""
+        self._faults.configure(rate, kinds, seed, paths, count)
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -258,6 +274,7 @@ class AllegroSimulator(LoopbackServer):
         if url.path == AUTH_PREFIX or url.path.startswith(AUTH_PREFIX + "/"):
             outcome = self._serve_auth(handler.command, url.path, url.query, headers, raw_body)
         else:
+            self._answer_delay(handler.command, url.path)
             outcome = self._serve_api(handler.command, url.path, query, headers, raw_body)
         # Recorded before answering, so a client that got the answer finds the record.
         self._record(
@@ -274,12 +291,19 @@ class AllegroSimulator(LoopbackServer):
                 route=outcome.route,
                 fault=outcome.fault,
                 limited_by=outcome.limited_by,
+                answered_at=time.time(),
             )
         )
         if outcome.reply is None:
             handler.drop_connection()
         else:
             handler.send_reply(outcome.reply)
+
+    def _answer_delay(self, method: str, path: str) -> None:
+        listing = method == "GET" and path == "/sale/offers"
+        seconds = self.listing_latency if listing and self.listing_latency is not None else self.latency
+        if seconds > 0:
+            self.stopping.wait(seconds)  # stop() cuts it short
 
     def _record(self, record: RequestRecord) -> None:
         with self._records_lock:

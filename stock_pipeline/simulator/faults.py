@@ -19,6 +19,7 @@ class _FaultPlan:
     kinds: tuple[str, ...]
     rng: random.Random
     path_prefixes: tuple[str, ...] | None
+    remaining: list[int] | None  # faults still to inflict (one mutable cell), None: no end
 
 
 class FaultInjector:
@@ -26,15 +27,20 @@ class FaultInjector:
         self._plan: _FaultPlan | None = None
         self._lock = threading.Lock()
 
-    def configure(self, rate: float, kinds: Iterable[str], seed: int | None, paths: Iterable[str] | None) -> None:
+    def configure(
+        self, rate: float, kinds: Iterable[str], seed: int | None, paths: Iterable[str] | None, count: int | None = None
+    ) -> None:
         kinds = tuple(kinds)
         unknown = set(kinds) - set(FAULT_KINDS)
         if unknown or not kinds:
             raise ValueError(f"fault kinds must be a non-empty selection of {FAULT_KINDS}, got {kinds}")
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"fault rate must be within 0..1, got {rate}")
+        if count is not None and count < 1:
+            raise ValueError(f"fault count must be at least 1 (or None), got {count}")
         with self._lock:
-            self._plan = _FaultPlan(rate, kinds, random.Random(seed), None if paths is None else tuple(paths))
+            prefixes = None if paths is None else tuple(paths)
+            self._plan = _FaultPlan(rate, kinds, random.Random(seed), prefixes, None if count is None else [count])
 
     def clear(self) -> None:
         with self._lock:
@@ -48,4 +54,8 @@ class FaultInjector:
                 return None
             if plan.rng.random() >= plan.rate:
                 return None
+            if plan.remaining is not None:
+                if plan.remaining[0] == 0:
+                    return None
+                plan.remaining[0] -= 1
             return plan.rng.choice(plan.kinds)

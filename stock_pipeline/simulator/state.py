@@ -193,6 +193,15 @@ class Marketplace:
             self._settle()
             return copy.copy(self._offers[offer_id])
 
+    def remove_offers(self, offer_ids: Iterable[str]) -> None:
+        """Offers gone from the seller's listing (deleted drafts, archived ended offers)."""
+        with self._lock:
+            self._settle()
+            for offer_id in set(offer_ids):
+                offer = self._offers.pop(offer_id)
+                self._sellers[offer.login].remove(offer_id)
+                self._locked.discard(offer_id)
+
     def lock_offers(self, offer_ids: Iterable[str], locked: bool = True) -> None:
         with self._lock:
             (self._locked.update if locked else self._locked.difference_update)(set(offer_ids))

@@ -1,0 +1,52 @@
+"""A CLI sync of several accounts runs them at once (ALLEGRO_SYNC_PARALLEL_ACCOUNTS), on the
+embedded SQLite instance, and every account's figures and offers come out right."""
+
+from __future__ import annotations
+
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+from stock_pipeline.defs.tags import ACCOUNT_TAG
+from stock_pipeline_tests.helpers import assert_every_offer_right, register_account, run_cli, seed, write_stock
+
+ACCOUNTS = ("shop-c", "shop-a", "shop-b")  # not in alphabetical order: the summary keeps this order
+
+
+def summary_rows(stdout: str) -> dict[str, list[str]]:
+    return {
+        line.split()[0]: line.split()
+        for line in stdout.splitlines()
+        if line.split()[:1] and line.split()[0] in ACCOUNTS
+    }
+
+
+def test_a_sync_of_three_accounts_runs_them_at_once_with_the_right_figures(settings, simulator):
+    warehouse = {f"S{i:03d}": 1 + i % 5 for i in range(300)}
+    write_stock(settings.stock_database_url, list(warehouse.items()))
+    for number, account in enumerate(ACCOUNTS):
+        register_account(settings, simulator, account)
+        # 1 200 offers each (two listing pages); every third one needs a new stock value.
+        seed(
+            simulator,
+            account,
+            [(f"S{i % 300:03d}", warehouse[f"S{i % 300:03d}"] + (i % 3 == number), "ACTIVE") for i in range(1200)],
+        )
+    offers_of = {account: simulator.offers(account) for account in ACCOUNTS}
+    before = {o["id"]: o for offers in offers_of.values() for o in offers}
+
+    result = run_cli("sync", *(arg for account in ACCOUNTS for arg in ("--account", account)))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = summary_rows(result.stdout)
+    assert list(rows) == list(ACCOUNTS), result.stdout
+    for account in ACCOUNTS:
+        changed = sum(1 for o in offers_of[account] if o["stock"] != warehouse[o["sku"]])
+        assert changed == 400
+        # account, result, offers, changed, written, failed, pending, …
+        assert rows[account][1:7] == ["success", "1200", str(changed), str(changed), "0", "0"], rows[account]
+        assert_every_offer_right(simulator, account, warehouse, before)
+
+    # The three runs were under way at the same time: each started before any ended.
+    instance = DagsterInstance.from_config(settings.dagster_home)
+    records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
+    assert sorted(r.dagster_run.tags[ACCOUNT_TAG] for r in records) == sorted(ACCOUNTS)
+    assert max(r.start_time for r in records) < min(r.end_time for r in records)
