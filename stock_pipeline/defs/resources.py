@@ -98,12 +98,11 @@ class AllegroApi(ConfigurableResource):
     batch_size: int
     poll_first_after: float
     poll_timeout: float
-    concurrency: int  # calls in flight at once per account run (the write engine's workers)
+    concurrency: int  # calls in flight at once per account run: listing pages and the write engine's workers
     rate_limit_pause: float
     user_offer_changes_per_minute: int
     user_offer_changes_per_hour: int
     user_patches_per_minute: int
-    concurrency: int
     settings: ResourceDependency[Settings]
 
     @property
@@ -218,7 +217,6 @@ def build_resources(settings: Settings) -> dict:
             user_offer_changes_per_minute=settings.allegro_sync_user_offer_changes_per_minute,
             user_offer_changes_per_hour=settings.allegro_sync_user_offer_changes_per_hour,
             user_patches_per_minute=settings.allegro_sync_user_patches_per_minute,
-            concurrency=settings.allegro_sync_concurrency,
             settings=settings,
         ),
         "guards": GuardConfig(
