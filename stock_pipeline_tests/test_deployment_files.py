@@ -473,7 +473,7 @@ def test_dagster_yaml_is_a_valid_postgres_instance_with_queued_runs(tmp_path, mo
             assert isinstance(instance.run_launcher, DefaultRunLauncher)
             coordinator = instance.run_coordinator
             assert isinstance(coordinator, QueuedRunCoordinator)
-            assert coordinator.get_run_queue_config().max_concurrent_runs == 4
+            assert coordinator.get_run_queue_config().max_concurrent_runs == 8
             assert coordinator.get_run_queue_config().tag_concurrency_limits == [
                 {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
             ]

@@ -76,7 +76,7 @@ class Settings:
     # calls of one account's run are in flight at once (every one still drawn from the shared
     # limiter), and these many accounts of a CLI sync run at once.
     allegro_sync_concurrency: int = 16
-    allegro_sync_parallel_accounts: int = 4
+    allegro_sync_parallel_accounts: int = 10
     dagster_webserver_url: str | None = None
     stock_guard_max_snapshot_shrink: float = 0.3
     stock_guard_max_risky_share: float = 0.3

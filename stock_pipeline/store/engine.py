@@ -36,7 +36,9 @@ def new_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return sa.create_engine(url, connect_args={"timeout": 30})
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # Each account run in this process holds one connection for its write lock, and parallel
+    # runs (ALLEGRO_SYNC_PARALLEL_ACCOUNTS) write their audits at once: room for many, kept for few.
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40)
 
 
 def _bring_to_head(engine: Engine) -> None:

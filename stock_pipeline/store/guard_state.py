@@ -28,9 +28,16 @@ def read_value(engine: Engine, name: str) -> int | None:
 
 
 def write_value(engine: Engine, name: str, value: int) -> None:
+    """One statement, so account runs writing the same (warehouse-wide) value at once
+    cannot both try to insert it."""
     now = datetime.now(timezone.utc)
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(guard_state).values(name=name, value=value, updated_at=now)
+    statement = statement.on_conflict_do_update(
+        index_elements=[guard_state.c.name], set_={"value": value, "updated_at": now}
+    )
     with engine.begin() as conn:
-        if not conn.execute(
-            guard_state.update().where(guard_state.c.name == name).values(value=value, updated_at=now)
-        ).rowcount:
-            conn.execute(guard_state.insert().values(name=name, value=value, updated_at=now))
+        conn.execute(statement)
