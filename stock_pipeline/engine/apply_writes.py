@@ -130,7 +130,7 @@ class _PatchSummary:
         self._since = clock()
         self._sent = 0
         self._counts: dict[str, int] = {}
-        self._shown: list[str] = []
+        self._shown: list[tuple[int, str]] = []  # (value, offer id)
         self._batch = 0
 
     def add(self, offer_id: str, value: int, answer: str) -> None:
@@ -139,7 +139,7 @@ class _PatchSummary:
         self._sent += 1
         self._counts[answer] = self._counts.get(answer, 0) + 1
         if len(self._shown) < PATCH_LOG_SHOWN:
-            self._shown.append(f"{offer_id}→{value}")
+            self._shown.append((value, offer_id))
         if self._batch >= PATCH_LOG_EVERY or self._clock() - self._since >= PATCH_LOG_SECONDS:
             self.flush()
 
@@ -147,7 +147,9 @@ class _PatchSummary:
         if not self._batch:
             return
         answers = ", ".join(f"{n} {answer}" for answer, n in self._counts.items())
-        shown = f" [{', '.join(self._shown)}]" if self._batch <= PATCH_LOG_SHOWN else ""
+        # Answers come in any order from the workers; shown in the plan's order (by value).
+        named = ", ".join(f"{offer_id}→{value}" for value, offer_id in sorted(self._shown))
+        shown = f" [{named}]" if self._batch <= PATCH_LOG_SHOWN else ""
         level = log.warning if self._counts.get(WriteStatus.FAILED) else log.info
         level(
             "patches_sent",
