@@ -1,8 +1,10 @@
-"""A CLI sync of several accounts runs them at once (ALLEGRO_SYNC_PARALLEL_ACCOUNTS), on the
-embedded SQLite instance, and every account's figures and offers come out right."""
+"""A CLI sync of several accounts runs them at once (ALLEGRO_SYNC_PARALLEL_ACCOUNTS), in one
+process or spread over several (ALLEGRO_SYNC_PROCESSES), on the embedded SQLite instance, and
+every account's figures and offers come out right, in the order the accounts were given."""
 
 from __future__ import annotations
 
+import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from stock_pipeline.defs.tags import ACCOUNT_TAG
@@ -19,7 +21,9 @@ def summary_rows(stdout: str) -> dict[str, list[str]]:
     }
 
 
-def test_a_sync_of_three_accounts_runs_them_at_once_with_the_right_figures(settings, simulator):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_sync_of_three_accounts_runs_them_at_once_with_the_right_figures(settings, simulator, monkeypatch, processes):
+    monkeypatch.setenv("ALLEGRO_SYNC_PROCESSES", str(processes))
     warehouse = {f"S{i:03d}": 1 + i % 5 for i in range(300)}
     write_stock(settings.stock_database_url, list(warehouse.items()))
     for number, account in enumerate(ACCOUNTS):
@@ -50,3 +54,11 @@ def test_a_sync_of_three_accounts_runs_them_at_once_with_the_right_figures(setti
     records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
     assert sorted(r.dagster_run.tags[ACCOUNT_TAG] for r in records) == sorted(ACCOUNTS)
     assert max(r.start_time for r in records) < min(r.end_time for r in records)
+    # Each run's events say which process ran it: one for all, or the accounts shared over two.
+    pids = {r.dagster_run.run_id: _pids(instance, r.dagster_run.run_id) for r in records}
+    assert all(len(p) == 1 for p in pids.values()), pids
+    assert len(set().union(*pids.values())) == processes, pids
+
+
+def _pids(instance: DagsterInstance, run_id: str) -> set[int]:
+    return {e.dagster_event.pid for e in instance.all_logs(run_id) if e.dagster_event and e.dagster_event.pid}

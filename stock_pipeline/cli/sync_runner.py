@@ -9,15 +9,29 @@ the one shared rate limiter. Each thread starts with a fresh context, so the run
 bridge (a ContextVar) of one run never sees another's lines. Summaries come back in the
 order the accounts were given, whatever order the runs end in.
 
+A run's own work (Dagster's steps and event-log writes, Parquet, the diff) holds the GIL,
+so threads alone use one core. ALLEGRO_SYNC_PROCESSES > 1 (0: one per core) spreads the
+accounts over that many worker processes, each running its share in threads as above. Off
+by default: a spawned worker first spends seconds of CPU importing Dagster and building the
+definitions, and on a 2-core machine shared with other work that cost more than the
+second core gave back (benchmarks/throughput.py: 58-60 s against 49-52 s in one process).
+Workers are spawned, not forked: this process has database pools, a Dagster instance and
+threads that a fork would copy half-held. A caller that hands in its own instance or
+definitions (tests, the UI's) runs everything in its own process.
+
 The figures returned are read back from the audit and the run's event log
 (defs/run_outcome.py), the same records the hooks, the metrics and the UI use."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import multiprocessing
+import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,6 +42,7 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.noop_compute_log_manager import NoOpComputeLogManager
 from dagster._serdes import ConfigurableClassData
 
+from stock_pipeline.cli.sync_report import ProgressPrinter
 from stock_pipeline.definitions import build_definitions
 from stock_pipeline.defs.account_steps import PROBLEM_CONFIGURATION
 from stock_pipeline.defs.assets import accounts_partitions
@@ -37,7 +52,9 @@ from stock_pipeline.defs.run_log import FORWARDED
 from stock_pipeline.defs.run_outcome import read_run_outcome, step_failures, step_metadata
 from stock_pipeline.defs.tags import ACCOUNT_TAG, OVERRIDE_TAG
 from stock_pipeline.foundation.errors import AccountPausedError
+from stock_pipeline.foundation.logs import configure_logging, logging_configuration, redact_settings
 from stock_pipeline.foundation.settings import Settings
+from stock_pipeline.observability import progress
 from stock_pipeline.store.accounts import AccountStore
 from stock_pipeline.store.engine import engine_for
 from stock_pipeline.store.schema import ACCOUNT_PAUSED
@@ -210,13 +227,14 @@ def sync_accounts(
     defs: Definitions | None = None,
 ) -> list[AccountSummary]:
     home = ensure_dagster_home(settings)
+    processes = _process_count(settings, accounts) if instance is None and defs is None else 1
+    if processes > 1:
+        _add_partitions(DagsterInstance.from_config(home), accounts)  # once, before the workers could race on it
+        return _sync_in_processes(settings, accounts, processes, dry_run, override_guards, verbose)
     defs = defs or build_definitions(settings)
     parallel = settings.allegro_sync_parallel_accounts > 1 and len(accounts) > 1
     instance = instance or (_instance_for_parallel_runs(home) if parallel else DagsterInstance.from_config(home))
-    existing = set(instance.get_dynamic_partitions(accounts_partitions.name))
-    missing = [a for a in accounts if a not in existing]
-    if missing:
-        instance.add_dynamic_partitions(accounts_partitions.name, missing)
+    _add_partitions(instance, accounts)
     if dry_run:
         rehearsal = defs.resolve_job_def(account_rehearsal.name).with_logger_defs({"console": terminal_console_logger})
         return _each_account(
@@ -233,6 +251,74 @@ def sync_accounts(
         accounts,
         lambda account: _sync_one(job, account, instance, override_guards, verbose, writes_log),
     )
+
+
+def _add_partitions(instance: DagsterInstance, accounts: list[str]) -> None:
+    existing = set(instance.get_dynamic_partitions(accounts_partitions.name))
+    missing = [a for a in accounts if a not in existing]
+    if missing:
+        instance.add_dynamic_partitions(accounts_partitions.name, missing)
+
+
+def _process_count(settings: Settings, accounts: list[str]) -> int:
+    """How many processes a sync of `accounts` spreads them over: never more than the accounts
+    or the runs allowed at once; ALLEGRO_SYNC_PROCESSES=0 means one per core this process may use."""
+    if len(accounts) <= 1 or settings.allegro_sync_parallel_accounts <= 1:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    wanted = settings.allegro_sync_processes or cores
+    return max(1, min(wanted, len(accounts), settings.allegro_sync_parallel_accounts))
+
+
+def _sync_in_processes(
+    settings: Settings, accounts: list[str], processes: int, dry_run: bool, override_guards: bool, verbose: bool
+) -> list[AccountSummary]:
+    """`accounts` shared out over `processes` spawned workers, each syncing its share in threads
+    (ALLEGRO_SYNC_PARALLEL_ACCOUNTS is split between them); the summaries in the given order."""
+    shares = [accounts[i::processes] for i in range(processes)]  # dealt round: no worker gets only the big ones
+    runs_per_process = -(-settings.allegro_sync_parallel_accounts // processes)
+    share_settings = dataclasses.replace(
+        settings, allegro_sync_parallel_accounts=runs_per_process, allegro_sync_processes=1
+    )
+    summaries: dict[str, AccountSummary] = {}
+    pool = ProcessPoolExecutor(
+        max_workers=processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(settings, logging_configuration(), progress.has_listeners()),
+    )
+    try:
+        futures = [
+            pool.submit(
+                sync_accounts, share_settings, share, dry_run=dry_run, override_guards=override_guards, verbose=verbose
+            )
+            for share in shares
+        ]
+        for share, future in zip(shares, futures):
+            summaries.update((s.account, s) for s in _share_summaries(share, future))
+    except BaseException:  # Ctrl-C reaches the workers too (one process group); none is left running
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return [summaries[account] for account in accounts]
+
+
+def _start_worker(settings: Settings, logging_config: dict | None, print_progress: bool) -> None:
+    """A spawned worker starts with nothing of its parent's set-up: the same logging (a quiet
+    terminal stays quiet), the same secrets redacted, its own progress lines on the stderr it shares."""
+    if logging_config is not None:
+        configure_logging(**logging_config)
+    redact_settings(settings)
+    if print_progress:
+        progress.add_listener(ProgressPrinter())
+
+
+def _share_summaries(share: list[str], future: Future) -> list[AccountSummary]:
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:  # a worker killed (OOM, a signal): its accounts failed, the others stand
+        error = f"the process syncing this account ended unexpectedly ({exc}); see the run's event log"
+        return [AccountSummary(account=account, success=False, result="failed", error=error) for account in share]
 
 
 def _instance_for_parallel_runs(home: str) -> DagsterInstance:

@@ -8,7 +8,7 @@ metrics, the audit) is done by the assets around these calls, never here.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 import pandas as pd
@@ -32,6 +32,7 @@ from stock_pipeline.foundation.errors import (
     SettingsError,
 )
 from stock_pipeline.foundation.logs import get_logger
+from stock_pipeline.foundation.single_flight import SingleFlight
 from stock_pipeline.observability import progress
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.policies import PolicyStore
@@ -73,7 +74,20 @@ def failures_as_sentences(account: str | None = None):
         raise Failure(description=str(exc), metadata={"problem": PROBLEM_ALLEGRO}, allow_retries=False) from None
 
 
+# Account runs of one CLI sync run side by side in one process, and every one reads the same
+# STOCK_QUERY: reading and cleaning 100 000 rows takes ~0.4 s of the GIL each time. A run that
+# would start that read while another run of this process is at it waits and shares it.
+_snapshot_reads: SingleFlight[CleanSnapshot] = SingleFlight()
+
+
 def read_snapshot(stock_db: StockDatabase) -> CleanSnapshot:
+    key = (stock_db.url, stock_db.query, stock_db.max_plausible_stock)
+    snapshot = _snapshot_reads.run(key, lambda: _read_snapshot(stock_db))
+    # Each run gets frames of its own (a copy costs milliseconds): no run can change what another plans from.
+    return replace(snapshot, stock=snapshot.stock.copy(), bad_rows=snapshot.bad_rows.copy())
+
+
+def _read_snapshot(stock_db: StockDatabase) -> CleanSnapshot:
     try:
         return clean_snapshot(read_stock(stock_db.url, stock_db.query), max_plausible=stock_db.max_plausible_stock)
     except ValueError as exc:  # the query's columns are wrong: a configuration problem

@@ -57,6 +57,7 @@ _SECRET_PATTERNS = [
 _remembered: tuple[str, ...] = ()
 _remembered_lock = threading.Lock()
 _setting_secrets: tuple[str, ...] = ()
+_configuration: dict | None = None
 
 
 def redact_settings(settings: "Settings") -> None:
@@ -184,8 +185,10 @@ def configure_logging(json: bool | None = None, level: int = logging.INFO, termi
     Dagster run's event log).
     ``terminal_level`` only quiets stderr: a CLI sync prints its summary and problems, while
     the run's event log still gets every event from ``level`` up."""
+    global _configuration
     if json is None:
         json = not sys.stderr.isatty()
+    _configuration = {"json": json, "level": level, "terminal_level": terminal_level}
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
@@ -206,6 +209,12 @@ def configure_logging(json: bool | None = None, level: int = logging.INFO, termi
         stdlib_logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in stdlib_logger.filters):
             stdlib_logger.addFilter(RedactingFilter())
+
+
+def logging_configuration() -> dict | None:
+    """The arguments of this process's last `configure_logging` (None: never configured), so
+    that a worker process the CLI starts logs as the CLI does (a quiet terminal stays quiet)."""
+    return dict(_configuration) if _configuration is not None else None
 
 
 def get_logger(name: str | None = None):

@@ -77,6 +77,11 @@ class Settings:
     # limiter), and these many accounts of a CLI sync run at once.
     allegro_sync_concurrency: int = 16
     allegro_sync_parallel_accounts: int = 10
+    # A run's own work (Dagster's steps and event log, Parquet, the diff) holds the GIL: a CLI
+    # sync may spread its accounts over this many processes (0: one per core). One by default:
+    # a spawned worker's start-up (importing Dagster, building the definitions) measured dearer
+    # than a second core gave back (cli/sync_runner.py).
+    allegro_sync_processes: int = 1
     dagster_webserver_url: str | None = None
     stock_guard_max_snapshot_shrink: float = 0.3
     stock_guard_max_risky_share: float = 0.3
@@ -244,6 +249,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[f.name] = _parse_int(name, raw, 1, 1000)  # Allegro's command maximum
         elif f.name in ("allegro_sync_concurrency", "allegro_sync_parallel_accounts"):
             values[f.name] = _parse_int(name, raw, 1, 256)
+        elif f.name == "allegro_sync_processes":
+            values[f.name] = _parse_int(name, raw, 0, 256)
         elif f.name == "allegro_sync_retry_count":
             values[f.name] = _parse_int(name, raw, 0, 20)
         elif f.name == "allegro_sync_retry_delay":

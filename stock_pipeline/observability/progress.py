@@ -26,6 +26,11 @@ def remove_listener(listener: Listener) -> None:
             _listeners.remove(listener)
 
 
+def has_listeners() -> bool:
+    with _lock:
+        return bool(_listeners)
+
+
 def report(account: str, stage: str, done: int, total: int) -> None:
     with _lock:
         listeners = list(_listeners)
