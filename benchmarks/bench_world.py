@@ -5,6 +5,7 @@ beside it (`python benchmarks/NAME.py` puts this directory on the import path)."
 
 from __future__ import annotations
 
+import argparse
 import random
 import tempfile
 import uuid
@@ -214,6 +215,19 @@ def simulator_process(client_id: str, latency: float, listing_latency: float, co
 # ---- the pipeline in this process, against that world ---------------------------------
 
 
+def add_sync_arguments(parser: argparse.ArgumentParser, changed: float, to_zero: float) -> None:
+    """The options of a full sync's world: how much changed, how Allegro answers, the services."""
+    parser.add_argument("--changed", type=float, default=changed, help="share of SKUs with a new positive value")
+    parser.add_argument("--to-zero", type=float, default=to_zero, help="share of SKUs sold out")
+    parser.add_argument("--latency", type=float, default=0.15, help="seconds the simulator takes per answer")
+    parser.add_argument("--listing-latency", type=float, default=0.3, help="seconds per GET /sale/offers page")
+    parser.add_argument("--command-task-delay", type=float, default=1.0, help="seconds before a command's tasks end")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--setting", action="append", default=[], metavar="NAME=VALUE", help="a pipeline setting to override"
+    )
+
+
 @dataclass
 class PipelineWorld:
     sim: Simulator  # a proxy of it: the simulator runs in a process of its own
@@ -225,28 +239,21 @@ class PipelineWorld:
 
 
 @contextmanager
-def pipeline_world(
-    world: dict,
-    fill_warehouse: Callable[[str], None],
-    *,
-    postgres_url: str,
-    redis_url: str,
-    latency: float,
-    listing_latency: float,
-    command_task_delay: float,
-    overrides: dict[str, str] | None = None,
-):
+def pipeline_world(world: dict, fill_warehouse: Callable[[str], None], args: argparse.Namespace):
     """The simulator holding the world's sellers and offers; scratch databases for the
     pipeline, the Dagster instance and the warehouse (filled by `fill_warehouse(url)`); a
     temporary DAGSTER_HOME on that Postgres instance; the settings of a `stock-pipeline
-    sync` against all of it, and every account registered with its tokens."""
+    sync` against all of it (with args.setting's overrides), and every account registered
+    with its tokens. `args`: add_sync_arguments' options and --postgres-url."""
     client_id = f"bench-{uuid.uuid4().hex[:10]}"
     with ExitStack() as stack:
-        sim = stack.enter_context(simulator_process(client_id, latency, listing_latency, command_task_delay))
+        sim = stack.enter_context(
+            simulator_process(client_id, args.latency, args.listing_latency, args.command_task_delay)
+        )
         api_url, auth_url = sim.urls()
-        pipeline_db = stack.enter_context(scratch_database(postgres_url, "pipeline"))
-        dagster_db = stack.enter_context(scratch_database(postgres_url, "dagster"))
-        stock_db = stack.enter_context(scratch_database(postgres_url, "stock"))
+        pipeline_db = stack.enter_context(scratch_database(args.postgres_url, "pipeline"))
+        dagster_db = stack.enter_context(scratch_database(args.postgres_url, "dagster"))
+        stock_db = stack.enter_context(scratch_database(args.postgres_url, "stock"))
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dagster-")))
         (home / "dagster.yaml").write_text(
             "storage:\n  postgres:\n    postgres_url: "
@@ -269,10 +276,10 @@ def pipeline_world(
             "ALLEGRO_CLIENT_SECRET": CLIENT_SECRET,
             "STOCK_DATABASE_URL": stock_db,
             "STOCK_PIPELINE_DATABASE_URL": pipeline_db,
-            "REDIS_URL": redis_url,
+            "REDIS_URL": args.redis_url,
             "DAGSTER_HOME": str(home),
             "TOKEN_ENCRYPTION_KEY": "YmVuY2htYXJrLW9ubHkta2V5LW5vdC1hLXNlY3JldDA=",
-        } | (overrides or {})
+        } | dict(setting.split("=", 1) for setting in args.setting)
         settings = load_settings(env)
         store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
         auth = AllegroAuth(auth_url, client_id, CLIENT_SECRET)

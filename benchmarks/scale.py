@@ -43,7 +43,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from bench_world import build_world, least_calls, offers_wrong, patches_needed, pipeline_world, print_sync_figures
+from bench_world import (
+    add_sync_arguments,
+    build_world,
+    least_calls,
+    offers_wrong,
+    patches_needed,
+    pipeline_world,
+    print_sync_figures,
+)
 
 from stock_pipeline.core.contracts import OfferFrame, OfferMap, PlanFrame, SnapshotFrame, check_frame
 from stock_pipeline.core.policy import StockPolicy
@@ -302,12 +310,7 @@ def end_to_end(args: argparse.Namespace) -> bool:
     with pipeline_world(
         world,
         fill_warehouse(warehouse, padding),
-        postgres_url=args.postgres_url,
-        redis_url=args.redis_url,
-        latency=args.latency,
-        listing_latency=args.listing_latency,
-        command_task_delay=args.command_task_delay,
-        overrides=dict(s.split("=", 1) for s in args.setting),
+        args,
     ) as bench:
         from stock_pipeline.cli.sync_runner import sync_accounts
 
@@ -357,15 +360,7 @@ def main() -> None:
     parser.add_argument("--warehouse", choices=("both", "postgres", "sqlite"), default="both")
     parser.add_argument("--postgres-url", default=ADMIN_URL, help="a database to create the scratch one from")
     parser.add_argument("--end-to-end", action="store_true", help="a full sync on the simulator instead")
-    parser.add_argument("--changed", type=float, default=0.008, help="share of SKUs with a new value (end to end)")
-    parser.add_argument("--to-zero", type=float, default=0.002, help="share of SKUs sold out (end to end)")
-    parser.add_argument("--latency", type=float, default=0.15, help="seconds per Allegro answer (end to end)")
-    parser.add_argument("--listing-latency", type=float, default=0.3, help="seconds per listing page (end to end)")
-    parser.add_argument("--command-task-delay", type=float, default=1.0, help="seconds before a command's tasks end")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument(
-        "--setting", action="append", default=[], metavar="NAME=VALUE", help="a pipeline setting to override"
-    )
+    add_sync_arguments(parser, changed=0.008, to_zero=0.002)  # end to end
     args = parser.parse_args()
     if args.end_to_end:
         sys.exit(0 if end_to_end(args) else 1)

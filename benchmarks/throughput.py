@@ -44,6 +44,7 @@ import redis
 import sqlalchemy as sa
 from bench_world import (
     RATE_PER_MINUTE,
+    add_sync_arguments,
     build_world,
     least_calls,
     offers_wrong,
@@ -115,18 +116,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=10)
     parser.add_argument("--offers", type=int, default=10_000, help="offers per account")
-    parser.add_argument("--changed", type=float, default=0.04, help="share of SKUs with a new positive value")
-    parser.add_argument("--to-zero", type=float, default=0.01, help="share of SKUs sold out")
-    parser.add_argument("--latency", type=float, default=0.15, help="seconds the simulator takes per answer")
-    parser.add_argument("--listing-latency", type=float, default=0.3, help="seconds per GET /sale/offers page")
-    parser.add_argument("--command-task-delay", type=float, default=1.0, help="seconds before a command's tasks end")
+    add_sync_arguments(parser, changed=0.04, to_zero=0.01)
     parser.add_argument("--baseline-accounts", type=int, default=1, help="accounts the original design syncs (0: none)")
     parser.add_argument("--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--timeline", action="store_true", help="print calls per second over the sync, by route")
-    parser.add_argument(
-        "--setting", action="append", default=[], metavar="NAME=VALUE", help="a pipeline setting to override"
-    )
     return parser.parse_args()
 
 
@@ -143,14 +136,7 @@ def main() -> int:
             pipeline_world(
                 world,
                 lambda url: warehouse.to_sql("products", sa.create_engine(url), index=False, chunksize=20_000),
-                postgres_url=args.postgres_url,
-                redis_url=args.redis_url,
-                latency=args.latency,
-                listing_latency=args.listing_latency,
-                command_task_delay=args.command_task_delay,
-                # The world changes 5 % of the offers; the default guards would rightly hold a
-                # collapse, not this, but the bench is about speed.
-                overrides=dict(s.split("=", 1) for s in args.setting),
+                args,
             )
         )
         sim, settings, client_id, api_url, auth = bench.sim, bench.settings, bench.client_id, bench.api_url, bench.auth
