@@ -5,10 +5,15 @@ beside it (`python benchmarks/NAME.py` puts this directory on the import path)."
 
 from __future__ import annotations
 
+import argparse
 import random
+import tempfile
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from multiprocessing.managers import BaseManager
+from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import sqlalchemy as sa
@@ -18,6 +23,8 @@ from stock_pipeline.core.vocabulary import Action
 from stock_pipeline.simulator import AllegroSimulator
 
 CLIENT_SECRET = "bench-secret"
+RATE_PER_MINUTE = 9000  # Allegro's limit per client_id
+PATCHES_PER_MINUTE = 2500  # Allegro's PATCH budget per user
 SEED = 2026
 
 
@@ -90,11 +97,11 @@ def build_world(accounts: int, offers: int, changed: float, to_zero: float) -> t
         stock = [rng.randint(1, 50) for _ in skus]
         world[account] = [{"sku": s, "stock": v, "status": "ACTIVE"} for s, v in zip(skus, stock)]
         picked = rng.sample(range(offers), round(offers * (changed + to_zero)))
-        zeros = set(picked[: round(offers * to_zero)])
+        zeros, changed_ones = set(picked[: round(offers * to_zero)]), set(picked)  # sets: 100 000 offers look up
         for i, (sku, value) in enumerate(zip(skus, stock)):
             if i in zeros:
                 value = 0
-            elif i in picked:
+            elif i in changed_ones:
                 value = rng.choice([v for v in (rng.randint(51, 20_000), rng.randint(51, 20_000)) if v != value])
             rows.append((sku, value))
     return world, pd.DataFrame(rows, columns=["sku", "stock"])
@@ -132,6 +139,44 @@ def offers_wrong(offers_now: list[dict], warehouse: dict[str, int]) -> int:
     return wrong
 
 
+def print_sync_figures(
+    wall: float,
+    least: dict[str, int],
+    patches: dict[str, int],
+    calls: dict,
+    wrong: int,
+    *,
+    wall_target: float,
+    calls_target: float,
+) -> bool:
+    """Prints a full sync's wall time against its floor, its calls against the minimum, its
+    429s and the offers left wrong; returns whether every target was met.
+
+    The floor: the least number of calls the sync can make (least_calls) at the client_id's
+    rate, or the busiest account's PATCHes at the per-user budget where that binds, paced
+    as the pipeline paces them (Allegro does not say how much of a minute's allowance may
+    come at once, so no burst is counted on)."""
+    total_least = sum(least.values())
+    rate_floor = total_least / (RATE_PER_MINUTE / 60)
+    patch_floor = max(patches.values()) / (PATCHES_PER_MINUTE / 60)
+    floor = max(rate_floor, patch_floor)
+    print(f"  wall time              {wall:8.1f} s")
+    print(
+        f"  floor                  {floor:8.1f} s  ({total_least} calls at {RATE_PER_MINUTE}/min = "
+        f"{rate_floor:.1f} s; busiest account's PATCHes at {PATCHES_PER_MINUTE}/min: {patch_floor:.1f} s)"
+    )
+    print(f"  wall / floor           {wall / floor:8.2f}    (target <= {wall_target:g})")
+    ratio = calls["calls"] / total_least
+    print(
+        f"  calls                  {calls['calls']:8d}    minimum {total_least}: x{ratio:.2f} "
+        f"(target <= {calls_target:g})"
+    )
+    print(f"  429 answers            {calls['429']:8d}    (target 0)")
+    print(f"  offers wrong after     {wrong:8d}    (target 0)")
+    print(f"  calls per second       {calls['calls'] / wall:8.1f}    (limit {RATE_PER_MINUTE / 60:.0f})")
+    return wall <= wall_target * floor and calls["429"] == 0 and ratio <= calls_target and wrong == 0
+
+
 # ---- services --------------------------------------------------------------------------
 
 
@@ -165,3 +210,80 @@ def simulator_process(client_id: str, latency: float, listing_latency: float, co
             sim.stop()
     finally:
         manager.shutdown()
+
+
+# ---- the pipeline in this process, against that world ---------------------------------
+
+
+def add_sync_arguments(parser: argparse.ArgumentParser, changed: float, to_zero: float) -> None:
+    """The options of a full sync's world: how much changed, how Allegro answers, the services."""
+    parser.add_argument("--changed", type=float, default=changed, help="share of SKUs with a new positive value")
+    parser.add_argument("--to-zero", type=float, default=to_zero, help="share of SKUs sold out")
+    parser.add_argument("--latency", type=float, default=0.15, help="seconds the simulator takes per answer")
+    parser.add_argument("--listing-latency", type=float, default=0.3, help="seconds per GET /sale/offers page")
+    parser.add_argument("--command-task-delay", type=float, default=1.0, help="seconds before a command's tasks end")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--setting", action="append", default=[], metavar="NAME=VALUE", help="a pipeline setting to override"
+    )
+
+
+@dataclass
+class PipelineWorld:
+    sim: Simulator  # a proxy of it: the simulator runs in a process of its own
+    settings: object  # stock_pipeline.foundation.settings.Settings
+    client_id: str
+    api_url: str
+    auth: object  # stock_pipeline.allegro.auth.AllegroAuth
+    dagster_home: Path
+
+
+@contextmanager
+def pipeline_world(world: dict, fill_warehouse: Callable[[str], None], args: argparse.Namespace):
+    """The simulator holding the world's sellers and offers; scratch databases for the
+    pipeline, the Dagster instance and the warehouse (filled by `fill_warehouse(url)`); a
+    temporary DAGSTER_HOME on that Postgres instance; the settings of a `stock-pipeline
+    sync` against all of it (with args.setting's overrides), and every account registered
+    with its tokens. `args`: add_sync_arguments' options and --postgres-url."""
+    client_id = f"bench-{uuid.uuid4().hex[:10]}"
+    with ExitStack() as stack:
+        sim = stack.enter_context(
+            simulator_process(client_id, args.latency, args.listing_latency, args.command_task_delay)
+        )
+        api_url, auth_url = sim.urls()
+        pipeline_db = stack.enter_context(scratch_database(args.postgres_url, "pipeline"))
+        dagster_db = stack.enter_context(scratch_database(args.postgres_url, "dagster"))
+        stock_db = stack.enter_context(scratch_database(args.postgres_url, "stock"))
+        home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dagster-")))
+        (home / "dagster.yaml").write_text(
+            "storage:\n  postgres:\n    postgres_url: "
+            + sa.engine.make_url(dagster_db).set(drivername="postgresql").render_as_string(hide_password=False)
+            + "\ntelemetry:\n  enabled: false\n"
+        )
+        fill_warehouse(stock_db)
+
+        from stock_pipeline.allegro.auth import AllegroAuth
+        from stock_pipeline.foundation.logs import configure_logging
+        from stock_pipeline.foundation.settings import load_settings
+        from stock_pipeline.store.accounts import AccountStore
+        from stock_pipeline.store.engine import engine_for
+
+        configure_logging(json=False, terminal_level=40)  # errors only: the figures are the output
+        env = {
+            "ALLEGRO_API_URL": api_url,
+            "ALLEGRO_AUTH_URL": auth_url,
+            "ALLEGRO_CLIENT_ID": client_id,
+            "ALLEGRO_CLIENT_SECRET": CLIENT_SECRET,
+            "STOCK_DATABASE_URL": stock_db,
+            "STOCK_PIPELINE_DATABASE_URL": pipeline_db,
+            "REDIS_URL": args.redis_url,
+            "DAGSTER_HOME": str(home),
+            "TOKEN_ENCRYPTION_KEY": "YmVuY2htYXJrLW9ubHkta2V5LW5vdC1hLXNlY3JldDA=",
+        } | dict(setting.split("=", 1) for setting in args.setting)
+        settings = load_settings(env)
+        store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
+        auth = AllegroAuth(auth_url, client_id, CLIENT_SECRET)
+        for account, offers in world.items():
+            refresh_token, _ = sim.add_seller(account, offers)
+            store.save_tokens(account, auth.refresh(refresh_token))
+        yield PipelineWorld(sim, settings, client_id, api_url, auth, home)

@@ -239,6 +239,20 @@ def test_listing_pages_in_id_order_and_filters(sim, api):
     inactive = api.get("/sale/offers", params={"publication.status": "INACTIVE"}).json()
     assert inactive["totalCount"] == 1
     assert api.get("/sale/offers").json()["count"] == 20  # the default limit
+    foreign = sim.offers("shop-b")[0]["id"]
+    named = api.get("/sale/offers", params=[("offer.id", i) for i in (ids[7], foreign, "404", ids[2])]).json()
+    assert [o["id"] for o in named["offers"]] == [ids[2], ids[7]] and named["totalCount"] == 2
+    both = api.get("/sale/offers", params=[("offer.id", ids[0]), ("offer.id", ids[1]), ("external.id", "SKU-1")])
+    assert [o["id"] for o in both.json()["offers"]] == [ids[1]]
+
+
+def test_offers_added_with_their_own_ids_are_listed_in_id_order(sim, api):
+    generated = sim.add_offers("shop-a", [{"sku": "G", "stock": 1}])
+    sim.add_offers("shop-a", [{"id": "99999999999", "sku": "B", "stock": 1}, {"id": "1200", "sku": "A", "stock": 1}])
+    sim.add_offers("shop-a", [{"id": "1300", "sku": "C", "stock": 1}])
+
+    page = api.get("/sale/offers", params={"limit": 3, "offset": 1}).json()
+    assert [o["id"] for o in page["offers"]] == ["1300", *generated, "99999999999"] and page["totalCount"] == 4
 
 
 def test_listing_parameters_outside_the_spec_are_refused(sim, api):
