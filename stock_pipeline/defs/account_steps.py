@@ -129,12 +129,14 @@ def read_offer_map(account: str, pages: Iterable[tuple[list[dict], int]]) -> Off
     """The offer map from the listing's pages (items, Allegro's totalCount). Complete only
     when the listing returned every offer Allegro counts, each once; otherwise partial,
     and said so: the diff still plans the listed offers, what needs every offer refuses."""
-    items: list[dict] = []
-    total = 0
+    # Each page becomes its four columns as it comes: 100 000 offers' JSON dicts are not kept.
+    frames: list[pd.DataFrame] = [offers_frame([])]
+    listed = total = 0
     for page, total in pages:
-        items.extend(page)
-        progress.report(account, "listing", len(items), max(total, len(items)))
-    offers = offers_frame(items)
+        frames.append(offers_frame(page))
+        listed += len(page)
+        progress.report(account, "listing", listed, max(total, listed))
+    offers = pd.concat(frames[1:], ignore_index=True) if len(frames) > 1 else frames[0]
     # Pages that shifted while the listing ran (an offer created or deleted) repeat an offer.
     repeated = offers["offer_id"].duplicated(keep="last")
     offer_map = OfferMap.from_listing(
