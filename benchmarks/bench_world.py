@@ -238,6 +238,21 @@ class PipelineWorld:
     dagster_home: Path
 
 
+def scratch_services(stack: ExitStack, postgres_url: str) -> tuple[str, str, Path]:
+    """(pipeline database URL, warehouse database URL, DAGSTER_HOME): scratch databases, and a
+    temporary Dagster home whose instance is on a third one, all gone when `stack` closes."""
+    pipeline_db = stack.enter_context(scratch_database(postgres_url, "pipeline"))
+    dagster_db = stack.enter_context(scratch_database(postgres_url, "dagster"))
+    stock_db = stack.enter_context(scratch_database(postgres_url, "stock"))
+    home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dagster-")))
+    (home / "dagster.yaml").write_text(
+        "storage:\n  postgres:\n    postgres_url: "
+        + sa.engine.make_url(dagster_db).set(drivername="postgresql").render_as_string(hide_password=False)
+        + "\ntelemetry:\n  enabled: false\n"
+    )
+    return pipeline_db, stock_db, home
+
+
 @contextmanager
 def pipeline_world(world: dict, fill_warehouse: Callable[[str], None], args: argparse.Namespace):
     """The simulator holding the world's sellers and offers; scratch databases for the
@@ -251,15 +266,7 @@ def pipeline_world(world: dict, fill_warehouse: Callable[[str], None], args: arg
             simulator_process(client_id, args.latency, args.listing_latency, args.command_task_delay)
         )
         api_url, auth_url = sim.urls()
-        pipeline_db = stack.enter_context(scratch_database(args.postgres_url, "pipeline"))
-        dagster_db = stack.enter_context(scratch_database(args.postgres_url, "dagster"))
-        stock_db = stack.enter_context(scratch_database(args.postgres_url, "stock"))
-        home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dagster-")))
-        (home / "dagster.yaml").write_text(
-            "storage:\n  postgres:\n    postgres_url: "
-            + sa.engine.make_url(dagster_db).set(drivername="postgresql").render_as_string(hide_password=False)
-            + "\ntelemetry:\n  enabled: false\n"
-        )
+        pipeline_db, stock_db, home = scratch_services(stack, args.postgres_url)
         fill_warehouse(stock_db)
 
         from stock_pipeline.allegro.auth import AllegroAuth

@@ -19,15 +19,13 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections import Counter
 from contextlib import ExitStack
-from pathlib import Path
 
 import redis
 import sqlalchemy as sa
-from bench_world import CLIENT_SECRET, build_world, offers_wrong, scratch_database, simulator_process
+from bench_world import CLIENT_SECRET, build_world, offers_wrong, scratch_services, simulator_process
 
 from stock_pipeline.allegro.auth import AllegroAuth
 
@@ -59,15 +57,7 @@ def main() -> int:
             simulator_process(client_id, args.latency, args.latency, 1.0, rate_limit_per_minute=args.limit)
         )
         api_url, auth_url = sim.urls()
-        pipeline_db = stack.enter_context(scratch_database(args.postgres_url, "pipeline"))
-        dagster_db = stack.enter_context(scratch_database(args.postgres_url, "dagster"))
-        stock_db = stack.enter_context(scratch_database(args.postgres_url, "stock"))
-        home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dagster-")))
-        (home / "dagster.yaml").write_text(
-            "storage:\n  postgres:\n    postgres_url: "
-            + sa.engine.make_url(dagster_db).set(drivername="postgresql").render_as_string(hide_password=False)
-            + "\ntelemetry:\n  enabled: false\n"
-        )
+        pipeline_db, stock_db, home = scratch_services(stack, args.postgres_url)
         warehouse.to_sql("products", sa.create_engine(stock_db), index=False, chunksize=20_000)
         env = {
             "ALLEGRO_API_URL": api_url,
