@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Callable
 
 import httpx
 from rate_limit import FixedToken  # benchmarks/rate_limit.py, beside this script
@@ -13,6 +14,28 @@ from rate_limit import FixedToken  # benchmarks/rate_limit.py, beside this scrip
 from stock_pipeline.allegro.client import AllegroClient
 from stock_pipeline.rate_limit import LocalTokenBucket, RateSpec
 from stock_pipeline.simulator import AllegroSimulator
+
+
+def access_token(sim: AllegroSimulator, refresh_token: str) -> str:
+    return httpx.post(
+        f"{sim.auth_url}/token",
+        params={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth=("demo-client", "demo-secret"),
+    ).json()["access_token"]
+
+
+def timed_listing(
+    sim: AllegroSimulator, token: str, concurrency: int, per_minute: int, rows: Callable[[list[dict]], int] = len
+) -> tuple[int, float, int]:
+    """Lists every offer of the token's seller with AllegroClient.iter_offer_pages, passing
+    each page to `rows`: (the offers it counted, seconds taken, calls sent)."""
+    limiter = LocalTokenBucket(RateSpec(per_minute, 60.0))
+    client = AllegroClient(sim.api_url, FixedToken(token), limiter, concurrency=concurrency, account="bench")
+    started = time.perf_counter()
+    listed = sum(rows(page) for page, _ in client.iter_offer_pages())
+    elapsed = time.perf_counter() - started
+    client.close()
+    return listed, elapsed, client.stats.total
 
 
 def main() -> None:
@@ -24,21 +47,12 @@ def main() -> None:
     with AllegroSimulator(listing_latency=args.latency) as sim:
         refresh = sim.add_seller("bench")
         sim.add_offers("bench", [{"sku": f"S{i}", "stock": 1} for i in range(args.offers)])
-        token = httpx.post(
-            f"{sim.auth_url}/token",
-            params={"grant_type": "refresh_token", "refresh_token": refresh},
-            auth=("demo-client", "demo-secret"),
-        ).json()["access_token"]
+        token = access_token(sim, refresh)
         for concurrency in args.concurrency:
-            limiter = LocalTokenBucket(RateSpec(9000, 60.0))
-            client = AllegroClient(sim.api_url, FixedToken(token), limiter, concurrency=concurrency, account="bench")
-            started = time.monotonic()
-            listed = sum(len(page) for page, _ in client.iter_offer_pages())
-            elapsed = time.monotonic() - started
-            client.close()
+            listed, elapsed, calls = timed_listing(sim, token, concurrency, 9000)
             print(
                 f"{listed} offers, latency {args.latency:g} s/page, concurrency {concurrency:>2}: "
-                f"{elapsed:.2f} s ({client.stats.total} calls)"
+                f"{elapsed:.2f} s ({calls} calls)"
             )
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 import redis
 
 from stock_pipeline.allegro.auth import AllegroAuth
 from stock_pipeline.allegro.client import AllegroClient
+from stock_pipeline.allegro.http import error_detail, json_body
 from stock_pipeline.defs.account_steps import read_offer_map
 from stock_pipeline.foundation.errors import (
     AllegroApiError,
@@ -173,6 +176,19 @@ def test_unknown_offer_and_rejected_values_raise_typed_errors(make_client, simul
             "PATCH", f"/sale/product-offers/{offer_id}", route="PATCH", json={"stock": {"available": 100_000}}
         )
     assert info.value.status in (400, 422)
+
+
+def test_bodies_are_decoded_as_json_and_one_that_is_not_raises_value_error():
+    page = httpx.Response(200, content='{"offers": [{"id": "1", "name": "Łódź"}], "totalCount": 1}'.encode())
+    assert json_body(page) == {"offers": [{"id": "1", "name": "Łódź"}], "totalCount": 1}
+    # A proxy's HTML page answered 200: not JSON, as json.loads would say (JSONDecodeError).
+    proxy_page = httpx.Response(200, content=b"<html>Gateway</html>")
+    with pytest.raises(json.JSONDecodeError):
+        json_body(proxy_page)
+    with pytest.raises(ValueError):
+        json_body(httpx.Response(200, content=b""))
+    # An error answer that is not JSON is shown as its text.
+    assert error_detail(httpx.Response(502, content=b"<html>Bad gateway</html>")) == "<html>Bad gateway</html>"
 
 
 def test_a_429_slows_every_process_sharing_the_client_id(make_client, simulator):

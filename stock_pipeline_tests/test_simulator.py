@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from stock_pipeline.simulator import AllegroSimulator, FakeTelegram
+from stock_pipeline.simulator.sale_api import listing_view
 from stock_pipeline.simulator.spec_validation import SUBSET_PATH, SpecValidator
 
 MEDIA = "application/vnd.allegro.public.v1+json"
@@ -300,6 +301,32 @@ def test_out_of_band_changes_show_through_the_api(sim, api):
     sim.set_offer(offer_id, status="ACTIVE")
     listed = api.get("/sale/offers", params={"publication.status": "ACTIVE"}).json()["offers"]
     assert [(offer["id"], offer["stock"]["available"]) for offer in listed] == [(offer_id, 2)]
+
+
+def test_a_listing_shows_each_offer_as_it_is_now_after_it_was_listed_before(sim, api):
+    # The simulator reuses each offer's encoded listing item: a change must still show.
+    patched, commanded, ended, removed, kept = sim.add_offers("shop-a", [{"sku": s, "stock": 5} for s in "ABCDE"])
+
+    def listing() -> dict[str, dict]:
+        return {offer["id"]: offer for offer in api.get("/sale/offers", params={"limit": 1000}).json()["offers"]}
+
+    before = listing()
+    assert api.patch_stock(patched, 7).status_code == 200
+    assert api.quantity([commanded], 9).status_code == 201
+    settle()
+    sim.set_offer(ended, stock=0, status="ENDED")
+    sim.remove_offers([removed])
+    sim.add_offers("shop-a", [{"id": removed, "sku": "R", "stock": 1, "status": "INACTIVE"}])
+
+    after = listing()
+    assert after[patched]["stock"]["available"] == 7 and after[commanded]["stock"]["available"] == 9
+    assert after[ended]["stock"]["available"] == 0 and after[ended]["publication"]["status"] == "ENDED"
+    assert "endedAt" in after[ended]["publication"] and "endedAt" not in before[ended]["publication"]
+    assert after[removed]["external"] == {"id": "R"} and after[removed]["publication"]["status"] == "INACTIVE"
+    assert after[kept] == before[kept]
+    assert after == {
+        offer.id: json.loads(json.dumps(listing_view(offer))) for offer in sim.marketplace.offers("shop-a")
+    }
 
 
 def test_patch_sets_stock_and_zero_ends_an_active_offer(sim, api):

@@ -17,7 +17,7 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from stock_pipeline import USER_AGENT
-from stock_pipeline.allegro.http import error_detail
+from stock_pipeline.allegro.http import error_detail, json_body
 from stock_pipeline.foundation.errors import AllegroTokenError, InvalidClientError, InvalidGrantError
 from stock_pipeline.foundation.logs import redact_text
 from stock_pipeline.foundation.tokens import TokenPair
@@ -92,7 +92,7 @@ class AllegroAuth:
 
     @staticmethod
     def _token_pair(response: httpx.Response) -> TokenPair:
-        body = response.json()
+        body = json_body(response)
         try:
             expires_in = int(body.get("expires_in", 43199))
             return TokenPair(
@@ -119,7 +119,7 @@ class AllegroAuth:
         refresh token is spent. Returns the lifetime Allegro gave that token (seconds)."""
         response = self._post("token", {"grant_type": "client_credentials"})
         if response.status_code == 200:
-            return int(response.json().get("expires_in", 0))
+            return int(json_body(response).get("expires_in", 0))
         detail = redact_text(error_detail(response))
         if response.status_code == 401 or "invalid_client" in detail:
             raise InvalidClientError(f"Allegro rejected the client credentials: HTTP {response.status_code} {detail}")
@@ -131,7 +131,7 @@ class AllegroAuth:
             raise AllegroTokenError(
                 f"device authorisation failed: HTTP {response.status_code} {redact_text(error_detail(response))}"
             )
-        body = response.json()
+        body = json_body(response)
         return DeviceAuthorisation(
             device_code=body["device_code"],
             user_code=body["user_code"],

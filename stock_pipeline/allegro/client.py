@@ -26,6 +26,7 @@ from stock_pipeline.allegro.http import (
     api_headers,
     backoff_seconds,
     error_detail,
+    json_body,
     retry_after_seconds,
 )
 from stock_pipeline.core.snapshot import MAX_QUANTITY
@@ -280,9 +281,9 @@ class AllegroClient:
     # ---- offers ------------------------------------------------------------------------
 
     def list_offers_page(self, offset: int, limit: int = LISTING_PAGE_SIZE) -> dict:
-        return self.request(
-            "GET", "/sale/offers", route="GET /sale/offers", params={"limit": limit, "offset": offset}
-        ).json()
+        return json_body(
+            self.request("GET", "/sale/offers", route="GET /sale/offers", params={"limit": limit, "offset": offset})
+        )
 
     def iter_offer_pages(self) -> Iterator[tuple[list[dict], int]]:
         """Every offer of the account, 1000 at a time and in offset order, each page with
@@ -412,7 +413,7 @@ class AllegroClient:
         response = self.request(
             "PUT", f"/sale/{resource}/{command_id}", route=f"PUT /sale/{resource}/{{id}}", json=body, allowed=(409,)
         )
-        return response.json() if response.status_code != 409 else {"id": command_id}
+        return json_body(response) if response.status_code != 409 else {"id": command_id}
 
     def command_tasks(self, resource: str, command_id: str, offset: int = 0) -> list[dict]:
         response = self.request(
@@ -421,4 +422,4 @@ class AllegroClient:
             route=f"GET /sale/{resource}/{{id}}/tasks",
             params={"limit": TASKS_PAGE_SIZE, "offset": offset},
         )
-        return response.json().get("tasks") or []
+        return json_body(response).get("tasks") or []

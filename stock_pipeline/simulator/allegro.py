@@ -329,7 +329,7 @@ class AllegroSimulator(LoopbackServer):
         outcome = self._api_outcome(method, path, query, headers, check)
         if self.validate_responses and outcome.reply is not None and check.route is not None:
             problems = self._validator.check_response(
-                method, check.route, outcome.reply.status, outcome.reply.content_type, outcome.reply.body
+                method, check.route, outcome.reply.status, outcome.reply.content_type, outcome.reply.json_value()
             )
             with self._records_lock:
                 self._response_violations.extend(problems)

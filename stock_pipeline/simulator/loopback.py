@@ -3,13 +3,14 @@ daemon thread, speaking HTTP/1.1 with keep-alive and JSON answers."""
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import orjson
 
 # How often the serving loop checks for stop(); the default 0.5 s would slow every test's teardown.
 SHUTDOWN_POLL_SECONDS = 0.05
@@ -18,9 +19,21 @@ SHUTDOWN_POLL_SECONDS = 0.05
 @dataclass
 class Reply:
     status: int
-    body: Any = None  # JSON-serialisable; None sends an empty body
+    body: Any = None  # JSON-serialisable, or bytes already encoded as JSON; None sends an empty body
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
+
+    def payload(self) -> bytes:
+        """The body as sent. orjson: a 1 000-offer listing page took the stdlib encoder ~9 ms."""
+        if self.body is None:
+            return b""
+        if isinstance(self.body, bytes):
+            return self.body
+        return orjson.dumps(self.body, option=orjson.OPT_NON_STR_KEYS)
+
+    def json_value(self) -> Any:
+        """The body as JSON values (a pre-encoded one decoded), e.g. to check it against the spec."""
+        return orjson.loads(self.body) if isinstance(self.body, bytes) else self.body
 
 
 class _Server(ThreadingHTTPServer):
@@ -84,7 +97,7 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def send_reply(self, reply: Reply) -> None:
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+        payload = reply.payload()
         self.send_response(reply.status)
         if payload:
             self.send_header("Content-Type", reply.content_type)
