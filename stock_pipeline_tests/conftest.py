@@ -17,8 +17,6 @@ import redis as redis_lib
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-import stock_pipeline
-
 pytest.register_assert_rewrite("stock_pipeline_tests.helpers")
 
 from stock_pipeline_tests.helpers import scratch_database  # noqa: E402 (after the rewrite hook)
@@ -145,10 +143,10 @@ def pipeline_env(monkeypatch, tmp_path, simulator, telegram, postgres_url, redis
         "DAGSTER_WEBSERVER_URL": "http://dagster.example:3000",
         "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),  # the whole suite stores tokens encrypted
     }
+    from stock_pipeline.cli.sync_runner import EMBEDDED_INSTANCE_CONFIG
+
     Path(env["DAGSTER_HOME"]).mkdir()
-    shutil.copy(
-        Path(stock_pipeline.__file__).with_name("dagster_embedded.yaml"), Path(env["DAGSTER_HOME"]) / "dagster.yaml"
-    )
+    shutil.copy(EMBEDDED_INSTANCE_CONFIG, Path(env["DAGSTER_HOME"]) / "dagster.yaml")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env

@@ -1,4 +1,4 @@
-"""The demo's UI instructions work. The demo copies stock_pipeline/dagster_embedded.yaml into
+"""The demo's UI instructions work. The demo copies stock_pipeline/cli/dagster_embedded.yaml into
 .demo/dagster_home and prints a `dagster-webserver -w workspace.yaml` command, with no
 daemon: a run launched from that UI must start at once (not wait in a queue nobody drains)
 and go through to Allegro (the simulator)."""
@@ -13,7 +13,7 @@ import pytest
 
 from stock_pipeline_tests.helpers import REPO, DagsterProcess, free_port, register_account, seed, wait_for, write_stock
 
-EMBEDDED = REPO / "stock_pipeline" / "dagster_embedded.yaml"
+EMBEDDED = REPO / "stock_pipeline" / "cli" / "dagster_embedded.yaml"
 RUN_BOUND = 60
 
 
@@ -133,3 +133,34 @@ def _answers(base_url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def test_a_new_dagster_home_gets_the_embedded_instance(tmp_path):
+    """A first `stock-pipeline sync` with a DAGSTER_HOME that has no dagster.yaml yet."""
+    from stock_pipeline.cli.sync_runner import EMBEDDED_INSTANCE_CONFIG, ensure_dagster_home
+    from stock_pipeline.foundation.settings import load_settings
+
+    home = ensure_dagster_home(load_settings({"DAGSTER_HOME": str(tmp_path / "new_home")}))
+    assert (tmp_path / "new_home" / "dagster.yaml").read_text() == EMBEDDED_INSTANCE_CONFIG.read_text()
+    assert home == str(tmp_path / "new_home")
+
+
+@pytest.mark.cli
+def test_the_demo_runs_from_a_fresh_directory(tmp_path):
+    """`make demo` as a new user runs it: everything under ./.demo of the current directory."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALLEGRO_", "STOCK_", "DAGSTER_", "REDIS_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "stock_pipeline.cli", "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "offers not matching the warehouse afterwards: 0" in done.stdout
+    assert (tmp_path / ".demo" / "dagster_home" / "dagster.yaml").read_text() == EMBEDDED.read_text()

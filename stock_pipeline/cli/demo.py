@@ -104,6 +104,7 @@ def ui_instructions(env_file: Path, simulator_url: str, keep_running: bool) -> l
 
 def run_demo(keep_running: bool = False) -> int:
     from stock_pipeline.cli.sync_report import ProgressPrinter, print_summary
+    from stock_pipeline.cli.sync_runner import EMBEDDED_INSTANCE_CONFIG
     from stock_pipeline.simulator import AllegroSimulator
 
     base = DEMO_DIR.absolute()
@@ -111,7 +112,7 @@ def run_demo(keep_running: bool = False) -> int:
         (base / stale).unlink(missing_ok=True)
     shutil.rmtree(base / "dagster_home" / "storage" / "frames", ignore_errors=True)
     (base / "dagster_home").mkdir(parents=True, exist_ok=True)
-    shutil.copy(Path(__file__).with_name("dagster_embedded.yaml"), base / "dagster_home" / "dagster.yaml")
+    shutil.copy(EMBEDDED_INSTANCE_CONFIG, base / "dagster_home" / "dagster.yaml")
 
     simulator = AllegroSimulator(command_task_delay=0.2).start()
     env = {

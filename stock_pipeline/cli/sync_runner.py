@@ -88,13 +88,17 @@ class _HideMissingInstanceConfig(logging.Filter):
         return "No dagster instance configuration file" not in record.getMessage()
 
 
+# The CLI's and the demo's own instance: SQLite inside DAGSTER_HOME, runs started in-process.
+EMBEDDED_INSTANCE_CONFIG = Path(__file__).with_name("dagster_embedded.yaml")
+
+
 def ensure_dagster_home(settings: Settings) -> str:
     """The instance folder of `settings` (DAGSTER_HOME, or the CLI's default), ready to open."""
     home = settings.dagster_home
     Path(home).mkdir(parents=True, exist_ok=True)
     config = Path(home) / "dagster.yaml"
     if not config.exists():  # the embedded instance of the demo: SQLite inside DAGSTER_HOME, runs in-process
-        shutil.copy(Path(__file__).with_name("dagster_embedded.yaml"), config)
+        shutil.copy(EMBEDDED_INSTANCE_CONFIG, config)
     dagster_logger = logging.getLogger("dagster")
     if not any(isinstance(f, _HideMissingInstanceConfig) for f in dagster_logger.filters):
         dagster_logger.addFilter(_HideMissingInstanceConfig())
