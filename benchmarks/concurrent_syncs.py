@@ -26,6 +26,7 @@ from contextlib import ExitStack
 import redis
 import sqlalchemy as sa
 from bench_world import CLIENT_SECRET, build_world, offers_wrong, scratch_services, simulator_process
+from rate_limit import busiest_window
 
 from stock_pipeline.allegro.auth import AllegroAuth
 
@@ -122,7 +123,7 @@ def main() -> int:
     percent = 100.0 * rate / args.limit
     rejected = sum(1 for _, status, _ in log if status == 429)
     per_account = Counter(login for _, _, login in log)
-    busiest = most_in_window([m for m, status, _ in log if status != 429], WINDOW_SECONDS)
+    busiest = busiest_window([m for m, status, _ in log if status != 429], WINDOW_SECONDS)
 
     print()
     print(f"{'account':<10} {'calls':>6} {'exit':>5}")
@@ -143,15 +144,6 @@ def main() -> int:
                 print(f"\n{account} exited {code}:\n{output[-2000:]}")
     print(f"{'PASS' if ok else 'FAIL'} (target: >= {PASS_PERCENT:g} % of the limit, 0 x 429, 0 wrong)")
     return 0 if ok else 1
-
-
-def most_in_window(times: list[float], window: float) -> int:
-    most = first = 0
-    for last, moment in enumerate(times):
-        while times[first] <= moment - window:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 if __name__ == "__main__":
