@@ -36,7 +36,6 @@ import sqlite3
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,6 +50,7 @@ from bench_world import (
     patches_needed,
     pipeline_world,
     print_sync_figures,
+    scratch_database,
 )
 
 from stock_pipeline.core.contracts import OfferFrame, OfferMap, PlanFrame, SnapshotFrame, check_frame
@@ -84,12 +84,7 @@ _ROWS_SQL = "SELECT 'SKU-' || n, CASE WHEN n % 997 = 0 THEN NULL ELSE (n % 500) 
 
 @contextmanager
 def postgres_warehouse(rows: int, admin_url: str):
-    name = f"sp_scale_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_database(admin_url, "scale_stock") as url:
         engine = sa.create_engine(url)
         with engine.begin() as conn:
             conn.execute(sa.text("CREATE TABLE products (sku text, stock integer)"))
@@ -99,10 +94,6 @@ def postgres_warehouse(rows: int, admin_url: str):
             )
         engine.dispose()
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @contextmanager

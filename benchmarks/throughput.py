@@ -52,6 +52,7 @@ from bench_world import (
     pipeline_world,
     print_sync_figures,
 )
+from rate_limit import FixedToken
 
 from stock_pipeline.allegro.client import AllegroClient
 from stock_pipeline.rate_limit import RateSpec, build_limiter
@@ -61,17 +62,6 @@ BASELINE_WORKERS = 16  # the original design's Celery workers
 
 
 # ---- the original design, as a baseline client ----------------------------------------
-
-
-class _FixedToken:
-    def __init__(self, token: str):
-        self._token = token
-
-    def current(self) -> str:
-        return self._token
-
-    def after_unauthorised(self, rejected: str) -> str:
-        return self._token
 
 
 def baseline_sync(client: AllegroClient, warehouse: pd.DataFrame) -> None:
@@ -175,7 +165,7 @@ def main() -> int:
                 copy = f"original-{account}"
                 refresh_token, _ = sim.add_seller(copy, world[account])
                 token = auth.refresh(refresh_token).access_token
-                clients.append(AllegroClient(api_url, _FixedToken(token), limiter, retry_delay=1.0, account=copy))
+                clients.append(AllegroClient(api_url, FixedToken(token), limiter, retry_delay=1.0, account=copy))
             sim.reset_requests()
             started = time.monotonic()
             with ThreadPoolExecutor(len(clients)) as pool:
