@@ -64,6 +64,23 @@ class Simulator:
     def reset_requests(self) -> None:
         self._sim.reset_requests()
 
+    def purchase(self, login: str, offer_id: str, quantity: int) -> dict:
+        """A buyer buys (the simulator's test-only call, not an API call)."""
+        return self._sim.purchase(login, offer_id, quantity)
+
+    def offer_states(self, login: str, skus: list[str]) -> list[dict]:
+        """The seller's offers of these SKUs as they are now: id, sku, stock, status."""
+        return self._sim.offer_states(login, skus=skus)
+
+    def offer_states_by_id(self, login: str, ids: list[str]) -> list[dict]:
+        return self._sim.offer_states(login, ids=ids)
+
+    def api_calls_between(self, start: float, end: float) -> int:
+        """Calls to the API (sale and order resources; token exchanges left out) started in [start, end)."""
+        return sum(
+            1 for r in self._sim.requests if r.path.startswith(("/sale/", "/order/")) and start <= r.started_at < end
+        )
+
     def sale_call_log(self) -> list[tuple[float, int | None, str | None]]:
         """(started_at, status, seller) of every call to the sale API."""
         return [(r.started_at, r.status, r.login) for r in self._sim.requests if r.path.startswith("/sale/")]

@@ -17,6 +17,7 @@ from stock_pipeline.defs.automation import (
 )
 from stock_pipeline.defs.checks import diff_guard, snapshot_guard
 from stock_pipeline.defs.io_manager import AtomicParquetIOManager
+from stock_pipeline.defs.live_sync import build_live_sensor, live_stock_updates, live_sync_job
 from stock_pipeline.defs.rehearsal import REHEARSAL_IO_MANAGER, account_rehearsal
 from stock_pipeline.defs.resources import build_resources
 from stock_pipeline.foundation.logs import configure_logging, redact_settings
@@ -28,13 +29,17 @@ def build_definitions(settings: Settings) -> Definitions:
     this process from now on."""
     redact_settings(settings)
     return Definitions(
-        assets=[stock_snapshot, allegro_offers, stock_diff, stock_updates],
+        assets=[stock_snapshot, allegro_offers, stock_diff, stock_updates, live_stock_updates],
         asset_checks=[snapshot_guard, diff_guard],
-        jobs=[account_sync_job, account_rehearsal],
+        jobs=[account_sync_job, account_rehearsal, live_sync_job],
         schedules=[build_schedule(settings.allegro_sync_schedule)],
         sensors=[
             account_partitions_sensor,
-            build_failure_sensor(bool(settings.telegram_bot_token and settings.allegro_error_notification_chat_id)),
+            build_live_sensor(settings.live_sync, settings.live_sync_poll_seconds),
+            build_failure_sensor(
+                bool(settings.telegram_bot_token and settings.allegro_error_notification_chat_id),
+                also_monitored=(live_sync_job,),
+            ),
         ],
         resources=build_resources(settings)
         | {

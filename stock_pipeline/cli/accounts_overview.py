@@ -14,6 +14,7 @@ from stock_pipeline.core.vocabulary import WriteStatus
 from stock_pipeline.foundation.settings import Settings
 from stock_pipeline.store.accounts import Account, AccountStore
 from stock_pipeline.store.engine import engine_for
+from stock_pipeline.store.live_offers import LiveAccount, LiveOffers
 from stock_pipeline.store.schema import ACCOUNT_ACTIVE, ACCOUNT_NEEDS_REAUTH, ACCOUNT_PAUSED
 from stock_pipeline.store.sync_status import SyncStatus, SyncStatusStore
 from stock_pipeline.store.writes_log import WritesLog
@@ -38,10 +39,19 @@ class AccountOverview:
     pending_writes: int
     freshness: str  # ok / STALE
     access_token_expires_at: datetime | None
+    # The live sync (store/live_offers.py): when it last saw a warehouse change for the
+    # account, when its last writes were confirmed, and the seconds between the two.
+    live_following: bool = False  # its offer map is kept current from the journal
+    last_change_seen_at: datetime | None = None
+    last_live_write_at: datetime | None = None
+    live_lag_seconds: float | None = None
 
     def to_record(self) -> dict:
         return {
             **asdict(self),
+            "last_change_seen_at": iso_utc(self.last_change_seen_at),
+            "last_live_write_at": iso_utc(self.last_live_write_at),
+            "live_lag_seconds": None if self.live_lag_seconds is None else round(self.live_lag_seconds, 1),
             "last_success_at": iso_utc(self.last_success_at),
             "last_finished_at": iso_utc(self.last_finished_at),
             "access_token_expires_at": iso_utc(self.access_token_expires_at),
@@ -73,10 +83,12 @@ def overview(
     pending: Mapping[str, int],
     now: datetime,
     period: timedelta,
+    live: Mapping[str, LiveAccount] | None = None,
 ) -> list[AccountOverview]:
     rows = []
     for account in accounts:
         status = statuses.get(account.name)
+        following = (live or {}).get(account.name)
         last_success = status.last_success_at if status else None
         rows.append(
             AccountOverview(
@@ -93,9 +105,26 @@ def overview(
                 pending_writes=int(pending.get(account.name, 0)),
                 freshness=freshness(last_success, now, period),
                 access_token_expires_at=account.access_expires_at,
+                live_following=bool(following and following.map_current),
+                last_change_seen_at=following.last_change_seen_at if following else None,
+                last_live_write_at=following.last_write_at if following else None,
+                live_lag_seconds=following.last_lag_seconds if following else None,
             )
         )
     return rows
+
+
+def _live(row: AccountOverview, now: datetime) -> str:
+    if not row.live_following:
+        return "off" if row.last_live_write_at is None else "listing needed"
+    if row.last_live_write_at is None:
+        return "following, no write yet"
+    lag = "" if row.live_lag_seconds is None else f", lag {row.live_lag_seconds:.1f}s"
+    return f"last write {age((now - row.last_live_write_at).total_seconds())}{lag}"
+
+
+def _seen(row: AccountOverview, now: datetime) -> str:
+    return "-" if row.last_change_seen_at is None else age((now - row.last_change_seen_at).total_seconds())
 
 
 def _last_success(row: AccountOverview) -> str:
@@ -112,9 +141,20 @@ def _last_result(row: AccountOverview) -> str:
     return row.last_result
 
 
-def overview_table(rows: Sequence[AccountOverview]) -> str:
+def overview_table(rows: Sequence[AccountOverview], now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
     return table(
-        ["account", "status", "last successful sync", "last result", "offers", "pending writes", "freshness"],
+        [
+            "account",
+            "status",
+            "last successful sync",
+            "last result",
+            "offers",
+            "pending writes",
+            "freshness",
+            "last change seen",
+            "live sync",
+        ],
         [
             [
                 r.account,
@@ -124,6 +164,8 @@ def overview_table(rows: Sequence[AccountOverview]) -> str:
                 "-" if r.offers is None else r.offers,
                 r.pending_writes,
                 r.freshness,
+                _seen(r, now),
+                _live(r, now),
             ]
             for r in rows
         ],
@@ -179,6 +221,7 @@ def load_overview(settings: Settings, now: datetime | None = None) -> list[Accou
         WritesLog(engine).count_by_account(WriteStatus.PENDING),
         now,
         schedule_period(settings.allegro_sync_schedule, now),
+        LiveOffers(engine).states(),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Iterable
 
 import pandas as pd
@@ -118,14 +119,17 @@ def list_offers(
     allegro: AllegroApi, pipeline_db: PipelineDatabase, account: str, *, record_metrics: bool = True
 ) -> Listing:
     client = allegro.client_for(account, pipeline_db, record_metrics=record_metrics)
+    started = datetime.now(timezone.utc)  # the map is as of the listing's start (store/live_offers.py)
     try:
-        offer_map = read_offer_map(account, client.iter_offer_pages())
+        offer_map = read_offer_map(account, client.iter_offer_pages(), listed_at=started)
     finally:
         client.close()
     return Listing(offer_map, client.stats.total)
 
 
-def read_offer_map(account: str, pages: Iterable[tuple[list[dict], int]]) -> OfferMap:
+def read_offer_map(
+    account: str, pages: Iterable[tuple[list[dict], int]], listed_at: datetime | None = None
+) -> OfferMap:
     """The offer map from the listing's pages (items, Allegro's totalCount). Complete only
     when the listing returned every offer Allegro counts, each once; otherwise partial,
     and said so: the diff still plans the listed offers, what needs every offer refuses."""
@@ -140,7 +144,7 @@ def read_offer_map(account: str, pages: Iterable[tuple[list[dict], int]]) -> Off
     # Pages that shifted while the listing ran (an offer created or deleted) repeat an offer.
     repeated = offers["offer_id"].duplicated(keep="last")
     offer_map = OfferMap.from_listing(
-        account, offers[~repeated].reset_index(drop=True), total, listed_twice=int(repeated.sum())
+        account, offers[~repeated].reset_index(drop=True), total, listed_twice=int(repeated.sum()), listed_at=listed_at
     )
     if not offer_map.complete:
         twice = int(repeated.sum())

@@ -5,6 +5,7 @@ lives here: the bad-rows alert, metrics, the per-account lock and the writes."""
 import hashlib
 import time
 import warnings
+from datetime import datetime, timezone
 
 import pandas as pd
 from dagster import (
@@ -51,6 +52,7 @@ from stock_pipeline.observability import progress
 from stock_pipeline.store.account_lock import account_write_lock
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.guard_state import BAD_ROWS_FINGERPRINT, read_value, write_value
+from stock_pipeline.store.live_offers import LiveOffers
 
 log = get_logger(__name__)
 
@@ -138,6 +140,8 @@ def allegro_offers(
     with failures_as_sentences(account):
         listing = list_offers(allegro, pipeline_db, account)
     offer_map = listing.offer_map
+    if offer_map.complete:  # the live sync's map starts from every complete listing
+        LiveOffers(pipeline_db.engine()).merge_listing(account, offer_map.offers, offer_map.listed_at)
     allegro.metrics().record_listing(account, offers=offer_map.listed, api_calls=listing.api_calls)
     return Output(
         offer_map,
@@ -182,6 +186,22 @@ def _forget_offers_ended_no_more(ended: EndedOffers, account: str, offer_map: Of
     offers = offer_map.require_complete("forgetting the offers we ended that the listing shows not ENDED")
     still_ended = set(offers.loc[offers["status"] == PublicationStatus.ENDED, "offer_id"])
     ended.forget(account, ended.ours(account) - still_ended)
+
+
+def _without_newer_live_writes(
+    context: AssetExecutionContext, pipeline_db: PipelineDatabase, account: str, plan: pd.DataFrame
+) -> tuple[pd.DataFrame, int]:
+    """The plan without the offers another run (a live run) wrote since this run started:
+    this run's warehouse read is older than what that run wrote, and writing it would undo
+    a newer change. The live sync writes whatever changed after it."""
+    record = context.instance.get_run_record_by_id(context.run.run_id)
+    started = record.start_time if record is not None else None
+    if started is None or plan.empty:
+        return plan, 0
+    since = datetime.fromtimestamp(started, timezone.utc)
+    newer = pipeline_db.writes_log().offers_written_since(account, since, other_than_run=context.run.run_id)
+    keep = ~plan["offer_id"].astype(str).isin(newer)
+    return plan[keep], int((~keep).sum())
 
 
 @asset(
@@ -230,7 +250,9 @@ def stock_updates(
         with failures_as_sentences(account), account_write_lock(pipeline_db.engine(), account):
             _forget_offers_ended_no_more(ended, account, allegro_offers)
             still_pending = applier.resolve_pending()
-            results = applier.apply(stock_diff)
+            plan, newer = _without_newer_live_writes(context, pipeline_db, account, stock_diff)
+            results = applier.apply(plan)
+        LiveOffers(pipeline_db.engine()).observe_writes(account, results, allegro_offers.offers)
     finally:
         client.close()
         allegro.metrics().record_api_calls(account, client.stats.total)
@@ -243,6 +265,7 @@ def stock_updates(
         "failed": len(failed),
         "pending": pending,
         "pending_from_earlier_runs": still_pending,
+        "left_to_newer_live_writes": newer,
         "api_calls": client.stats.total,
         "rate_limited_answers": client.stats.rate_limited,
         "retries": client.stats.retries,

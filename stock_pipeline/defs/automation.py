@@ -133,7 +133,8 @@ def _run_error(context: RunFailureSensorContext, failures: list[str]) -> str:
 TELEGRAM_VARIABLES = "TELEGRAM_BOT_TOKEN and ALLEGRO_ERROR_NOTIFICATION_CHAT_ID"
 
 
-def build_failure_sensor(telegram_configured: bool):
+def build_failure_sensor(telegram_configured: bool, also_monitored: tuple = ()):
+    """`also_monitored`: jobs besides account_sync whose failures alert (the live sync's)."""
     description = (
         "Sends one Telegram message per failed run (ALLEGRO_ERROR_NOTIFICATION_CHAT_ID)."
         if telegram_configured
@@ -144,7 +145,7 @@ def build_failure_sensor(telegram_configured: bool):
     @run_failure_sensor(
         name="telegram_on_run_failure",
         default_status=DefaultSensorStatus.RUNNING,
-        monitored_jobs=[account_sync_job],
+        monitored_jobs=[account_sync_job, *also_monitored],
         description=description,
     )
     def telegram_on_run_failure(

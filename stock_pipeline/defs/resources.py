@@ -14,6 +14,7 @@ sensor or schedule evaluated by hand needs `with build_sensor_context(...) as co
 # No `from __future__ import annotations` here: Dagster must see `ResourceDependency[...]`
 # as a type, not a string, to treat a field as a dependency rather than as config.
 import threading
+from pathlib import Path
 from typing import Optional
 
 from dagster import ConfigurableResource, ResourceDependency
@@ -172,6 +173,14 @@ class GuardConfig(ConfigurableResource):
         )
 
 
+class LiveSyncConfig(ConfigurableResource):
+    """The live sync's settings (LIVE_SYNC_*) and where its warehouse versions are kept."""
+
+    versions_dir: str
+    max_offers: int
+    poll_seconds: int
+
+
 class TelegramAlerts(ConfigurableResource):
     """Alerts to ALLEGRO_ERROR_NOTIFICATION_CHAT_ID; off when no bot token is set."""
 
@@ -223,6 +232,11 @@ def build_resources(settings: Settings) -> dict:
             max_snapshot_shrink=settings.stock_guard_max_snapshot_shrink,
             max_risky_share=settings.stock_guard_max_risky_share,
             min_risky_offers=settings.stock_guard_min_risky_offers,
+        ),
+        "live": LiveSyncConfig(
+            versions_dir=str(Path(settings.frames_dir) / "live_warehouse"),
+            max_offers=settings.live_sync_max_offers,
+            poll_seconds=settings.live_sync_poll_seconds,
         ),
         "telegram": TelegramAlerts(
             api_url=settings.telegram_api_url,

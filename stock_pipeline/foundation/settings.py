@@ -83,6 +83,12 @@ class Settings:
     # than a second core gave back (cli/sync_runner.py).
     allegro_sync_processes: int = 1
     dagster_webserver_url: str | None = None
+    # Live sync (defs/live_sync.py): a sensor polls the warehouse and the accounts' Allegro
+    # journals this often and writes only what changed, between the full syncs.
+    live_sync: bool = True
+    live_sync_poll_seconds: int = 5
+    # A change touching more offers of an account than this is left to a full sync of it.
+    live_sync_max_offers: int = 5000
     stock_guard_max_snapshot_shrink: float = 0.3
     stock_guard_max_risky_share: float = 0.3
     stock_guard_min_risky_offers: int = 10
@@ -156,6 +162,15 @@ def _parse_int(name: str, raw: str, minimum: int, maximum: int) -> int:
 
 def _parse_float(name: str, raw: str, minimum: float, maximum: float) -> float:
     return _parse_number(name, raw, minimum, maximum, kind=float, what="a number of seconds")
+
+
+def _parse_switch(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be on or off (true/false, 1/0, yes/no), got {raw!r}")
 
 
 def _parse_share(name: str, raw: str) -> float:
@@ -259,6 +274,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[f.name] = _parse_float(name, raw, 0.1, 600.0)
         elif f.name in ("allegro_sync_poll_first_after", "allegro_sync_poll_timeout", "allegro_sync_rate_limit_pause"):
             values[f.name] = _parse_float(name, raw, 0.0, 3600.0)
+        elif f.name == "live_sync":
+            values[f.name] = _parse_switch(name, raw)
+        elif f.name == "live_sync_poll_seconds":
+            values[f.name] = _parse_int(name, raw, 1, 3600)
+        elif f.name == "live_sync_max_offers":
+            values[f.name] = _parse_int(name, raw, 1, 1_000_000)
         elif f.name == "token_encryption_key":
             parse_token_keys(raw)  # a bad key stops the start, not the first refresh
             values[f.name] = raw

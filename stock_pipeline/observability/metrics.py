@@ -89,6 +89,15 @@ _LAST_RUN_DURATION = _Metric("last_run_duration_seconds", "gauge", "Duration of 
 _PENDING = _Metric(
     "pending_writes", "gauge", "Writes still unconfirmed by Allegro when the last run ended.", ("account",)
 )
+_LIVE_LAG = _Metric(
+    "live_lag_seconds",
+    "gauge",
+    "Seconds from the live sensor seeing a warehouse change to Allegro confirming the last live run's writes.",
+    ("account",),
+)
+_LIVE_WRITE_AT = _Metric(
+    "live_last_write_timestamp_seconds", "gauge", "Unix time the last live run's writes were confirmed.", ("account",)
+)
 _API_RESPONSE = _Metric("api_response_time_seconds", "histogram", "Allegro API response time by route.", ("route",))
 
 _METRICS = (
@@ -102,6 +111,8 @@ _METRICS = (
     _LAST_SUCCESS_AT,
     _LAST_RUN_DURATION,
     _PENDING,
+    _LIVE_LAG,
+    _LIVE_WRITE_AT,
     _API_RESPONSE,
 )
 _BUCKET_FIELDS = tuple(floatToGoString(bound) for bound in API_RESPONSE_BUCKETS)
@@ -181,6 +192,17 @@ class SyncMetrics:
 
         self._write("record_run", write, account=account)
 
+    def record_live_lag(self, account: str, lag_seconds: float | None) -> None:
+        """A live run's writes confirmed, `lag_seconds` after its change was first seen."""
+        field = _field(account)
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            pipe.hset(self._key(_LIVE_WRITE_AT), field, repr(time.time()))
+            if lag_seconds is not None:
+                pipe.hset(self._key(_LIVE_LAG), field, repr(float(lag_seconds)))
+
+        self._write("record_live_lag", write, account=account)
+
     def observe_api_response(self, route: str, seconds: float) -> None:
         """``route`` should be a template (``GET /sale/offers/{id}``), not a raw URL:
         each distinct value is a series kept forever."""
@@ -229,6 +251,9 @@ class NullMetrics:
         pass
 
     def record_run(self, account: str, *, success: bool, **counts) -> None:
+        pass
+
+    def record_live_lag(self, account: str, lag_seconds: float | None) -> None:
         pass
 
     def observe_api_response(self, route: str, seconds: float) -> None:

@@ -8,6 +8,7 @@ advisory lock dies with its connection, so a killed run never leaves it held.
 
 from __future__ import annotations
 
+import time
 import zlib
 from contextlib import contextmanager
 from typing import Iterator
@@ -25,16 +26,23 @@ class AccountBusyError(AllegroSyncError):
 
 
 @contextmanager
-def account_write_lock(engine: Engine, account: str) -> Iterator[None]:
+def account_write_lock(engine: Engine, account: str, wait_seconds: float = 0.0) -> Iterator[None]:
+    """`wait_seconds`: how long to wait for another run's writes to finish (a live run's
+    are over in seconds) before giving up with AccountBusyError."""
     if engine.dialect.name != "postgresql":
         yield  # the embedded demo database: a single process
         return
     key = zlib.crc32(account.encode())
+    deadline = time.monotonic() + wait_seconds
     with engine.connect() as conn:
-        acquired = conn.execute(
-            sa.text("SELECT pg_try_advisory_lock(:ns, :key)"), {"ns": LOCK_NAMESPACE, "key": key - 2**31}
-        ).scalar()
-        conn.commit()
+        while True:
+            acquired = conn.execute(
+                sa.text("SELECT pg_try_advisory_lock(:ns, :key)"), {"ns": LOCK_NAMESPACE, "key": key - 2**31}
+            ).scalar()
+            conn.commit()
+            if acquired or time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
         if not acquired:
             raise AccountBusyError(
                 f"another run is writing to account {account!r} now; this run sent nothing "

@@ -159,6 +159,18 @@ class WritesLog:
         with self.engine.connect() as conn:
             return pd.DataFrame(conn.execute(query).mappings().all(), columns=columns)
 
+    def offers_written_since(self, account: str, since: datetime, *, other_than_run: str) -> set[str]:
+        """Offers another run sent a write to at or after `since`: a full sync whose
+        warehouse read is older leaves them alone (a live run already wrote a newer value)."""
+        query = sa.select(writes.c.offer_id).where(
+            writes.c.account == account,
+            writes.c.run_id != other_than_run,
+            writes.c.created_at >= since,
+            writes.c.status.in_([WriteStatus.SENT.value, WriteStatus.SUCCESS.value, WriteStatus.PENDING.value]),
+        )
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
     def status_counts(self, run_id: str) -> dict[str, int]:
         """How many of a run's writes ended in each status: what the run's summary reports."""
         query = sa.select(writes.c.status, sa.func.count()).where(writes.c.run_id == run_id).group_by(writes.c.status)

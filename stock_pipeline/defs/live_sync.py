@@ -1,0 +1,419 @@
+"""Live sync: a warehouse change reaches Allegro within seconds, between the full syncs.
+
+`live_stock_sensor` (on by default, every LIVE_SYNC_POLL_SECONDS) does, each tick:
+1. reads the warehouse (STOCK_QUERY), checks it with the snapshot guard's rule (a broken
+   feed launches nothing) and compares it with the version its cursor names
+   (core/warehouse_changes.py, vectorised): the SKUs whose rows changed;
+2. per active account whose offer map is current (store/live_offers.py): follows the
+   offer-events journal (the offers it names are re-read, engine/live_journals.py) and the
+   order journal (each sale becomes a hold, core/sale_holds.py);
+3. plans, with the account's policy and its holds, the offers of the changed SKUs and the
+   offers the journal named, against the live offer map; an account with something to
+   write gets one `live_stock_sync` run for exactly those offers. An account with a run in
+   flight (live or full) keeps its offers pending in the cursor for the next tick: one
+   writer per account, and the queue's per-partition limit holds live runs and full syncs
+   apart. An account without a current map (new, or its journal position expired) gets a
+   full sync instead, which builds it.
+
+The run (`live_stock_updates`) re-plans its offers from the newest warehouse version and
+the live map, judges the plan with the diff guard against the account's WHOLE offer map
+(a handful of SKUs is never its own denominator), writes through the same engine, audit,
+limiter and account lock as a full sync, and records what it wrote in the map and the
+lag. The full sync stays on its schedule for drift (offers created, edited or ended by
+hand, events missed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    Failure,
+    Output,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    asset,
+    define_asset_job,
+    in_process_executor,
+    sensor,
+)
+
+from stock_pipeline.core.contracts import OfferMap, WriteResultFrame
+from stock_pipeline.core.guards import diff_verdict, snapshot_verdict
+from stock_pipeline.core.policy import normalise_skus
+from stock_pipeline.core.vocabulary import Action, WriteStatus
+from stock_pipeline.core.warehouse_changes import warehouse_changes
+from stock_pipeline.defs.account_steps import (
+    PLAN_COLUMNS,
+    PROBLEM_WRITES,
+    failures_as_sentences,
+    held_failure,
+    plan_account,
+    preview,
+    read_snapshot,
+)
+from stock_pipeline.defs.assets import accounts_partitions
+from stock_pipeline.defs.automation import account_sync_job
+from stock_pipeline.defs.contract_types import WriteResultsType, column_schema_metadata
+from stock_pipeline.defs.live_snapshots import WarehouseVersions
+from stock_pipeline.defs.resources import AllegroApi, GuardConfig, LiveSyncConfig, PipelineDatabase, StockDatabase
+from stock_pipeline.defs.tags import ACCOUNT_TAG, LIVE_TAG, guards_overridden
+from stock_pipeline.engine.apply_writes import PollPolicy, WriteApplier
+from stock_pipeline.engine.live_journals import (
+    follow_offer_journal,
+    follow_order_journal,
+    start_following_offer_journal,
+)
+from stock_pipeline.foundation.errors import AllegroSyncError
+from stock_pipeline.foundation.logs import get_logger
+from stock_pipeline.store.account_lock import account_write_lock
+from stock_pipeline.store.ended_offers import EndedOffers
+from stock_pipeline.store.guard_state import LAST_GOOD_SNAPSHOT_SKUS, read_value
+from stock_pipeline.store.live_offers import LiveOffers
+from stock_pipeline.store.policies import PolicyStore
+
+log = get_logger(__name__)
+
+LIVE_JOB = "live_stock_sync"
+FULL_JOB = account_sync_job.name
+# A live run waits this long for a full sync of its account to finish writing.
+LOCK_WAIT_SECONDS = 120.0
+# An offer Allegro lowered without a write of ours is a buyer's purchase until proven
+# otherwise: its order event can reach the order journal a little after the offer event.
+# For this long no live run raises it back; by then the order journal has made it a sale
+# hold (core/sale_holds.py), or it was another application's change and is corrected.
+PRESUMED_SALE_SECONDS = 120.0
+IN_FLIGHT = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
+
+
+class LiveChanges(Config):
+    """What a live run writes: these offers, to the warehouse as of `warehouse_version`."""
+
+    offer_ids: list[str]
+    warehouse_version: str = ""
+    change_seen_at: str = ""  # ISO time the sensor first saw the change (the lag counts from it)
+
+
+@asset(
+    group_name="allegro",
+    owners=["team:stock-sync"],
+    partitions_def=accounts_partitions,
+    io_manager_key="frames_io_manager",
+    dagster_type=WriteResultsType,
+    metadata=column_schema_metadata(WriteResultFrame),
+    description="The writes of a live run: only the offers whose warehouse value or Allegro value changed since "
+    "the last poll (live_stock_sensor), planned with the account's policy and sale holds, guarded against the "
+    "account's whole offer map, and what each did.",
+)
+def live_stock_updates(
+    context: AssetExecutionContext,
+    config: LiveChanges,
+    allegro: AllegroApi,
+    pipeline_db: PipelineDatabase,
+    stock_db: StockDatabase,
+    guards: GuardConfig,
+    live: LiveSyncConfig,
+) -> Output[pd.DataFrame]:
+    account = context.partition_key
+    engine = pipeline_db.engine()
+    store = LiveOffers(engine)
+    with failures_as_sentences(account):
+        warehouse = WarehouseVersions(live.versions_dir).load(config.warehouse_version)
+        if warehouse is None:  # pruned, or this run is on another machine: read it now
+            warehouse = read_snapshot(stock_db).stock
+        offers = store.offers(account, offer_ids=config.offer_ids)
+        # Complete for these offers: the plan covers exactly them, nothing is inferred from absence.
+        offer_map = OfferMap.from_listing(account, offers, len(offers))
+        planned = plan_account(pipeline_db, account, warehouse, offer_map, allegro.batch_size)
+        plan = planned.plan
+        verdict = diff_verdict(plan, store.active_count(account), guards.limits())
+        if not verdict.passed and not guards_overridden(context.run.tags):
+            raise held_failure("diff_guard", verdict, account)
+        client = allegro.client_for(account, pipeline_db)
+    applier = WriteApplier(
+        client,
+        pipeline_db.writes_log(guards_overridden(context.run.tags)),
+        run_id=context.run.run_id,
+        account=account,
+        ended_offers=EndedOffers(engine),
+        poll=PollPolicy(first_poll_after=allegro.poll_first_after, timeout=allegro.poll_timeout),
+        concurrency=allegro.concurrency,
+    )
+    try:
+        with failures_as_sentences(account), account_write_lock(engine, account, LOCK_WAIT_SECONDS):
+            results = applier.apply(plan)
+    finally:
+        client.close()
+        allegro.metrics().record_api_calls(account, client.stats.total)
+    written_at = datetime.now(timezone.utc)
+    store.observe_writes(account, results, offers)
+    lag = _lag(config.change_seen_at, written_at)
+    store.record_write(account, written_at, lag)
+    allegro.metrics().record_live_lag(account, lag)
+    counts = results["status"].value_counts()
+    failed = results[results["status"].isin([WriteStatus.FAILED, WriteStatus.NOT_SENT])]
+    metadata = {
+        "offers_asked": len(config.offer_ids),
+        "changed": len(results),
+        "written": int(counts.get(WriteStatus.SUCCESS, 0)),
+        "failed": len(failed),
+        "pending": int(counts.get(WriteStatus.PENDING, 0)),
+        "held_for_sales": int(planned.held_for_sales) if hasattr(planned, "held_for_sales") else 0,
+        "api_calls": client.stats.total,
+        "lag_seconds": round(lag, 3) if lag is not None else -1.0,
+        "writes": preview(results[PLAN_COLUMNS + ["status"]]),
+    }
+    if not failed.empty:
+        raise Failure(
+            description=f"{len(failed)} of {len(results)} live writes failed for account {account}; first: offer "
+            f"{failed['offer_id'].iloc[0]}: {failed['error'].iloc[0]}",
+            metadata={"problem": PROBLEM_WRITES, "failed": len(failed), "api_calls": client.stats.total},
+            allow_retries=False,
+        )
+    return Output(results, metadata=metadata)
+
+
+def _lag(change_seen_at: str, written_at: datetime) -> float | None:
+    if not change_seen_at:
+        return None
+    return max(0.0, (written_at - datetime.fromisoformat(change_seen_at)).total_seconds())
+
+
+live_sync_job = define_asset_job(
+    LIVE_JOB,
+    selection=[live_stock_updates],
+    executor_def=in_process_executor,
+    description="Write only what changed for one account (launched by live_stock_sensor).",
+)
+
+
+# ---- the sensor -------------------------------------------------------------------------
+
+
+@dataclass
+class LiveCursor:
+    """The sensor's position: the warehouse version it last compared, and per account the
+    offers still to write (their account had a run in flight) with when they were first seen."""
+
+    warehouse: str | None = None
+    pending: dict[str, list[str]] = field(default_factory=dict)
+    seen_at: dict[str, str] = field(default_factory=dict)
+    # Per account, offers Allegro lowered without a write of ours, and when that was seen:
+    # presumed sales whose order event may not be in the order journal yet.
+    fell: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: str | None) -> "LiveCursor":
+        if not raw:
+            return cls()
+        value = json.loads(raw)
+        return cls(value.get("warehouse"), value.get("pending", {}), value.get("seen_at", {}), value.get("fell", {}))
+
+    def dump(self) -> str:
+        return json.dumps(
+            {"warehouse": self.warehouse, "pending": self.pending, "seen_at": self.seen_at, "fell": self.fell}
+        )
+
+
+def accounts_in_flight(context: SensorEvaluationContext) -> set[str]:
+    runs = context.instance.get_runs(filters=RunsFilter(statuses=IN_FLIGHT))
+    return {r.tags.get("dagster/partition") or r.tags.get(ACCOUNT_TAG) for r in runs} - {None}
+
+
+def _full_sync(account: str, key: str) -> RunRequest:
+    return RunRequest(
+        job_name=FULL_JOB,
+        run_key=f"live-listing:{account}:{key}",
+        partition_key=account,
+        tags={ACCOUNT_TAG: account, LIVE_TAG: "listing"},
+    )
+
+
+def live_tick(
+    context: SensorEvaluationContext,
+    stock_db: StockDatabase,
+    pipeline_db: PipelineDatabase,
+    allegro: AllegroApi,
+    guards: GuardConfig,
+    live: LiveSyncConfig,
+    accounts: list[str],
+) -> SensorResult | SkipReason:
+    cursor = LiveCursor.parse(context.cursor)
+    engine = pipeline_db.engine()
+    snapshot = read_snapshot(stock_db)
+    skus = int(snapshot.stock["sku"].nunique())
+    verdict = snapshot_verdict(skus, read_value(engine, LAST_GOOD_SNAPSHOT_SKUS), guards.limits())
+    if not verdict.passed:  # the full sync's guard holds and alerts; the live side waits for a good feed
+        return SkipReason(f"the warehouse snapshot is held by the snapshot guard: {verdict.description}")
+    versions = WarehouseVersions(live.versions_dir)
+    previous = versions.load(cursor.warehouse)
+    now = datetime.now(timezone.utc)
+    if previous is None:
+        changed = pd.Index([], dtype="string")
+        cursor.warehouse = versions.save(snapshot.stock)  # the baseline: what is there now, the full sync covers
+    else:
+        changed = pd.Index(warehouse_changes(previous, snapshot.stock)["sku"], dtype="string")
+        if len(changed):
+            cursor.warehouse = versions.save(snapshot.stock)
+    busy = accounts_in_flight(context)
+    store = LiveOffers(engine)
+    states = store.states()
+    requests: list[RunRequest] = []
+    for account in accounts:
+        state = states.get(account)
+        client = allegro.client_for(account, pipeline_db)
+        try:
+            if state is None or state.offer_events_cursor is None:
+                head = start_following_offer_journal(client, store, account)
+                if account not in busy:
+                    requests.append(_full_sync(account, head or "start"))
+                continue
+            if not state.map_current:
+                if account not in busy:
+                    requests.append(_full_sync(account, state.offer_events_cursor or "start"))
+                continue
+            journal = follow_offer_journal(client, store, account, state.offer_events_cursor)
+            if journal.position_lost:
+                head = start_following_offer_journal(client, store, account)
+                cursor.pending.pop(account, None)
+                if account not in busy:
+                    requests.append(_full_sync(account, head or "start"))
+                continue
+            follow_order_journal(client, pipeline_db, account, state.order_events_cursor, snapshot.stock)
+        except AllegroSyncError as exc:  # one account's trouble (tokens, Allegro down) does not stop the others
+            log.warning("live_account_skipped", account=account, error=str(exc))
+            continue
+        finally:
+            client.close()
+        request = _plan_account(
+            pipeline_db,
+            allegro,
+            live,
+            store,
+            account,
+            snapshot.stock,
+            changed,
+            journal.reread,
+            journal.fell,
+            cursor,
+            busy,
+            now,
+        )
+        if request is not None:
+            requests.append(request)
+    if len(changed):
+        store.record_change_seen(accounts, now)
+    return SensorResult(run_requests=requests, cursor=cursor.dump())
+
+
+def _plan_account(
+    pipeline_db, allegro, live, store, account, warehouse, changed, reread, reread_fell, cursor, busy, now
+) -> RunRequest | None:
+    """The live run `account` needs now, if any; offers that must wait stay in `cursor`."""
+    policy = PolicyStore(pipeline_db.engine()).get(account)
+    candidates = set(cursor.pending.get(account, [])) | set(reread["offer_id"].astype(str))
+    if len(changed):
+        touched = store.offers(
+            account, skus=normalise_skus(pd.Series(changed), policy), fold_case=policy.case_insensitive_skus
+        )
+        candidates |= set(touched["offer_id"].astype(str))
+    if not candidates:
+        return None
+    offers = store.offers(account, offer_ids=candidates)
+    planned = plan_account(
+        pipeline_db,
+        account,
+        warehouse,
+        OfferMap.from_listing(account, offers, len(offers)),
+        allegro.batch_size,
+        dry_run=True,
+    )
+    plan = planned.plan
+    fell = cursor.fell.setdefault(account, {})
+    fell.update({offer: now.isoformat() for offer in reread_fell if offer not in fell})
+    for offer, seen in list(fell.items()):
+        if (now - datetime.fromisoformat(seen)).total_seconds() > PRESUMED_SALE_SECONDS:
+            del fell[offer]
+    if not fell:
+        cursor.fell.pop(account, None)
+    raises = (plan["after"] > plan["before"]) | (plan["action"] == Action.ACTIVATE)
+    deferred = plan["offer_id"].astype(str).isin(fell) & raises
+    ids = sorted(plan.loc[~deferred, "offer_id"].astype(str))
+    later = sorted(plan.loc[deferred, "offer_id"].astype(str))
+    if not ids:
+        if later:
+            cursor.pending[account] = later
+            return None
+        cursor.pending.pop(account, None)
+        cursor.seen_at.pop(account, None)
+        return None
+    seen_at = cursor.seen_at.setdefault(account, now.isoformat())
+    if len(ids) > live.max_offers:  # a delivery touching most of the catalogue: one full sync does it cheaper
+        cursor.pending.pop(account, None)
+        cursor.seen_at.pop(account, None)
+        return None if account in busy else _full_sync(account, f"{cursor.warehouse}")
+    if account in busy:
+        cursor.pending[account] = ids + later
+        return None
+    if later:
+        cursor.pending[account] = later
+    else:
+        cursor.pending.pop(account, None)
+        cursor.seen_at.pop(account, None)
+    digest = hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
+    return RunRequest(
+        job_name=LIVE_JOB,
+        run_key=f"live:{account}:{cursor.warehouse}:{digest}",
+        partition_key=account,
+        run_config={
+            "ops": {
+                "live_stock_updates": {
+                    "config": {"offer_ids": ids, "warehouse_version": cursor.warehouse or "", "change_seen_at": seen_at}
+                }
+            }
+        },
+        tags={ACCOUNT_TAG: account, LIVE_TAG: "changes"},
+    )
+
+
+def build_live_sensor(enabled: bool, poll_seconds: int):
+    @sensor(
+        name="live_stock_sensor",
+        jobs=[live_sync_job, account_sync_job],
+        minimum_interval_seconds=poll_seconds,
+        default_status=DefaultSensorStatus.RUNNING if enabled else DefaultSensorStatus.STOPPED,
+        description="Live sync: every LIVE_SYNC_POLL_SECONDS compares the warehouse with its last version and follows "
+        "each account's offer and order journals; launches a live_stock_sync run per account with offers to write.",
+    )
+    def live_stock_sensor(
+        context: SensorEvaluationContext,
+        stock_db: StockDatabase,
+        pipeline_db: PipelineDatabase,
+        allegro: AllegroApi,
+        guards: GuardConfig,
+        live: LiveSyncConfig,
+    ):
+        partitions = set(context.instance.get_dynamic_partitions(accounts_partitions.name))
+        accounts = [a.name for a in pipeline_db.accounts().list(only_active=True) if a.name in partitions]
+        if not accounts:
+            return SkipReason("no active account is a partition yet")
+        return live_tick(context, stock_db, pipeline_db, allegro, guards, live, accounts)
+
+    return live_stock_sensor

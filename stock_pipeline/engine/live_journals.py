@@ -1,0 +1,94 @@
+"""Following an account's two Allegro journals between full syncs.
+
+- The offer-events journal names the offers that changed (a purchase, another app, the
+  seller's hand, our own writes) but carries no values: the offers it names are re-read
+  (`GET /sale/offers?offer.id=…`, up to a couple of hundred per call) and stored in the
+  live offer map together with the new journal position, in one transaction. A restart
+  re-reads at most what the last poll read (a re-read is idempotent); nothing is lost.
+- The order journal's BOUGHT events are the sales: each line item becomes a sale hold
+  (core/sale_holds.py), recorded once per line item whatever the number of times the
+  journal is read; the position moves on once the holds are stored.
+
+An unknown or expired journal position (Allegro keeps 24 h) cannot be caught up: the
+position is taken again at the journal's head and the account's offer map is trusted
+again only after a full listing that started after that moment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from stock_pipeline.allegro.client import AllegroClient
+from stock_pipeline.core.diff import offers_frame
+from stock_pipeline.foundation.errors import OfferEventsCursorExpiredError
+from stock_pipeline.foundation.logs import get_logger
+from stock_pipeline.store.live_offers import LiveOffers
+
+log = get_logger(__name__)
+
+# The events that can change what the offer map holds (stock, status, SKU, existence).
+OFFER_EVENT_TYPES = ("OFFER_STOCK_CHANGED", "OFFER_ENDED", "OFFER_ACTIVATED", "OFFER_CHANGED", "OFFER_ARCHIVED")
+EVENTS_PER_CALL = 1000
+MAX_EVENT_CALLS_PER_POLL = 20  # 20 000 events; more waits for the next poll, the position kept
+
+
+@dataclass(frozen=True)
+class OfferJournalRead:
+    reread: pd.DataFrame = field(default_factory=lambda: offers_frame([]))  # the offers re-read, now current
+    gone: tuple[str, ...] = ()  # offers the journal named that Allegro no longer lists
+    # Offers whose stock Allegro lowered (or ended) since the map last saw them: a buyer's
+    # doing, until the order journal says otherwise (or another app's; see defs/live_sync.py).
+    fell: tuple[str, ...] = ()
+    events: int = 0
+    api_calls: int = 0
+    position_lost: bool = False  # the position expired: a full listing is needed
+
+
+def follow_offer_journal(client: AllegroClient, live: LiveOffers, account: str, cursor: str) -> OfferJournalRead:
+    """The events after `cursor` ("" = from the oldest), the offers they name re-read and
+    stored with the new position."""
+    calls_before = client.stats.total
+    events: list = []
+    position = cursor
+    try:
+        for _ in range(MAX_EVENT_CALLS_PER_POLL):
+            page = client.offer_events(position or None, limit=EVENTS_PER_CALL, types=OFFER_EVENT_TYPES)
+            events += page
+            if page:
+                position = page[-1].id
+            if len(page) < EVENTS_PER_CALL:
+                break
+    except OfferEventsCursorExpiredError as exc:
+        log.warning("offer_journal_position_lost", account=account, error=str(exc))
+        live.forget_offer_events_cursor(account)
+        return OfferJournalRead(position_lost=True, api_calls=client.stats.total - calls_before)
+    if not events:
+        return OfferJournalRead(api_calls=client.stats.total - calls_before)
+    named = list(dict.fromkeys(e.offer_id for e in events))
+    # Taken before the re-read: a write confirmed while it ran is newer and keeps its row.
+    observed_at = datetime.now(timezone.utc)
+    known = live.offers(account, offer_ids=named).set_index("offer_id")
+    reread = offers_frame(client.offers_by_id(named)) if named else offers_frame([])
+    gone = tuple(sorted(set(named) - set(reread["offer_id"])))
+    live.observe(account, reread, observed_at, gone=gone, offer_events_cursor=position)
+    return OfferJournalRead(reread, gone, len(events), client.stats.total - calls_before, fell=_fell(known, reread))
+
+
+def _fell(known: pd.DataFrame, reread: pd.DataFrame) -> tuple[str, ...]:
+    now = reread.set_index("offer_id")
+    both = now.index.intersection(known.index)
+    lower = now.loc[both, "stock"].to_numpy() < known.loc[both, "stock"].to_numpy()
+    ended = (now.loc[both, "status"].to_numpy() == "ENDED") & (known.loc[both, "status"].to_numpy() != "ENDED")
+    return tuple(sorted(map(str, both[lower | ended])))
+
+
+def start_following_offer_journal(client: AllegroClient, live: LiveOffers, account: str) -> str:
+    """Take the journal's head as the account's position (the map waits for a listing that
+    starts after this). An empty journal's position is "" (every event to come is after it)."""
+    since = datetime.now(timezone.utc)
+    head = client.offer_events_head() or ""
+    live.start_following(account, head, since)
+    return head

@@ -1,0 +1,284 @@
+"""Each account's offer map kept current between full syncs, and where the live sync
+stands per account.
+
+`live_offers`: one row per offer (id, SKU, stock, status) with the time it was observed.
+A full sync's complete listing is merged in; the live sync then keeps the rows current
+from Allegro's offer-events journal (the offers it names are re-read) and from its own
+confirmed writes. Every row carries `observed_at` and a merge keeps the newer
+observation: a listing taken while the journal was being followed cannot put back a
+value older than the one the journal already brought.
+
+`live_accounts`: per account, the offer-events and order-events journal positions (stored
+in the same transaction as the rows and holds they produced, so a restart neither loses
+an event nor applies it twice), when the offer map was last complete, and the figures
+shown in `accounts list` and the UI (last change seen, last write, lag).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from stock_pipeline.core.diff import OFFER_COLUMNS
+from stock_pipeline.core.vocabulary import Action, PublicationStatus, WriteStatus
+from stock_pipeline.store.schema import aware_utc, metadata
+
+live_offers = sa.Table(
+    "live_offers",
+    metadata,
+    sa.Column("account", sa.String(100), primary_key=True),
+    sa.Column("offer_id", sa.String(32), primary_key=True),
+    sa.Column("sku", sa.String(255), nullable=True),
+    sa.Column("stock", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_live_offers_account_sku", "account", "sku"),
+)
+
+live_accounts = sa.Table(
+    "live_accounts",
+    metadata,
+    sa.Column("account", sa.String(100), primary_key=True),
+    sa.Column("offers_listed_at", sa.DateTime(timezone=True), nullable=True),  # last complete listing merged
+    sa.Column("offer_events_cursor", sa.Text, nullable=True),
+    # When that position was taken: a listing is trusted only if it started after it.
+    sa.Column("offer_events_since", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("order_events_cursor", sa.Text, nullable=True),
+    sa.Column("last_change_seen_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_write_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_lag_seconds", sa.Float, nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+_CHUNK = 1000  # ids per IN (...) and rows per INSERT: well under every driver's parameter limit
+
+
+@dataclass(frozen=True)
+class LiveAccount:
+    account: str
+    offers_listed_at: datetime | None
+    offer_events_cursor: str | None
+    offer_events_since: datetime | None
+    order_events_cursor: str | None
+    last_change_seen_at: datetime | None
+    last_write_at: datetime | None
+    last_lag_seconds: float | None
+
+    @property
+    def map_current(self) -> bool:
+        """Whether the offer map can be kept current from the journal: a complete listing
+        merged that started after the journal position was taken (events before that
+        position are not followed)."""
+        return (
+            self.offer_events_cursor is not None
+            and self.offer_events_since is not None
+            and self.offers_listed_at is not None
+            and self.offers_listed_at >= self.offer_events_since
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _insert(engine_or_conn) -> type:
+    return postgresql.insert if engine_or_conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def _rows(account: str, offers: pd.DataFrame, observed_at: datetime) -> list[dict]:
+    skus = offers["sku"].astype(object).where(offers["sku"].notna(), None)
+    return [
+        {"account": account, "offer_id": o, "sku": s, "stock": int(k), "status": str(t), "observed_at": observed_at}
+        for o, s, k, t in zip(offers["offer_id"].astype(str), skus, offers["stock"], offers["status"])
+    ]
+
+
+def confirmed_offers(results: pd.DataFrame, offers: pd.DataFrame) -> pd.DataFrame:
+    """The offers of `offers` that a confirmed write of `results` changed, as they are now."""
+    done = results[results["status"] == WriteStatus.SUCCESS]
+    frame = offers.set_index("offer_id").reindex(pd.Index(done["offer_id"].astype(str), dtype="string"))
+    frame = frame[frame["status"].notna()].reset_index()
+    after = done.set_index(done["offer_id"].astype(str))
+    frame["stock"] = after.loc[frame["offer_id"].astype(str), "after"].to_numpy(dtype="int64")
+    action = after.loc[frame["offer_id"].astype(str), "action"].to_numpy()
+    status = frame["status"].astype(object).to_numpy()
+    status[action == Action.END] = PublicationStatus.ENDED.value
+    status[action == Action.ACTIVATE] = PublicationStatus.ACTIVE.value
+    frame["status"] = pd.array(status, dtype="string")
+    return frame[OFFER_COLUMNS]
+
+
+class LiveOffers:
+    """The live offer map of every account (table `live_offers`) and the live state
+    (table `live_accounts`)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # ---- the offer map ---------------------------------------------------------------
+
+    def merge_listing(self, account: str, offers: pd.DataFrame, listing_started_at: datetime) -> None:
+        """A complete listing that started at `listing_started_at`: it replaces every row
+        observed before that moment (offers gone from it are deleted); rows observed since
+        (the journal, a write) are newer than anything in it and stay."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                live_offers.delete().where(
+                    live_offers.c.account == account, live_offers.c.observed_at < listing_started_at
+                )
+            )
+            self._upsert(conn, _rows(account, offers, listing_started_at), keep_newer=True)
+            self._touch(conn, account, offers_listed_at=listing_started_at)
+
+    def observe(
+        self,
+        account: str,
+        offers: pd.DataFrame,
+        observed_at: datetime | None = None,
+        *,
+        gone: Iterable[str] = (),
+        offer_events_cursor: str | None = None,
+    ) -> None:
+        """Offers as Allegro showed them at `observed_at` (re-read, or a write it confirmed),
+        offers Allegro no longer has (`gone`), and the journal position they bring the map
+        to: in one transaction, so the position never runs ahead of the rows."""
+        observed_at = observed_at or _now()
+        with self.engine.begin() as conn:
+            self._upsert(conn, _rows(account, offers, observed_at), keep_newer=True)
+            gone = sorted(set(map(str, gone)))
+            for start in range(0, len(gone), _CHUNK):
+                conn.execute(
+                    live_offers.delete().where(
+                        live_offers.c.account == account,
+                        live_offers.c.offer_id.in_(gone[start : start + _CHUNK]),
+                        live_offers.c.observed_at <= observed_at,
+                    )
+                )
+            if offer_events_cursor is not None:
+                self._touch(conn, account, offer_events_cursor=offer_events_cursor)
+
+    def observe_writes(self, account: str, results: pd.DataFrame, offers: pd.DataFrame) -> None:
+        """The offers as Allegro holds them after the writes of `results` it confirmed
+        (`offers`: the rows they were planned from)."""
+        self.observe(account, confirmed_offers(results, offers))
+
+    @staticmethod
+    def _upsert(conn: Connection, rows: list[dict], *, keep_newer: bool) -> None:
+        insert = _insert(conn)
+        for start in range(0, len(rows), _CHUNK):
+            statement = insert(live_offers).values(rows[start : start + _CHUNK])
+            excluded = statement.excluded
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[live_offers.c.account, live_offers.c.offer_id],
+                    set_={c: excluded[c] for c in ("sku", "stock", "status", "observed_at")},
+                    where=(live_offers.c.observed_at <= excluded.observed_at) if keep_newer else None,
+                )
+            )
+
+    def offers(
+        self,
+        account: str,
+        *,
+        offer_ids: Iterable[str] | None = None,
+        skus: Iterable[str] | None = None,
+        fold_case: bool = False,
+    ) -> pd.DataFrame:
+        """The account's offers (all, or those with these ids or SKUs) as an offer frame.
+        `fold_case`: `skus` are upper-case and match offers' SKUs of any case."""
+        columns = [live_offers.c.offer_id, live_offers.c.sku, live_offers.c.stock, live_offers.c.status]
+        base = sa.select(*columns).where(live_offers.c.account == account)
+        selections: list = []
+        sku_column = sa.func.upper(live_offers.c.sku) if fold_case else live_offers.c.sku
+        for column, values in ((live_offers.c.offer_id, offer_ids), (sku_column, skus)):
+            if values is not None:
+                values = sorted(set(map(str, values)))
+                selections += [base.where(column.in_(values[i : i + _CHUNK])) for i in range(0, len(values), _CHUNK)]
+        if offer_ids is None and skus is None:
+            selections = [base]
+        rows: list = []
+        with self.engine.connect() as conn:
+            for selection in selections:
+                rows += conn.execute(selection).all()
+        frame = pd.DataFrame(rows, columns=OFFER_COLUMNS).drop_duplicates("offer_id").reset_index(drop=True)
+        return frame.astype({"offer_id": "string", "sku": "string", "stock": "int64", "status": "string"})
+
+    def active_count(self, account: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(
+                        live_offers.c.account == account, live_offers.c.status == PublicationStatus.ACTIVE.value
+                    )
+                ).scalar_one()
+            )
+
+    # ---- the live state ----------------------------------------------------------------
+
+    def state(self, account: str) -> LiveAccount | None:
+        return self.states().get(account)
+
+    def states(self) -> dict[str, LiveAccount]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(live_accounts)).mappings().all()
+        return {
+            row["account"]: LiveAccount(
+                account=row["account"],
+                offers_listed_at=aware_utc(row["offers_listed_at"]),
+                offer_events_cursor=row["offer_events_cursor"],
+                offer_events_since=aware_utc(row["offer_events_since"]),
+                order_events_cursor=row["order_events_cursor"],
+                last_change_seen_at=aware_utc(row["last_change_seen_at"]),
+                last_write_at=aware_utc(row["last_write_at"]),
+                last_lag_seconds=row["last_lag_seconds"],
+            )
+            for row in rows
+        }
+
+    def set_cursors(
+        self, account: str, *, offer_events_cursor: str | None = None, order_events_cursor: str | None = None
+    ) -> None:
+        values = {
+            k: v
+            for k, v in (("offer_events_cursor", offer_events_cursor), ("order_events_cursor", order_events_cursor))
+            if v is not None
+        }
+        with self.engine.begin() as conn:
+            self._touch(conn, account, **values)
+
+    def start_following(self, account: str, offer_events_cursor: str, since: datetime) -> None:
+        """Follow the journal from `offer_events_cursor`, its head at `since`: the map is
+        current again once a listing that started after `since` is merged."""
+        with self.engine.begin() as conn:
+            self._touch(conn, account, offer_events_cursor=offer_events_cursor, offer_events_since=since)
+
+    def forget_offer_events_cursor(self, account: str) -> None:
+        """The journal position is lost (expired): the map must come from a full listing again."""
+        with self.engine.begin() as conn:
+            self._touch(conn, account, offer_events_cursor=None, offer_events_since=None)
+
+    def record_change_seen(self, accounts: Iterable[str], seen_at: datetime) -> None:
+        with self.engine.begin() as conn:
+            for account in accounts:
+                self._touch(conn, account, last_change_seen_at=seen_at)
+
+    def record_write(self, account: str, written_at: datetime, lag_seconds: float | None) -> None:
+        with self.engine.begin() as conn:
+            self._touch(conn, account, last_write_at=written_at, last_lag_seconds=lag_seconds)
+
+    @staticmethod
+    def _touch(conn: Connection, account: str, **values) -> None:
+        values["updated_at"] = _now()
+        statement = _insert(conn)(live_accounts).values(account=account, **values)
+        conn.execute(statement.on_conflict_do_update(index_elements=[live_accounts.c.account], set_=values))
+
+    def forget_account(self, account: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(live_offers.delete().where(live_offers.c.account == account))
+            conn.execute(live_accounts.delete().where(live_accounts.c.account == account))

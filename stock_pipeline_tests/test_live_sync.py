@@ -1,0 +1,150 @@
+"""Live sync over real HTTP: the live sensor evaluated as the daemon evaluates it (its
+cursor carried from tick to tick), the runs it requests executed in-process on the same
+instance, Allegro the simulator, Postgres and Redis real."""
+
+from __future__ import annotations
+
+import pytest
+from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
+
+from stock_pipeline.cli.sync_runner import sync_accounts
+from stock_pipeline.definitions import build_definitions
+from stock_pipeline.defs.live_sync import LIVE_JOB
+from stock_pipeline.store.engine import engine_for
+from stock_pipeline.store.live_offers import LiveOffers
+from stock_pipeline_tests.helpers import register_account, seed, write_requests, write_stock
+
+SENSOR = "live_stock_sensor"
+
+
+class LiveWorld:
+    """The sensor ticking with its cursor kept, and the runs it asks for carried out."""
+
+    def __init__(self, settings, simulator):
+        self.settings = settings
+        self.simulator = simulator
+        self.defs = build_definitions(settings)
+        self.instance = DagsterInstance.ephemeral()
+        self.cursor: str | None = None
+        self.sensor = self.defs.get_sensor_def(SENSOR)
+
+    def tick(self, *, keep_cursor: bool = True):
+        with build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources=self.defs.resources, sensor_name=SENSOR
+        ) as context:
+            result = self.sensor(context)
+        if keep_cursor and not isinstance(result, SkipReason) and result.cursor is not None:
+            self.cursor = result.cursor
+        return [] if isinstance(result, SkipReason) else list(result.run_requests or [])
+
+    def run(self, request: RunRequest):
+        job = self.defs.resolve_job_def(request.job_name)
+        if request.job_name != LIVE_JOB:  # a full sync, as the CLI runs it
+            return sync_accounts(self.settings, [request.partition_key], instance=self.instance, defs=self.defs)[0]
+        result = job.execute_in_process(
+            run_config=request.run_config,
+            partition_key=request.partition_key,
+            instance=self.instance,
+            tags=request.tags,
+            raise_on_error=False,
+        )
+        return result
+
+    def start(self, accounts):
+        """First tick: each account starts following its journal and gets a full sync, which builds its map."""
+        for account in accounts:
+            self.instance.add_dynamic_partitions("accounts", [account])
+        requests = self.tick()
+        assert {r.partition_key for r in requests} == set(accounts)
+        assert all(r.job_name == "account_sync" for r in requests)
+        for request in requests:
+            assert self.run(request).success
+        states = LiveOffers(engine_for(self.settings.stock_pipeline_database_url)).states()
+        assert all(states[a].map_current for a in accounts)
+
+
+@pytest.fixture
+def live(settings, simulator):
+    register_account(settings, simulator, "shop-a")
+    register_account(settings, simulator, "shop-b")
+    seed(simulator, "shop-a", [(f"S{i:03d}", 5, "ACTIVE") for i in range(100)] + [("S001", 5, "ACTIVE")])
+    seed(simulator, "shop-b", [(f"S{i:03d}", 5, "ACTIVE") for i in range(50)])
+    write_stock(settings.stock_database_url, [(f"S{i:03d}", 5) for i in range(100)] + [("NO-OFFER", 3)])
+    world = LiveWorld(settings, simulator)
+    world.start(["shop-a", "shop-b"])
+    return world
+
+
+def stock_of(simulator, account, sku):
+    return sorted(o["stock"] for o in simulator.offers(account) if o["sku"] == sku)
+
+
+def test_a_warehouse_change_is_written_by_one_live_run_per_account_touching_only_that_sku(live, settings, simulator):
+    assert live.tick() == []  # nothing changed since the full syncs
+    write_stock(settings.stock_database_url, [(f"S{i:03d}", 5) for i in range(100)] + [("NO-OFFER", 3), ("S001", 9)])
+    simulator.reset_requests()
+
+    requests = live.tick()
+
+    assert sorted(r.partition_key for r in requests) == ["shop-a", "shop-b"]
+    assert all(r.job_name == LIVE_JOB for r in requests)
+    for request in requests:
+        assert live.run(request).success
+    # S001 is listed twice on shop-a: both offers, and nothing else, were written.
+    assert stock_of(simulator, "shop-a", "S001") == [9, 9]
+    assert stock_of(simulator, "shop-b", "S001") == [9]
+    written = {r.path.rsplit("/", 1)[-1] for r in write_requests(simulator) if r.method == "PATCH"}
+    assert len(written) == 3
+    # The writes came back as journal events; re-read, they match the warehouse: no new run.
+    assert live.tick() == []
+
+
+def test_the_same_tick_evaluated_twice_asks_for_the_same_runs_and_a_run_key_is_never_applied_twice(
+    live, settings, simulator
+):
+    write_stock(settings.stock_database_url, [(f"S{i:03d}", 5) for i in range(100)] + [("S002", 7)])
+    before = live.cursor
+    first = live.tick(keep_cursor=False)  # the daemon died before storing the cursor
+    live.cursor = before
+    again = live.tick()
+    assert [r.run_key for r in first] == [r.run_key for r in again] and first
+    for request in again:
+        assert live.run(request).success
+    assert live.tick() == []  # after the restart and the runs: nothing left, nothing twice
+
+
+def test_a_sku_with_no_offer_changing_launches_nothing_and_calls_no_write(live, settings, simulator):
+    write_stock(settings.stock_database_url, [(f"S{i:03d}", 5) for i in range(100)] + [("NO-OFFER", 30)])
+    simulator.reset_requests()
+    assert live.tick() == []
+    assert write_requests(simulator) == []
+
+
+def test_an_expired_offer_journal_position_falls_back_to_a_full_listing(live, settings, simulator):
+    simulator.expire_offer_events("shop-a")
+    requests = live.tick()
+    assert [(r.job_name, r.partition_key) for r in requests] == [("account_sync", "shop-a")]
+    state = LiveOffers(engine_for(settings.stock_pipeline_database_url)).state("shop-a")
+    assert not state.map_current  # until that listing is merged
+    assert live.run(requests[0]).success
+    assert LiveOffers(engine_for(settings.stock_pipeline_database_url)).state("shop-a").map_current
+
+
+def test_a_delta_that_would_end_most_offers_is_held_by_the_diff_guard_against_the_whole_map(live, settings, simulator):
+    # 80 of shop-a's 101 offers to 0 at once (a feed gone wrong) — as a delta.
+    write_stock(settings.stock_database_url, [(f"S{i:03d}", 0 if i < 80 else 5) for i in range(100)])
+    requests = [r for r in live.tick() if r.partition_key == "shop-a"]
+    assert requests
+    result = live.run(requests[0])
+    assert not result.success
+    assert "diff_guard held the writes" in str(result.all_events)
+    assert all(o["status"] == "ACTIVE" for o in simulator.offers("shop-a"))
+
+
+def test_an_offer_changed_by_another_app_is_corrected_from_the_journal(live, settings, simulator):
+    offer = next(o for o in simulator.offers("shop-b") if o["sku"] == "S010")
+    simulator.set_stock("shop-b", offer["id"], 40)  # another app raised it: overselling risk
+    requests = live.tick()
+    assert [r.partition_key for r in requests] == ["shop-b"]
+    assert live.run(requests[0]).success
+    assert stock_of(simulator, "shop-b", "S010") == [5]
