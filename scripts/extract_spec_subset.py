@@ -2,7 +2,7 @@
 
 Usage: python scripts/extract_spec_subset.py path/to/spec.yaml [--output FILE]
 
-The official file is 1.4 MB; the simulator needs ten operations and the schemas they
+The official file is 1.4 MB; the simulator needs thirteen operations and the schemas they
 reference (transitively). The subset keeps the spec's own text for those, so
 `stock_pipeline/simulator/spec_validation.py` checks requests and answers against what
 Allegro publishes, not against a hand-written copy. Re-run after updating spec.yaml.
@@ -32,6 +32,9 @@ OPERATIONS = (
     ("/sale/offer-publication-commands/{commandId}", "put"),
     ("/sale/offer-publication-commands/{commandId}", "get"),
     ("/sale/offer-publication-commands/{commandId}/tasks", "get"),
+    ("/sale/offer-events", "get"),
+    ("/order/events", "get"),
+    ("/order/event-stats", "get"),
 )
 
 COMPONENT_REF_PREFIX = "#/components/"

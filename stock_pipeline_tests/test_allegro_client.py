@@ -14,12 +14,14 @@ import redis
 from stock_pipeline.allegro.auth import AllegroAuth
 from stock_pipeline.allegro.client import AllegroClient
 from stock_pipeline.allegro.http import error_detail, json_body
+from stock_pipeline.core.diff import offers_frame
 from stock_pipeline.defs.account_steps import read_offer_map
 from stock_pipeline.foundation.errors import (
     AllegroApiError,
     AllegroOfferNotFoundError,
     AllegroRateLimitError,
     AllegroSyncError,
+    OfferEventsCursorExpiredError,
 )
 from stock_pipeline.rate_limit import RateSpec, RedisTokenBucket, build_limiter
 from stock_pipeline.store.accounts import AccountStore
@@ -306,3 +308,117 @@ def test_after_a_429_no_worker_sends_until_the_pause_ends(make_client, simulator
     assert [r.status for r in simulator.requests].count(429) == 1 and len(started) == 7  # 6 and the retry
     assert started[0] < penalised_at  # the refused request
     assert [moment for moment in started[1:] if moment < penalised_at + pause] == []
+
+
+# ---- offers by id and the event journals ---------------------------------------------------------
+
+
+def test_offers_by_id_reads_listing_items_in_chunks_at_once(make_client, simulator):
+    ids = simulator.add_offers("shop-a", [{"sku": f"S{i}", "stock": i + 1} for i in range(250)])
+    simulator.add_seller("shop-b")
+    (foreign,) = simulator.add_offers("shop-b", [{"sku": "S1", "stock": 1}])
+    client = make_client(concurrency=4)
+    simulator.listing_latency = 0.1
+    simulator.reset_requests()
+
+    wanted = ids[::-1] + [ids[0], foreign, "404"]  # repeats, another account's and a gone offer
+    offers = client.offers_by_id(wanted)
+    assert sorted(offer["id"] for offer in offers) == sorted(ids)
+    frame = offers_frame(offers)  # the listing's item shape
+    assert dict(zip(frame["offer_id"], frame["stock"]))[ids[9]] == 10
+
+    calls = [r for r in simulator.requests if r.path == "/sale/offers"]
+    assert sorted(len(r.query["offer.id"]) for r in calls) == [52, 100, 100]  # 252 distinct ids
+    assert all(r.query["limit"] == [str(len(r.query["offer.id"]))] for r in calls)
+    assert most_in_flight(calls) == 3 and client.stats.by_route["GET /sale/offers?offer.id"] == 3
+    assert simulator.spec_violations == []
+    assert client.offers_by_id([]) == [] and client.stats.total == 3
+
+
+def test_offer_events_show_our_own_writes_and_page_by_cursor(make_client, simulator):
+    a, b, c = simulator.add_offers("shop-a", [{"sku": "A", "stock": 5}, {"sku": "B", "stock": 5}, {"stock": 5}])
+    client = make_client()
+    assert client.offer_events(None) == [] and client.offer_events_head() is None
+
+    client.patch_stock(a, 2)
+    client.put_quantity_command(str(uuid.uuid4()), 9, [b, c])
+    time.sleep(0.1)
+    client.put_publication_command(str(uuid.uuid4()), "END", [b])
+    time.sleep(0.1)
+    client.put_publication_command(str(uuid.uuid4()), "ACTIVATE", [b])
+    time.sleep(0.1)
+
+    events = client.offer_events(None)
+    assert [(e.type, e.offer_id, e.sku) for e in events] == [
+        ("OFFER_STOCK_CHANGED", a, "A"),
+        ("OFFER_STOCK_CHANGED", b, "B"),
+        ("OFFER_STOCK_CHANGED", c, None),
+        ("OFFER_ENDED", b, "B"),
+        ("OFFER_ACTIVATED", b, "B"),
+    ]
+    assert client.offer_events(events[0].id, limit=2) == events[1:3]
+    assert client.offer_events(events[2].id, types=("OFFER_ENDED",)) == [events[3]]
+    assert client.offer_events(events[-1].id) == []
+
+    simulator.reset_requests()
+    assert client.offer_events_head() == events[-1].id and client.offer_events_head(events[1].id) == events[-1].id
+    assert len(simulator.requests) == 2  # one call each: fewer than 1000 events to read
+    assert [r.query.get("type") for r in simulator.requests] == [None, None]  # every type moves the head
+    assert simulator.spec_violations == []
+
+
+def test_an_expired_offer_events_cursor_raises_its_own_error_at_once(make_client, simulator):
+    (offer_id,) = simulator.add_offers("shop-a", [{"sku": "A", "stock": 5}])
+    client = make_client()
+    client.patch_stock(offer_id, 4)
+    [event] = client.offer_events(None)
+    simulator.expire_offer_events("shop-a")
+
+    with pytest.raises(OfferEventsCursorExpiredError) as refused:
+        client.offer_events(event.id)
+    assert isinstance(refused.value, AllegroApiError) and refused.value.status == 400
+    assert refused.value.cursor == event.id and refused.value.account == "shop-a"
+    assert "full listing" in str(refused.value) and event.id in str(refused.value)
+    assert client.stats.retries == 0
+
+
+def test_event_reads_are_checked_before_sending_and_retried_like_any_call(make_client, simulator):
+    client = make_client()
+    for bad in ({"limit": 0}, {"limit": 1001}, {"types": ("OFFER_SOLD",)}, {"types": "OFFER_ENDED"}):
+        with pytest.raises(ValueError):
+            client.offer_events(None, **bad)
+    with pytest.raises(ValueError, match="SOLD"):
+        client.order_events(None, types=("SOLD",))
+    assert client.stats.total == 0
+
+    simulator.set_faults(rate=1.0, kinds=("503", "drop"), seed=2, paths=("/sale/offer-events", "/order/"), count=2)
+    assert client.offer_events(None) == []
+    assert client.latest_order_event_id() is None
+    assert client.stats.retries == 2
+
+
+def test_order_events_name_the_offer_and_quantity_bought(make_client, simulator):
+    offer_id, other = simulator.add_offers("shop-a", [{"sku": "SKU-A", "stock": 5}, {"sku": "B", "stock": 1}])
+    client = make_client()
+    assert client.latest_order_event_id() is None and client.order_events(None) == []
+
+    first = simulator.purchase("shop-a", offer_id, 2)
+    simulator.purchase("shop-a", other, 1)  # its last unit: the offer ends
+
+    bought = client.order_events(None)
+    assert [e.type for e in bought] == ["BOUGHT", "BOUGHT"]
+    assert bought[0].checkout_form_id == first["checkoutFormId"]
+    assert [(i.offer_id, i.sku, i.quantity) for e in bought for i in e.line_items] == [
+        (offer_id, "SKU-A", 2),
+        (other, "B", 1),
+    ]
+    every = client.order_events(None, types=())
+    assert [e.type for e in every] == ["BOUGHT", "READY_FOR_PROCESSING"] * 2
+    assert client.latest_order_event_id() == every[-1].id
+    assert client.order_events(bought[0].id) == bought[1:]
+    assert client.order_events(every[-1].id) == []
+
+    offers = {o["id"]: o for o in client.offers_by_id([offer_id, other])}
+    assert offers[offer_id]["stock"]["available"] == 3 and offers[other]["publication"]["status"] == "ENDED"
+    assert [e.type for e in client.offer_events(None)] == ["OFFER_STOCK_CHANGED", "OFFER_STOCK_CHANGED", "OFFER_ENDED"]
+    assert simulator.spec_violations == []

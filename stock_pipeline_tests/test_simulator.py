@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import time
@@ -15,6 +16,7 @@ import pytest
 from stock_pipeline.simulator import AllegroSimulator, FakeTelegram
 from stock_pipeline.simulator.sale_api import listing_view
 from stock_pipeline.simulator.spec_validation import SUBSET_PATH, SpecValidator
+from stock_pipeline.simulator.state import OfferNotFound, PurchaseRefused
 
 MEDIA = "application/vnd.allegro.public.v1+json"
 USER_AGENT = "stock_pipeline-tests/1.0"
@@ -632,6 +634,242 @@ def test_spec_subset_is_small_and_matches_the_official_file():
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.extract_subset(script.load_spec(SPEC_YAML)) == json.loads(SUBSET_PATH.read_text())
+
+
+# ---- event journals ------------------------------------------------------------------
+
+
+def offer_events(api: Api, **params) -> list[dict]:
+    answer = api.get("/sale/offer-events", params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["offerEvents"]
+
+
+def kinds(events: list[dict]) -> list[tuple[str, str]]:
+    return [(event["type"], event["offer"]["id"]) for event in events]
+
+
+def sequence_numbers(events: list[dict]) -> list[int]:
+    """The simulator's ids are base64 of a sequence number; clients treat them as opaque."""
+    return [int(base64.b64decode(event["id"] + "=" * (-len(event["id"]) % 4))) for event in events]
+
+
+def test_offer_journal_records_every_change_of_a_live_offer_and_none_of_others(sim, api):
+    a, b, draft, ended = sim.add_offers(
+        "shop-a",
+        [
+            {"sku": "A", "stock": 5},
+            {"sku": "B", "stock": 5},
+            {"sku": "C", "stock": 5, "status": "INACTIVE"},
+            {"sku": "D", "stock": 0, "status": "ENDED"},
+        ],
+    )
+    assert offer_events(api) == []  # offers as they already were make no events
+
+    api.patch_stock(a, 3)
+    api.patch_stock(a, 3)  # the same value: nothing changed
+    api.quantity([a, b], 7)
+    settle()
+    api.publication([b], "END")
+    settle()
+    api.patch_stock(b, 9)  # an ENDED offer: no event
+    api.publication([b], "ACTIVATE")
+    settle()
+    api.patch_stock(draft, 4)  # INACTIVE: no event
+    sim.set_offer(ended, stock=3)  # ENDED: no event
+    api.patch_stock(a, 0)  # ends it
+    sim.set_offer(b, stock=2)  # another application
+
+    events = offer_events(api)
+    assert kinds(events) == [
+        ("OFFER_STOCK_CHANGED", a),
+        ("OFFER_STOCK_CHANGED", a),
+        ("OFFER_STOCK_CHANGED", b),
+        ("OFFER_ENDED", b),
+        ("OFFER_ACTIVATED", b),
+        ("OFFER_STOCK_CHANGED", a),
+        ("OFFER_ENDED", a),
+        ("OFFER_STOCK_CHANGED", b),
+    ]
+    numbers = sequence_numbers(events)
+    assert numbers == sorted(set(numbers))  # strictly increasing in journal order
+    assert [event["occurredAt"] for event in events] == sorted(event["occurredAt"] for event in events)
+    assert events[0]["offer"] == {"id": a, "external": {"id": "A"}}  # which offer, never its values
+    assert events[3]["offer"]["publication"] == {"endedBy": "USER"}
+    assert events[6]["offer"]["publication"] == {"endedBy": "EMPTY_STOCK"}
+    assert offer_events(api, type="OFFER_ACTIVATED") == [events[4]]
+
+
+def test_offer_journal_pages_by_cursor_and_filters_by_type(sim, api):
+    ids = sim.add_offers("shop-a", [{"sku": f"S{n}", "stock": 5} for n in range(120)])
+    api.quantity(ids, 8)
+    settle()
+    for offer_id in ids[:3]:
+        api.patch_stock(offer_id, 0)
+    everything = offer_events(api, limit=1000)
+    assert len(everything) == 126 and len(offer_events(api)) == 100  # the spec's default limit
+
+    read, cursor = [], None
+    while True:
+        page = offer_events(api, limit=50, **({"from": cursor} if cursor else {}))
+        read += page
+        if len(page) < 50:
+            break
+        cursor = page[-1]["id"]
+    assert read == everything
+    assert offer_events(api, **{"from": everything[-1]["id"]}) == []  # at the head: nothing new
+
+    ended = api.get("/sale/offer-events", params=[("type", "OFFER_ENDED"), ("from", everything[0]["id"])]).json()
+    assert kinds(ended["offerEvents"]) == [("OFFER_ENDED", offer_id) for offer_id in ids[:3]]
+    both = api.get("/sale/offer-events", params=[("type", "OFFER_ENDED"), ("type", "OFFER_STOCK_CHANGED")]).json()
+    assert len(both["offerEvents"]) == 100
+    assert offer_events(api, type="OFFER_ARCHIVED") == []
+
+
+def test_offer_journal_refuses_unknown_and_expired_cursors(sim, api):
+    other = Api(sim, "shop-b")
+    a, b = sim.add_offers("shop-a", [{"sku": "A", "stock": 5}, {"sku": "B", "stock": 5}])
+    (foreign,) = sim.add_offers("shop-b", [{"sku": "A", "stock": 5}])
+    api.patch_stock(a, 4)
+    other.patch_stock(foreign, 4)
+    cursor = offer_events(api)[0]["id"]
+    foreign_cursor = offer_events(other)[0]["id"]
+
+    for unknown in (foreign_cursor, "bogus", "MTIz", cursor + "x"):
+        refused = api.get("/sale/offer-events", params={"from": unknown})
+        assert refused.status_code == 400 and refused.headers["content-type"] == "application/json"
+        assert includes(refused.json()["errors"][0], {"code": "UnknownEventIdException", "path": "from"})
+
+    sim.expire_offer_events("shop-a")  # as after 24 quiet hours
+    assert api.get("/sale/offer-events", params={"from": cursor}).status_code == 400
+    assert offer_events(api) == []
+    assert len(offer_events(other)) == 1  # another seller's journal is untouched
+    api.patch_stock(b, 3)
+    assert kinds(offer_events(api)) == [("OFFER_STOCK_CHANGED", b)]
+
+    sim.marketplace.offer_event_retention = 0.3  # the 24 hours, shortened
+    cursor = offer_events(api)[0]["id"]
+    time.sleep(0.4)
+    assert api.get("/sale/offer-events", params={"from": cursor}).status_code == 400
+    assert offer_events(api) == []
+
+
+def test_offer_journal_limits_and_types_are_checked_against_the_spec(sim, api):
+    for params in ({"limit": 0}, {"limit": 1001}, {"limit": "many"}, {"type": "OFFER_SOLD"}):
+        answer = api.get("/sale/offer-events", params=params)
+        assert answer.status_code == 400 and answer.json()["errors"][0]["code"] == "VALIDATION_ERROR"
+    assert len(sim.spec_violations) == 4
+    assert api.get("/order/events", params={"limit": 1001}).status_code == 400
+    assert api.get("/order/events", params={"type": "SOLD"}).status_code == 422  # the spec leaves it open
+    assert api.get("/order/events", params={"from": "MTIz"}).status_code == 422
+    sim.reset_requests()
+
+
+def test_archived_and_newly_published_offers_are_journalled(sim, api):
+    live, draft, ended = sim.add_offers(
+        "shop-a",
+        [{"sku": "A", "stock": 5}, {"sku": "B", "stock": 5, "status": "INACTIVE"}, {"stock": 0, "status": "ENDED"}],
+    )
+    sim.remove_offers([live, draft, ended])
+    (new,) = sim.add_offers("shop-a", [{"sku": "N", "stock": 2}], journal=True)
+    events = offer_events(api)
+    assert kinds(events) == [("OFFER_ARCHIVED", live), ("OFFER_ARCHIVED", ended), ("OFFER_ACTIVATED", new)]
+    assert events[1]["offer"]["external"] is None
+
+
+def order_events(api: Api, **params) -> list[dict]:
+    answer = api.get("/order/events", params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["events"]
+
+
+def test_a_purchase_lowers_the_stock_and_is_journalled_as_an_order(sim, api):
+    offer_id, other = sim.add_offers(
+        "shop-a", [{"sku": "SKU-A", "stock": 5, "name": "Kubek"}, {"sku": "B", "stock": 1}]
+    )
+    assert api.get("/order/event-stats").json() == {} and order_events(api) == []
+
+    bought = sim.purchase("shop-a", offer_id, 2, buyer="jan")
+    assert includes(bought, {"offerId": offer_id, "quantity": 2, "available": 3, "status": "ACTIVE"})
+    assert sim.offer(offer_id)["stock"] == 3
+    events = order_events(api)
+    assert [event["type"] for event in events] == ["BOUGHT", "READY_FOR_PROCESSING"]
+    assert [event["id"] for event in events] == bought["orderEventIds"]
+    order = events[0]["order"]
+    assert order["checkoutForm"] == {"id": bought["checkoutFormId"]} and order["buyer"]["login"] == "jan"
+    (item,) = order["lineItems"]
+    assert item["id"] == bought["lineItemId"] and item["quantity"] == 2
+    assert item["offer"] == {"id": offer_id, "name": "Kubek", "external": {"id": "SKU-A"}}
+    assert kinds(offer_events(api)) == [("OFFER_STOCK_CHANGED", offer_id)]
+
+    assert order_events(api, type="BOUGHT") == events[:1]
+    assert order_events(api, **{"from": events[0]["id"]}) == events[1:]
+    stats = api.get("/order/event-stats").json()
+    assert stats == {"latestEvent": {"id": events[1]["id"], "occurredAt": events[1]["occurredAt"]}}
+
+    unpaid = sim.purchase("shop-a", offer_id, 3, paid=False)  # the last units: the offer ends
+    assert includes(unpaid, {"available": 0, "status": "ENDED"}) and len(unpaid["orderEventIds"]) == 1
+    assert api.get(f"/sale/product-offers/{offer_id}").json()["publication"]["endedBy"] == "EMPTY_STOCK"
+    assert kinds(offer_events(api))[1:] == [("OFFER_STOCK_CHANGED", offer_id), ("OFFER_ENDED", offer_id)]
+    assert [event["type"] for event in order_events(api, **{"from": events[1]["id"]})] == ["BOUGHT"]
+
+
+def test_purchases_that_cannot_happen_are_refused_and_change_nothing(sim, api):
+    live, ended = sim.add_offers("shop-a", [{"sku": "A", "stock": 2}, {"sku": "B", "stock": 3, "status": "ENDED"}])
+    Api(sim, "shop-b")
+    for offer_id, quantity in ((live, 3), (live, 0), (live, 1.5), (ended, 1)):
+        with pytest.raises(PurchaseRefused):
+            sim.purchase("shop-a", offer_id, quantity)
+    with pytest.raises(OfferNotFound):
+        sim.purchase("shop-b", live, 1)  # another seller's offer
+    with pytest.raises(KeyError, match="no seller"):
+        sim.purchase("nobody", live, 1)
+    assert sim.offer(live)["stock"] == 2 and order_events(api) == [] and offer_events(api) == []
+
+
+def test_the_harness_endpoints_buy_read_and_expire_outside_the_api(sim, api):
+    a, b = sim.add_offers("shop-a", [{"sku": "A", "stock": 2}, {"sku": "B", "stock": 4}])
+    harness = httpx.Client(base_url=f"{sim.base_url}/_simulator")
+    sim.latency = 5.0  # API answers would take long; the harness's do not wait
+    sim.set_faults(rate=1.0, kinds=("500",))  # nor fail
+    sim.reset_requests()
+
+    bought = harness.post("/purchases", json={"login": "shop-a", "offerId": a, "quantity": 2, "buyer": "ola"})
+    assert bought.status_code == 201 and includes(bought.json(), {"available": 0, "status": "ENDED"})
+    assert harness.post("/purchases", json={"login": "shop-a", "offerId": a, "quantity": 1}).status_code == 422
+    assert harness.post("/purchases", json={"login": "shop-a", "offerId": "1", "quantity": 1}).status_code == 404
+    assert harness.post("/purchases", json={"login": "shop-a", "offerId": b, "quantity": "1"}).status_code == 400
+    assert harness.post("/purchases", content=b"[").status_code == 400
+
+    read = harness.get("/offers", params=[("login", "shop-a"), ("sku", "B"), ("id", a), ("id", "1")])
+    assert read.json() == {
+        "offers": [
+            {"id": a, "sku": "A", "stock": 0, "status": "ENDED", "ended_by": "EMPTY_STOCK"},
+            {"id": b, "sku": "B", "stock": 4, "status": "ACTIVE", "ended_by": None},
+        ]
+    }
+    assert harness.get("/offers", params={"login": "nobody"}).status_code == 404
+    assert harness.post("/offer-events/expire", json={"login": "shop-a"}).status_code == 204
+    assert harness.get("/unknown").status_code == 404
+    assert sim.requests == []  # not API calls: nothing recorded, nothing rate-limited
+
+    sim.latency = 0
+    sim.clear_faults()
+    assert offer_events(api) == []  # expired
+    assert [event["type"] for event in order_events(api)] == ["BOUGHT", "READY_FOR_PROCESSING"]
+
+
+def test_journal_routes_are_limited_and_faulted_like_the_others(sim, api):
+    sim.set_faults(rate=1.0, kinds=("503",), paths=("/sale/offer-events", "/order/"), count=3)
+    assert [api.get(path).status_code for path in ("/sale/offer-events", "/order/events", "/order/event-stats")] == [
+        503
+    ] * 3
+    assert api.get("/order/event-stats").status_code == 200
+    assert {record.route for record in sim.requests if record.status == 503} == {
+        "/sale/offer-events",
+        "/order/events",
+        "/order/event-stats",
+    }
 
 
 # ---- HTTP plumbing -------------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -36,6 +36,7 @@ from stock_pipeline.foundation.errors import (
     AllegroRateLimitError,
     AllegroSyncError,
     AllegroTokenError,
+    OfferEventsCursorExpiredError,
 )
 from stock_pipeline.foundation.logs import get_logger, redact_text
 
@@ -46,6 +47,41 @@ COMMAND_MAX_OFFERS = 1000
 TASKS_PAGE_SIZE = 1000
 # A wait for a rate budget longer than this is logged (shorter ones are the normal pace).
 LOGGED_WAIT_SECONDS = 1.0
+EVENTS_PAGE_SIZE = 1000  # the most events GET /sale/offer-events and GET /order/events give per call
+# offer.id values per GET /sale/offers call. The spec sets no cap (it caps external.id at
+# 100); 100 ids of 11 digits make a URL of ~2.3 KB, well under the 8 KB many proxies and
+# servers accept, and the answer one page (limit = the ids asked for).
+OFFERS_BY_ID_CHUNK = 100
+# The spec's offer event types (getOfferEvents), and those that can change stock or status.
+OFFER_EVENT_TYPES = (
+    "OFFER_ACTIVATED",
+    "OFFER_CHANGED",
+    "OFFER_ENDED",
+    "OFFER_STOCK_CHANGED",
+    "OFFER_PRICE_CHANGED",
+    "OFFER_ARCHIVED",
+    "OFFER_BID_PLACED",
+    "OFFER_BID_CANCELED",
+    "OFFER_TRANSLATION_UPDATED",
+    "OFFER_VISIBILITY_CHANGED",
+    "OFFER_DELIVERY_COUNTRIES_BLOCKED",
+)
+STOCK_EVENT_TYPES = ("OFFER_ACTIVATED", "OFFER_ENDED", "OFFER_STOCK_CHANGED", "OFFER_ARCHIVED")
+# The spec's OrderEventType.
+ORDER_EVENT_TYPES = (
+    "BOUGHT",
+    "FILLED_IN",
+    "READY_FOR_PROCESSING",
+    "BUYER_CANCELLED",
+    "FULFILLMENT_STATUS_CHANGED",
+    "BUYER_MODIFIED",
+    "AUTO_CANCELLED",
+)
+# Allegro documents that an unknown or expired offer-events `from` is an error, not which
+# status it gets (the simulator answers 400, the status the spec declares for bad
+# parameters). Everything else the client sends is checked before sending, so any of
+# these answers to a read with a cursor is about the cursor.
+CURSOR_REFUSED = (400, 404, 422)
 
 
 class AccessTokenSource(Protocol):
@@ -123,6 +159,82 @@ class PatchOutcome:
     status: int
     operation_url: str | None = None
     retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class OfferEvent:
+    """An entry of the account's offer journal: which offer changed and how, never to
+    what (re-read the offer: `offers_by_id`)."""
+
+    id: str  # the cursor to read on from (`after`)
+    type: str
+    occurred_at: str  # ISO 8601, as Allegro sends it
+    offer_id: str
+    sku: str | None  # the offer's external.id
+
+    @classmethod
+    def from_json(cls, event: dict) -> OfferEvent:
+        offer = event.get("offer") or {}
+        return cls(event["id"], event["type"], event.get("occurredAt", ""), str(offer["id"]), _external_id(offer))
+
+
+@dataclass(frozen=True)
+class OrderLineItem:
+    id: str
+    offer_id: str
+    sku: str | None  # the offer's external.id when bought
+    quantity: int
+    bought_at: str | None
+
+
+@dataclass(frozen=True)
+class OrderEvent:
+    """An entry of the account's order journal (BOUGHT, READY_FOR_PROCESSING …): the
+    only place that tells a sale from another application's change of stock."""
+
+    id: str  # the cursor to read on from (`after`)
+    type: str
+    occurred_at: str
+    checkout_form_id: str | None
+    line_items: tuple[OrderLineItem, ...]
+
+    @classmethod
+    def from_json(cls, event: dict) -> OrderEvent:
+        order = event.get("order") or {}
+        items = tuple(
+            OrderLineItem(
+                str(item["id"]),
+                str(item["offer"]["id"]),
+                _external_id(item["offer"]),
+                int(item["quantity"]),
+                item.get("boughtAt"),
+            )
+            for item in order.get("lineItems") or []
+        )
+        return cls(
+            str(event["id"]),
+            event["type"],
+            event.get("occurredAt", ""),
+            (order.get("checkoutForm") or {}).get("id"),
+            items,
+        )
+
+
+def _external_id(offer: dict) -> str | None:
+    return (offer.get("external") or {}).get("id")
+
+
+def _events_query(after: str | None, limit: int, types: Iterable[str], known: tuple[str, ...]) -> list[tuple]:
+    """The query of a journal read, checked first: Allegro's answer to a bad one would not say which part was wrong."""
+    if not 1 <= limit <= EVENTS_PAGE_SIZE:
+        raise ValueError(f"an events limit must be 1..{EVENTS_PAGE_SIZE}, got {limit}")
+    if isinstance(types, str):
+        raise ValueError(f"event types must be a collection of names, got the string {types!r}")
+    types = list(dict.fromkeys(types))
+    unknown = [kind for kind in types if kind not in known]
+    if unknown:
+        raise ValueError(f"unknown event types {unknown}; Allegro knows {', '.join(known)}")
+    return [("limit", limit), *(("type", kind) for kind in types), *((("from", after),) if after is not None else ())]
 
 
 class AllegroClient:
@@ -345,6 +457,89 @@ class AllegroClient:
             msg=f"listing page {offset // LISTING_PAGE_SIZE + 1}/{pages} "
             + (f"(offers {offset}–{offset + len(offers) - 1} of {total})" if offers else f"(empty, {total} offers)"),
         )
+
+    def offers_by_id(self, offer_ids: Iterable[str]) -> list[dict]:
+        """The listing items (as `iter_offer_pages` yields them) of these offers, each id
+        once; an offer Allegro no longer has (or another account's) is simply absent.
+        `GET /sale/offers?offer.id=…`, OFFERS_BY_ID_CHUNK ids a call, `concurrency` calls
+        at once, in the order of the ids' chunks."""
+        ids = list(dict.fromkeys(str(offer_id) for offer_id in offer_ids))
+        chunks = [ids[start : start + OFFERS_BY_ID_CHUNK] for start in range(0, len(ids), OFFERS_BY_ID_CHUNK)]
+        if len(chunks) <= 1 or self.concurrency == 1:
+            return [offer for chunk in chunks for offer in self._offers_chunk(chunk)]
+        workers = min(self.concurrency, len(chunks))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"offers-by-id-{self._account}")
+        try:
+            futures = [self._submit(pool, self._offers_chunk, chunk) for chunk in chunks]
+            return [offer for future in futures for offer in future.result()]
+        finally:
+            # A failed chunk fails the call: the chunks not yet sent are not sent.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _offers_chunk(self, offer_ids: list[str]) -> list[dict]:
+        params = [("offer.id", offer_id) for offer_id in offer_ids] + [("limit", len(offer_ids)), ("offset", 0)]
+        response = self.request("GET", "/sale/offers", route="GET /sale/offers?offer.id", params=params)
+        return json_body(response).get("offers") or []
+
+    # ---- event journals ----------------------------------------------------------------
+
+    def offer_events(
+        self, after: str | None, limit: int = EVENTS_PAGE_SIZE, types: Iterable[str] = STOCK_EVENT_TYPES
+    ) -> list[OfferEvent]:
+        """One page of the account's offer journal (`GET /sale/offer-events`): up to
+        `limit` events after the event `after` (None: from the oldest kept, Allegro keeps
+        24 h), oldest first, of `types` (empty: every type). The next read goes on from
+        the last event's id (from `after` again when the page is empty). A page shorter
+        than `limit` reached the journal's end as it stands.
+
+        OfferEventsCursorExpiredError when Allegro refuses `after` (unknown, expired):
+        the events since are lost, the offers must be listed in full again."""
+        params = _events_query(after, limit, types, OFFER_EVENT_TYPES)
+        response = self.request(
+            "GET",
+            "/sale/offer-events",
+            route="GET /sale/offer-events",
+            params=params,
+            allowed=CURSOR_REFUSED if after is not None else (),
+        )
+        if response.status_code in CURSOR_REFUSED:
+            raise OfferEventsCursorExpiredError(self._account, after, response.status_code, error_detail(response))
+        return [OfferEvent.from_json(event) for event in json_body(response).get("offerEvents") or []]
+
+    def offer_events_head(self, after: str | None = None) -> str | None:
+        """The id of the newest event of the offer journal: the cursor to follow it from.
+        `after`: a cursor known to be recent, to read from there (returned itself when
+        nothing is newer); None: from the oldest event kept (returns None when the journal
+        is empty, and None is then the cursor: every event to come is after it).
+
+        Allegro has no call for it (as /order/event-stats is for orders), so the journal
+        is read to its end, every type, EVENTS_PAGE_SIZE events a call: 1 + ⌊events
+        read / 1000⌋ calls, up to a day's events from None. Take it before a full listing,
+        not after, so the changes made while listing are read again rather than missed."""
+        head = after
+        while True:
+            page = self.offer_events(head, EVENTS_PAGE_SIZE, types=())
+            if page:
+                head = page[-1].id
+            if len(page) < EVENTS_PAGE_SIZE:
+                return head
+
+    def order_events(
+        self, after: str | None, types: Iterable[str] = ("BOUGHT",), limit: int = EVENTS_PAGE_SIZE
+    ) -> list[OrderEvent]:
+        """One page of the account's order journal (`GET /order/events`, Allegro keeps 60
+        days): up to `limit` events after the event `after` (None: from the oldest),
+        oldest first, of `types` (empty: every type). Each event's line items name the
+        offer (id, external.id) and the quantity bought."""
+        params = _events_query(after, limit, types, ORDER_EVENT_TYPES)
+        response = self.request("GET", "/order/events", route="GET /order/events", params=params)
+        return [OrderEvent.from_json(event) for event in json_body(response).get("events") or []]
+
+    def latest_order_event_id(self) -> str | None:
+        """The id of the account's newest order event (`GET /order/event-stats`, one call):
+        the cursor to follow the order journal from; None when it has no events."""
+        response = self.request("GET", "/order/event-stats", route="GET /order/event-stats")
+        return (json_body(response).get("latestEvent") or {}).get("id")
 
     def patch_stock(self, offer_id: str, available: int) -> PatchOutcome:
         """202 → poll `operation_url`; 409 (a change of this offer is still processed) is retried."""

@@ -55,6 +55,24 @@ class AllegroApiError(AllegroSyncError):
         super().__init__(f"{method} {path} -> HTTP {status}: {detail}"[:2000])
 
 
+class OfferEventsCursorExpiredError(AllegroApiError):
+    """Allegro refused the offer-events cursor (`from`): it is older than the journal's
+    24 hours or was never issued to this account. The changes after it cannot be read
+    any more: every offer must be listed again (a full sync) and the journal followed
+    from its current head."""
+
+    def __init__(self, account: str, cursor: str, status: int, detail: str = ""):
+        self.method, self.path, self.status, self.detail = "GET", "/sale/offer-events", status, detail
+        self.account, self.cursor = account, cursor
+        AllegroSyncError.__init__(
+            self,
+            f"account {account!r}: Allegro no longer knows the offer-events cursor {cursor!r} (unknown, or older "
+            f"than its 24-hour journal; HTTP {status}: {detail}"[:1500]
+            + "); the changes since it are lost, so a full listing of the offers is needed before following "
+            "the journal again from its current head",
+        )
+
+
 class RateLimiterUnavailableError(AllegroSyncError):
     """The shared rate limiter (Redis) cannot be reached; calls are not made without it."""
 

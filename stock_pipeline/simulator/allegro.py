@@ -1,7 +1,9 @@
-"""AllegroSimulator: Allegro's REST API (/sale) and authorisation server (/auth/oauth) as a
-real HTTP server on loopback, for tests and local runs of the stock sync.
+"""AllegroSimulator: Allegro's REST API (/sale, and the order journal under /order) and
+authorisation server (/auth/oauth) as a real HTTP server on loopback, for tests and local
+runs of the stock sync; and, outside the API, the test harness's endpoints under
+/_simulator/ (harness.py: purchases by buyers, reads of offers, expiring a journal).
 
-Every /sale request is served in its own thread (one per connection) and first waits the
+Every API request is served in its own thread (one per connection) and first waits the
 configured latency there, so concurrent requests overlap as they do at Allegro; then it
 passes, in this order: the spec check (violations are recorded
 whatever happens next), fault injection (before anything has an effect), the bearer
@@ -21,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
+from stock_pipeline.simulator import harness
 from stock_pipeline.simulator.faults import FAULT_KINDS, FaultInjector
+from stock_pipeline.simulator.journal_api import JournalApi
 from stock_pipeline.simulator.loopback import JsonRequestHandler, LoopbackServer, Reply
 from stock_pipeline.simulator.oauth import InvalidToken, OAuthServer, TokenStore
 from stock_pipeline.simulator.rate_limits import ClientRateLimit, SellerWriteLimits
@@ -119,6 +123,7 @@ class AllegroSimulator(LoopbackServer):
         self._faults = FaultInjector()
         self._validator = SpecValidator()
         self._sale_api = SaleApi(self)
+        self._sale_api.add_routes(JournalApi(self, self._validator.schema_enum("OrderEventType")).routes())
 
         self._records_lock = threading.Lock()
         self._requests: list[RequestRecord] = []
@@ -184,9 +189,11 @@ class AllegroSimulator(LoopbackServer):
         if not self.marketplace.has_seller(login):
             raise KeyError(f"no seller {login!r}; call add_seller first")
 
-    def add_offers(self, login: str, offers: Iterable[Mapping[str, Any]]) -> list[str]:
-        """Each offer: sku, stock, and optionally id, status (default ACTIVE), ended_by, name."""
-        return self.marketplace.add_offers(login, offers)
+    def add_offers(self, login: str, offers: Iterable[Mapping[str, Any]], *, journal: bool = False) -> list[str]:
+        """Each offer: sku, stock, and optionally id, status (default ACTIVE), ended_by, name.
+        The offers are the world as it already is, unknown to the offer journal; with
+        `journal` each ACTIVE one appends OFFER_ACTIVATED, as a listing published now does."""
+        return self.marketplace.add_offers(login, offers, journal=journal)
 
     def offers(self, login: str) -> list[dict]:
         return [offer.summary() for offer in self.marketplace.offers(login)]
@@ -194,12 +201,37 @@ class AllegroSimulator(LoopbackServer):
     def offer(self, offer_id: str) -> dict:
         return self.marketplace.offer(offer_id).summary()
 
+    def offer_states(self, login: str, *, ids: Iterable[str] = (), skus: Iterable[str | None] = ()) -> list[dict]:
+        """The seller's offers with one of these ids or SKUs, as they are now (like
+        `offers`, but looked up: cheap for a few offers of a large seller)."""
+        self._require_seller(login)
+        return [offer.summary() for offer in self.marketplace.offer_states(login, offer_ids=ids, skus=skus)]
+
+    def purchase(self, login: str, offer_id: str, quantity: int, *, buyer: str = "buyer", paid: bool = True) -> dict:
+        """A buyer buys `quantity` units of seller `login`'s ACTIVE offer, as on allegro.pl:
+        the stock drops at once (the offer ends at 0, endedBy EMPTY_STOCK), the offer
+        journal gets OFFER_STOCK_CHANGED (and OFFER_ENDED), the order journal BOUGHT and,
+        when `paid`, READY_FOR_PROCESSING. Raises OfferNotFound (a KeyError) for an offer
+        that is not the seller's, PurchaseRefused (a ValueError) for one not ACTIVE or
+        with fewer units. Returns checkoutFormId, lineItemId, offerId, quantity,
+        available, status (after the purchase) and orderEventIds."""
+        self._require_seller(login)
+        return self.marketplace.purchase(login, offer_id, quantity, buyer, paid).as_dict()
+
+    def expire_offer_events(self, login: str) -> None:
+        """The seller's offer journal expires at once, as after 24 quiet hours: every
+        cursor into it becomes unknown (GET /sale/offer-events answers 400)."""
+        self._require_seller(login)
+        self.marketplace.expire_offer_events(login)
+
     def set_offer(self, offer_id: str, **changes: Any) -> None:
-        """An out-of-band change of stock, status and/or ended_by (the seller, another app)."""
+        """An out-of-band change of stock, status and/or ended_by (the seller, another app);
+        the offer journal records it as it records the API's changes."""
         self.marketplace.set_offer(offer_id, **changes)
 
     def remove_offers(self, offer_ids: Iterable[str]) -> None:
-        """Offers that leave the listing, e.g. while a client pages through it."""
+        """Offers that leave the listing, e.g. while a client pages through it; those that
+        were published append OFFER_ARCHIVED."""
         self.marketplace.remove_offers(offer_ids)
 
     def lock_offers(self, offer_ids: Iterable[str], locked: bool = True) -> None:
@@ -271,6 +303,10 @@ class AllegroSimulator(LoopbackServer):
         query = parse_qs(url.query, keep_blank_values=True)
         headers = {name.lower(): value for name, value in handler.headers.items()}
         raw_body = handler.read_body()
+        if url.path.startswith(harness.PREFIX):
+            # The harness's own calls: not Allegro's, so not recorded, delayed or limited.
+            handler.send_reply(harness.serve(self, handler.command, url.path, query, raw_body))
+            return
         if url.path == AUTH_PREFIX or url.path.startswith(AUTH_PREFIX + "/"):
             outcome = self._serve_auth(handler.command, url.path, url.query, headers, raw_body)
         else:
@@ -365,7 +401,8 @@ class AllegroSimulator(LoopbackServer):
 
         if check.problems:
             first = check.problems[0]
-            outcome.reply = error_reply(first.status, first.code, first.message)
+            media_type = self._validator.answer_media_type(method, check.route, first.status) or MEDIA_TYPE
+            outcome.reply = error_reply(first.status, first.code, first.message, media_type=media_type)
             return outcome
 
         try:

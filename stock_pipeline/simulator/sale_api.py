@@ -58,9 +58,15 @@ class SellerLimitExceeded(Exception):
 
 
 def error_reply(
-    status: int, code: str, message: str, *, path: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    *,
+    path: str | None = None,
+    headers: dict[str, str] | None = None,
+    media_type: str = MEDIA_TYPE,
 ) -> Reply:
-    return Reply(status, {"errors": [allegro_error(code, message, path)]}, headers or {}, MEDIA_TYPE)
+    return Reply(status, {"errors": [allegro_error(code, message, path)]}, headers or {}, media_type)
 
 
 # Offers added in one batch share their timestamps: a listing page formats a few, not 1 000.
@@ -218,6 +224,10 @@ class SaleApi:
                 self._read_command, kind, lambda command, _query: general_report(command)
             )
             self._routes[("GET", f"{resource}/{{commandId}}/tasks")] = partial(self._read_command, kind, task_page)
+
+    def add_routes(self, routes: Mapping[tuple[str, str], Callable[[SaleRequest], Reply]]) -> None:
+        """Operations served beside /sale's (the event journals)."""
+        self._routes.update(routes)
 
     def handle(self, method: str, route: str, request: SaleRequest) -> Reply:
         """Raises SellerLimitExceeded for the caller to answer 429."""

@@ -262,7 +262,18 @@ class SpecValidator:
             self._validators[pointer] = validator
         return validator
 
+    def schema_enum(self, name: str) -> list[str]:
+        """The values of the spec's enumeration schema `name`."""
+        return list(self._document["components"]["schemas"][name]["enum"])
+
     # ---- responses -------------------------------------------------------------------
+
+    def answer_media_type(self, method: str, route: str | None, status: int) -> str | None:
+        """The media type the spec gives the operation's `status` answer (GET
+        /sale/offer-events answers 400 as application/json), None when it gives none."""
+        operation = self._document["paths"].get(route or "", {}).get(method.lower())
+        content = (operation or {}).get("responses", {}).get(str(status), {}).get("content")
+        return next(iter(content), None) if content else None
 
     def check_response(self, method: str, route: str, status: int, content_type: str, body: Any) -> list[str]:
         """How an answer departs from the spec. Statuses the spec leaves undocumented for

@@ -1,9 +1,22 @@
-"""Sellers, offers, PATCH operations and batch commands, kept in memory.
+"""Sellers, offers, PATCH operations, batch commands, purchases and each seller's event
+journals, kept in memory.
 
 One lock guards all of it. What Allegro does asynchronously (a command's tasks, a PATCH
 answered 202) is put on a timeline of due times and applied lazily: every access first
 applies whatever has fallen due, in order. No background threads are needed, and a
 client polling at any moment sees what it would see on Allegro at that moment.
+
+Every change of an offer, whoever makes it (a PATCH, a command's task, a purchase,
+set_offer), goes through Marketplace._change, which appends the seller's offer events
+as Allegro does: only offers that were ACTIVE or ACTIVATING produce them.
+- the stock of a live offer changed: OFFER_STOCK_CHANGED (a write of the same value
+  changes nothing and produces nothing);
+- a live offer ended (by the seller, an END command, stock set or sold down to 0):
+  OFFER_ENDED, after the OFFER_STOCK_CHANGED of the same change;
+- an offer became ACTIVE (an ACTIVATE command, set_offer): OFFER_ACTIVATED;
+- a published offer left the listing (remove_offers): OFFER_ARCHIVED.
+Offers added with add_offers are the world as it already is: no events, unless
+`journal=True` (then each ACTIVE one appends OFFER_ACTIVATED, as a new listing would).
 """
 
 from __future__ import annotations
@@ -15,13 +28,30 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Collection, Iterable, Mapping
+
+from stock_pipeline.simulator.journals import (
+    OFFER_ACTIVATED,
+    OFFER_ARCHIVED,
+    OFFER_ENDED,
+    OFFER_EVENT_RETENTION_SECONDS,
+    OFFER_STOCK_CHANGED,
+    ORDER_EVENT_RETENTION_SECONDS,
+    Journal,
+    LineItem,
+    OfferEvent,
+    OrderEvent,
+    offer_event_sequence,
+)
 
 OFFER_STATUSES = ("INACTIVE", "ACTIVATING", "ACTIVE", "ENDED")
 ENDED_BY_VALUES = ("USER", "ADMIN", "EXPIRATION", "EMPTY_STOCK", "PRODUCT_DETACHMENT", "ERROR")
 LIVE_STATUSES = ("ACTIVE", "ACTIVATING")
 MAX_STOCK = 99_999
 FIRST_GENERATED_OFFER_ID = 17_000_000_000  # real offer ids are 11-digit numbers
+FIRST_SELLER_ID = 40_000_001
+FIRST_ORDER_EVENT_ID = 1_532_603_898_317_497  # the spec's example; real ids are 16-digit numbers
+FIRST_OFFER_EVENT_SEQUENCE = 1_563_865_391_563_846  # Allegro's example id MTU2Mzg2NTM5MTU2Mzg0Ng
 
 QUANTITY = "quantity"
 PUBLICATION = "publication"
@@ -42,6 +72,35 @@ class OfferLocked(Exception):
 
 class CommandIdInUse(Exception):
     """The command id was used before: command ids are idempotency keys."""
+
+
+class PurchaseRefused(ValueError):
+    """A buyer cannot buy that: the offer is not ACTIVE, or has fewer units than asked for."""
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """What a buyer's purchase did: the order (its checkout form and line item) and the
+    offer's stock and status after it."""
+
+    checkout_form_id: str
+    line_item_id: str
+    offer_id: str
+    quantity: int
+    available: int
+    status: str
+    order_event_ids: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {
+            "checkoutFormId": self.checkout_form_id,
+            "lineItemId": self.line_item_id,
+            "offerId": self.offer_id,
+            "quantity": self.quantity,
+            "available": self.available,
+            "status": self.status,
+            "orderEventIds": list(self.order_event_ids),
+        }
 
 
 @dataclass
@@ -120,6 +179,15 @@ class Marketplace:
         self._sequence = itertools.count()  # keeps the heap's order for equal due times
         self._next_offer_id = FIRST_GENERATED_OFFER_ID
         self._locked: set[str] = set()  # offers whose writes are refused
+        self._seller_ids: dict[str, str] = {}  # login -> the numeric id order events show
+        self._by_sku: dict[tuple[str, str | None], list[str]] = {}  # (login, sku) -> offer ids
+        self._offer_journals: dict[str, Journal] = {}
+        self._order_journals: dict[str, Journal] = {}
+        self._event_sequence = itertools.count(FIRST_OFFER_EVENT_SEQUENCE)  # offer events of every seller
+        self._order_event_sequence = itertools.count(FIRST_ORDER_EVENT_ID)
+        # Seconds the journals keep events; read at each access, so tests may shorten them.
+        self.offer_event_retention = OFFER_EVENT_RETENTION_SECONDS
+        self.order_event_retention = ORDER_EVENT_RETENTION_SECONDS
 
     # ---- lazy asynchronous work ------------------------------------------------------
 
@@ -137,13 +205,19 @@ class Marketplace:
 
     def add_seller(self, login: str) -> None:
         with self._lock:
-            self._sellers.setdefault(login, [])
+            if login not in self._sellers:
+                self._sellers[login] = []
+                self._seller_ids[login] = str(FIRST_SELLER_ID + len(self._seller_ids))
+                self._offer_journals[login] = Journal()
+                self._order_journals[login] = Journal()
 
     def has_seller(self, login: str) -> bool:
         with self._lock:
             return login in self._sellers
 
-    def add_offers(self, login: str, specs: Iterable[Mapping[str, Any]]) -> list[str]:
+    def add_offers(self, login: str, specs: Iterable[Mapping[str, Any]], *, journal: bool = False) -> list[str]:
+        """`journal`: each new ACTIVE offer appends OFFER_ACTIVATED (an offer published
+        now); without it the offers are the world as it was before any event."""
         with self._lock:
             now = self._settle()
             if login not in self._sellers:
@@ -157,6 +231,9 @@ class Marketplace:
             listed = self._sellers[login]
             for offer in offers:
                 self._offers[offer.id] = offer
+                self._by_sku.setdefault((login, offer.sku), []).append(offer.id)
+                if journal and offer.status == "ACTIVE":
+                    self._append_offer_event(offer, now, OFFER_ACTIVATED)
             # One merge per batch, not an insertion per offer: a seller of 100 000 offers is
             # added in one call. Generated ids already come after the listed ones: no sort.
             added = sorted(ids, key=_id_order)
@@ -209,11 +286,14 @@ class Marketplace:
     def remove_offers(self, offer_ids: Iterable[str]) -> None:
         """Offers gone from the seller's listing (deleted drafts, archived ended offers)."""
         with self._lock:
-            self._settle()
-            for offer_id in set(offer_ids):
+            now = self._settle()
+            for offer_id in sorted(set(offer_ids), key=_id_order):
                 offer = self._offers.pop(offer_id)
                 self._sellers[offer.login].remove(offer_id)
+                self._by_sku[(offer.login, offer.sku)].remove(offer_id)
                 self._locked.discard(offer_id)
+                if offer.status != "INACTIVE":  # a draft is deleted; a published offer is archived
+                    self._append_offer_event(offer, now, OFFER_ARCHIVED)
 
     def lock_offers(self, offer_ids: Iterable[str], locked: bool = True) -> None:
         with self._lock:
@@ -223,7 +303,19 @@ class Marketplace:
         """An out-of-band change (the seller in the web panel, another application)."""
         with self._lock:
             now = self._settle()
-            _change_offer(self._offers[offer_id], now, **changes)
+            self._change(self._offers[offer_id], now, **changes)
+
+    def offer_states(self, login: str, *, offer_ids: Iterable[str] = (), skus: Iterable[str] = ()) -> list[Offer]:
+        """The seller's offers with one of these ids or SKUs (None: no SKU), by id; looked
+        up, not searched for, so a benchmark may read a few offers of a large seller often."""
+        with self._lock:
+            self._settle()
+            if login not in self._sellers:
+                raise KeyError(f"no seller {login!r}; call add_seller first")
+            found = {i for i in offer_ids if self._offers.get(i, _NO_OFFER).login == login}
+            for sku in skus:
+                found.update(self._by_sku.get((login, sku), ()))
+            return [self._offers[offer_id].copy() for offer_id in sorted(found, key=_id_order)]
 
     def list_offers(
         self, login: str, *, offer_ids: list[str], skus: list[str], statuses: list[str], offset: int, limit: int
@@ -276,7 +368,7 @@ class Marketplace:
             if offer_id in self._running_operation:
                 raise OperationInProgress(offer_id)
             if delay is None:
-                _set_stock(offer, available, now)
+                self._set_stock(offer, available, now)
                 return offer.copy(), None
             operation = Operation(
                 id=str(uuid.uuid4()),
@@ -292,7 +384,7 @@ class Marketplace:
             return offer.copy(), copy.copy(operation)
 
     def _finish_operation(self, operation: Operation) -> None:
-        _set_stock(self._offers[operation.offer_id], operation.available, operation.due_at)
+        self._set_stock(self._offers[operation.offer_id], operation.available, operation.due_at)
         operation.done = True
         del self._running_operation[operation.offer_id]
 
@@ -352,8 +444,7 @@ class Marketplace:
             task.finished_at = command.due_at
         command.completed_at = command.due_at
 
-    @staticmethod
-    def _apply_quantity(modification: dict, offer: Offer, task: Task, now: float) -> None:
+    def _apply_quantity(self, modification: dict, offer: Offer, task: Task, now: float) -> None:
         value = modification["value"]
         new_stock = value if modification["changeType"] == "FIXED" else offer.stock + value
         if not 1 <= new_stock <= MAX_STOCK:
@@ -364,11 +455,10 @@ class Marketplace:
             )
             return
         # A command never ends or re-activates an offer: only the stock changes.
-        _change_offer(offer, now, stock=new_stock)
+        self._change(offer, now, stock=new_stock)
         task.status = "SUCCESS"
 
-    @staticmethod
-    def _apply_publication(publication: dict, offer: Offer, task: Task, now: float) -> None:
+    def _apply_publication(self, publication: dict, offer: Offer, task: Task, now: float) -> None:
         if publication["action"] == "END":
             if offer.status == "INACTIVE":
                 _fail(
@@ -376,7 +466,7 @@ class Marketplace:
                 )
                 return
             if offer.status in LIVE_STATUSES:
-                _change_offer(offer, now, status="ENDED", ended_by="USER")
+                self._change(offer, now, status="ENDED", ended_by="USER")
         else:  # ACTIVATE
             if offer.stock < 1:
                 _fail(
@@ -386,8 +476,100 @@ class Marketplace:
                 )
                 return
             if offer.status not in LIVE_STATUSES:
-                _change_offer(offer, now, status="ACTIVE")
+                self._change(offer, now, status="ACTIVE")
         task.status = "SUCCESS"
+
+    # ---- changes of offers and the offer journal -----------------------------------
+
+    def _set_stock(self, offer: Offer, available: int, now: float) -> None:
+        """Allegro ends an ACTIVE or ACTIVATING offer whose stock is set to 0."""
+        if available == 0 and offer.status in LIVE_STATUSES:
+            self._change(offer, now, stock=0, status="ENDED", ended_by="EMPTY_STOCK")
+        else:
+            self._change(offer, now, stock=available)
+
+    def _change(self, offer: Offer, now: float, **changes: Any) -> None:
+        """_change_offer, and the events the change makes Allegro append. Lock held."""
+        stock_before, status_before = offer.stock, offer.status
+        _change_offer(offer, now, **changes)
+        was_live = status_before in LIVE_STATUSES
+        if was_live and offer.stock != stock_before:
+            self._append_offer_event(offer, now, OFFER_STOCK_CHANGED)
+        if was_live and offer.status == "ENDED":
+            self._append_offer_event(offer, now, OFFER_ENDED)
+        if offer.status == "ACTIVE" and status_before != "ACTIVE":
+            self._append_offer_event(offer, now, OFFER_ACTIVATED)
+
+    def _append_offer_event(self, offer: Offer, now: float, kind: str) -> None:
+        ended_by = offer.ended_by if kind == OFFER_ENDED else None
+        event = OfferEvent(next(self._event_sequence), now, kind, offer.id, offer.sku, ended_by)
+        self._offer_journals[offer.login].append(event)
+
+    def offer_events(self, login: str, after: str | None, types: Collection[str], limit: int) -> list[OfferEvent]:
+        """GET /sale/offer-events: UnknownEventId when `after` names no event the seller's
+        journal still holds (expired, unknown, another seller's)."""
+        with self._lock:
+            now = self._settle()
+            journal = self._offer_journals[login]
+            journal.expire(now - self.offer_event_retention)
+            sequence = None if after is None else offer_event_sequence(after)
+            return journal.read(sequence, types, limit, exact=True)
+
+    def expire_offer_events(self, login: str) -> None:
+        """Test-only: the seller's whole offer journal expires at once (as 24 quiet hours
+        would do), so every cursor into it becomes unknown."""
+        with self._lock:
+            self._settle()
+            self._offer_journals[login].forget_all()
+
+    # ---- purchases and the order journal -------------------------------------------
+
+    def purchase(self, login: str, offer_id: str, quantity: int, buyer: str = "buyer", paid: bool = True) -> Purchase:
+        """A buyer buys `quantity` units of the seller's ACTIVE offer: the stock drops (the
+        offer ends at 0, EMPTY_STOCK), the offer journal gets its events and the order
+        journal BOUGHT (then READY_FOR_PROCESSING when `paid`: the buyer paid at once).
+        OfferNotFound for an offer that is not the seller's, PurchaseRefused otherwise."""
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+            raise PurchaseRefused(f"quantity must be a whole number of at least 1, got {quantity!r}")
+        with self._lock:
+            now = self._settle()
+            offer = self._owned(login, offer_id)
+            if offer.status != "ACTIVE":
+                raise PurchaseRefused(f"offer {offer_id} is {offer.status}: only an ACTIVE offer can be bought")
+            if quantity > offer.stock:
+                raise PurchaseRefused(f"offer {offer_id} has {offer.stock} units available, {quantity} asked for")
+            self._set_stock(offer, offer.stock - quantity, now)
+            item = LineItem(str(uuid.uuid4()), offer.id, offer.name, offer.sku, quantity, now)
+            checkout_form_id = str(uuid.uuid4())
+            event_ids = []
+            for kind in ("BOUGHT", "READY_FOR_PROCESSING") if paid else ("BOUGHT",):
+                event = OrderEvent(
+                    next(self._order_event_sequence),
+                    now,
+                    kind,
+                    checkout_form_id,
+                    self._seller_ids[login],
+                    buyer,
+                    (item,),
+                )
+                self._order_journals[login].append(event)
+                event_ids.append(event.id)
+            return Purchase(checkout_form_id, item.id, offer.id, quantity, offer.stock, offer.status, tuple(event_ids))
+
+    def order_events(self, login: str, after: int | None, types: Collection[str], limit: int) -> list[OrderEvent]:
+        """GET /order/events: the events whose id is larger than `after`."""
+        with self._lock:
+            now = self._settle()
+            journal = self._order_journals[login]
+            journal.expire(now - self.order_event_retention)
+            return journal.read(after, types, limit, exact=False)
+
+    def latest_order_event(self, login: str) -> OrderEvent | None:
+        with self._lock:
+            now = self._settle()
+            journal = self._order_journals[login]
+            journal.expire(now - self.order_event_retention)
+            return journal.latest()
 
 
 _NO_OFFER = Offer("", "", None, 0, "INACTIVE", None, "", 0.0, 0.0, None, None)  # owned by no seller
@@ -400,14 +582,6 @@ def _id_order(offer_id: str) -> tuple[int, str]:
 
 def _fail(task: Task, code: str, message: str) -> None:
     task.status, task.message, task.errors = "FAIL", message, [allegro_error(code, message)]
-
-
-def _set_stock(offer: Offer, available: int, now: float) -> None:
-    """Allegro ends an ACTIVE or ACTIVATING offer whose stock is set to 0."""
-    if available == 0 and offer.status in LIVE_STATUSES:
-        _change_offer(offer, now, stock=0, status="ENDED", ended_by="EMPTY_STOCK")
-    else:
-        _change_offer(offer, now, stock=available)
 
 
 _UNSET: Any = object()
