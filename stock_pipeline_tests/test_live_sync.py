@@ -69,10 +69,16 @@ def live(settings, simulator):
     register_account(settings, simulator, "shop-b")
     seed(simulator, "shop-a", [(f"S{i:03d}", 5, "ACTIVE") for i in range(100)] + [("S001", 5, "ACTIVE")])
     seed(simulator, "shop-b", [(f"S{i:03d}", 5, "ACTIVE") for i in range(50)])
-    write_stock(settings.stock_database_url, [(f"S{i:03d}", 5) for i in range(100)] + [("NO-OFFER", 3)])
+    write_stock(settings.stock_database_url, warehouse())
     world = LiveWorld(settings, simulator)
     world.start(["shop-a", "shop-b"])
     return world
+
+
+def warehouse(**changed) -> list[tuple]:
+    """The fixture's warehouse with `changed` SKUs (S001=9) set."""
+    rows = {f"S{i:03d}": 5 for i in range(100)} | {"NO-OFFER": 3} | changed
+    return list(rows.items())
 
 
 def stock_of(simulator, account, sku):
@@ -81,7 +87,7 @@ def stock_of(simulator, account, sku):
 
 def test_a_warehouse_change_is_written_by_one_live_run_per_account_touching_only_that_sku(live, settings, simulator):
     assert live.tick() == []  # nothing changed since the full syncs
-    write_stock(settings.stock_database_url, [(f"S{i:03d}", 5) for i in range(100)] + [("NO-OFFER", 3), ("S001", 9)])
+    write_stock(settings.stock_database_url, warehouse(S001=9))
     simulator.reset_requests()
 
     requests = live.tick()
@@ -102,7 +108,7 @@ def test_a_warehouse_change_is_written_by_one_live_run_per_account_touching_only
 def test_the_same_tick_evaluated_twice_asks_for_the_same_runs_and_a_run_key_is_never_applied_twice(
     live, settings, simulator
 ):
-    write_stock(settings.stock_database_url, [(f"S{i:03d}", 5) for i in range(100)] + [("S002", 7)])
+    write_stock(settings.stock_database_url, warehouse(S002=7))
     before = live.cursor
     first = live.tick(keep_cursor=False)  # the daemon died before storing the cursor
     live.cursor = before
@@ -114,13 +120,16 @@ def test_the_same_tick_evaluated_twice_asks_for_the_same_runs_and_a_run_key_is_n
 
 
 def test_a_sku_with_no_offer_changing_launches_nothing_and_calls_no_write(live, settings, simulator):
-    write_stock(settings.stock_database_url, [(f"S{i:03d}", 5) for i in range(100)] + [("NO-OFFER", 30)])
+    write_stock(settings.stock_database_url, warehouse(**{"NO-OFFER": 30}))
     simulator.reset_requests()
     assert live.tick() == []
     assert write_requests(simulator) == []
 
 
 def test_an_expired_offer_journal_position_falls_back_to_a_full_listing(live, settings, simulator):
+    offer = next(o for o in simulator.offers("shop-a") if o["sku"] == "S020")
+    simulator.set_offer(offer["id"], stock=40)  # the journal moves on: a position to lose
+    assert [r.job_name for r in live.tick()] == [LIVE_JOB]
     simulator.expire_offer_events("shop-a")
     requests = live.tick()
     assert [(r.job_name, r.partition_key) for r in requests] == [("account_sync", "shop-a")]
@@ -132,7 +141,7 @@ def test_an_expired_offer_journal_position_falls_back_to_a_full_listing(live, se
 
 def test_a_delta_that_would_end_most_offers_is_held_by_the_diff_guard_against_the_whole_map(live, settings, simulator):
     # 80 of shop-a's 101 offers to 0 at once (a feed gone wrong) — as a delta.
-    write_stock(settings.stock_database_url, [(f"S{i:03d}", 0 if i < 80 else 5) for i in range(100)])
+    write_stock(settings.stock_database_url, warehouse(**{f"S{i:03d}": 0 for i in range(80)}))
     requests = [r for r in live.tick() if r.partition_key == "shop-a"]
     assert requests
     result = live.run(requests[0])
@@ -143,7 +152,7 @@ def test_a_delta_that_would_end_most_offers_is_held_by_the_diff_guard_against_th
 
 def test_an_offer_changed_by_another_app_is_corrected_from_the_journal(live, settings, simulator):
     offer = next(o for o in simulator.offers("shop-b") if o["sku"] == "S010")
-    simulator.set_stock("shop-b", offer["id"], 40)  # another app raised it: overselling risk
+    simulator.set_offer(offer["id"], stock=40)  # another app raised it: overselling risk
     requests = live.tick()
     assert [r.partition_key for r in requests] == ["shop-b"]
     assert live.run(requests[0]).success

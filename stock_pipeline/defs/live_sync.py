@@ -23,11 +23,11 @@ lag. The full sync stays on its schedule for drift (offers created, edited or en
 hand, events missed).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster reads the run config's class from the
+# asset function's annotations.
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -209,27 +209,32 @@ live_sync_job = define_asset_job(
 
 @dataclass
 class LiveCursor:
-    """The sensor's position: the warehouse version it last compared, and per account the
-    offers still to write (their account had a run in flight) with when they were first seen."""
+    """The sensor's position, all of it in Dagster's sensor cursor (stored with the tick's
+    run requests): a tick evaluated again after a crash starts from the same position,
+    reads the same changes and asks for the same runs under the same run keys.
+
+    - `warehouse`: the warehouse version last compared;
+    - `offer_events`: per account, its offer journal's position ("" = from the oldest);
+    - `pending`: per account, offers still to write (a run of it was in flight), and
+      `seen_at` when their change was first seen (the lag counts from then);
+    - `fell`: per account, offers Allegro lowered without a write of ours, and when:
+      presumed sales whose order event may not be in the order journal yet;
+    - `tick`: counts the ticks, so that a run key is never the same for two ticks.
+    """
 
     warehouse: str | None = None
+    offer_events: dict[str, str] = field(default_factory=dict)
     pending: dict[str, list[str]] = field(default_factory=dict)
     seen_at: dict[str, str] = field(default_factory=dict)
-    # Per account, offers Allegro lowered without a write of ours, and when that was seen:
-    # presumed sales whose order event may not be in the order journal yet.
     fell: dict[str, dict[str, str]] = field(default_factory=dict)
+    tick: int = 0
 
     @classmethod
     def parse(cls, raw: str | None) -> "LiveCursor":
-        if not raw:
-            return cls()
-        value = json.loads(raw)
-        return cls(value.get("warehouse"), value.get("pending", {}), value.get("seen_at", {}), value.get("fell", {}))
+        return cls(**json.loads(raw)) if raw else cls()
 
     def dump(self) -> str:
-        return json.dumps(
-            {"warehouse": self.warehouse, "pending": self.pending, "seen_at": self.seen_at, "fell": self.fell}
-        )
+        return json.dumps(asdict(self), sort_keys=True)
 
 
 def accounts_in_flight(context: SensorEvaluationContext) -> set[str]:
@@ -256,6 +261,7 @@ def live_tick(
     accounts: list[str],
 ) -> SensorResult | SkipReason:
     cursor = LiveCursor.parse(context.cursor)
+    cursor.tick += 1
     engine = pipeline_db.engine()
     snapshot = read_snapshot(stock_db)
     skus = int(snapshot.stock["sku"].nunique())
@@ -280,22 +286,27 @@ def live_tick(
         state = states.get(account)
         client = allegro.client_for(account, pipeline_db)
         try:
-            if state is None or state.offer_events_cursor is None:
-                head = start_following_offer_journal(client, store, account)
-                if account not in busy:
-                    requests.append(_full_sync(account, head or "start"))
-                continue
-            if not state.map_current:
-                if account not in busy:
-                    requests.append(_full_sync(account, state.offer_events_cursor or "start"))
-                continue
-            journal = follow_offer_journal(client, store, account, state.offer_events_cursor)
-            if journal.position_lost:
-                head = start_following_offer_journal(client, store, account)
+            position = cursor.offer_events.get(account)
+            if position is None or state is None or state.offer_events_since is None:
+                # Not followed yet (or the cursor was reset): from the journal's head, and a
+                # full sync whose listing, started after it, makes the map current.
+                cursor.offer_events[account] = start_following_offer_journal(client, store, account)
                 cursor.pending.pop(account, None)
                 if account not in busy:
-                    requests.append(_full_sync(account, head or "start"))
+                    requests.append(_full_sync(account, f"{cursor.tick}"))
                 continue
+            if not state.map_current:  # its full sync is still to come (or failed): ask again once idle
+                if account not in busy:
+                    requests.append(_full_sync(account, f"{cursor.tick}"))
+                continue
+            journal = follow_offer_journal(client, store, account, position)
+            if journal.position_lost:
+                cursor.offer_events[account] = start_following_offer_journal(client, store, account)
+                cursor.pending.pop(account, None)
+                if account not in busy:
+                    requests.append(_full_sync(account, f"{cursor.tick}"))
+                continue
+            cursor.offer_events[account] = journal.position
             follow_order_journal(client, pipeline_db, account, state.order_events_cursor, snapshot.stock)
         except AllegroSyncError as exc:  # one account's trouble (tokens, Allegro down) does not stop the others
             log.warning("live_account_skipped", account=account, error=str(exc))
@@ -343,7 +354,6 @@ def _plan_account(
         warehouse,
         OfferMap.from_listing(account, offers, len(offers)),
         allegro.batch_size,
-        dry_run=True,
     )
     plan = planned.plan
     fell = cursor.fell.setdefault(account, {})
@@ -368,7 +378,7 @@ def _plan_account(
     if len(ids) > live.max_offers:  # a delivery touching most of the catalogue: one full sync does it cheaper
         cursor.pending.pop(account, None)
         cursor.seen_at.pop(account, None)
-        return None if account in busy else _full_sync(account, f"{cursor.warehouse}")
+        return None if account in busy else _full_sync(account, f"{cursor.tick}")
     if account in busy:
         cursor.pending[account] = ids + later
         return None
@@ -380,7 +390,7 @@ def _plan_account(
     digest = hashlib.sha256(",".join(ids).encode()).hexdigest()[:12]
     return RunRequest(
         job_name=LIVE_JOB,
-        run_key=f"live:{account}:{cursor.warehouse}:{digest}",
+        run_key=f"live:{account}:{cursor.tick}:{digest}",
         partition_key=account,
         run_config={
             "ops": {

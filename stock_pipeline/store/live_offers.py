@@ -8,10 +8,12 @@ confirmed writes. Every row carries `observed_at` and a merge keeps the newer
 observation: a listing taken while the journal was being followed cannot put back a
 value older than the one the journal already brought.
 
-`live_accounts`: per account, the offer-events and order-events journal positions (stored
-in the same transaction as the rows and holds they produced, so a restart neither loses
-an event nor applies it twice), when the offer map was last complete, and the figures
-shown in `accounts list` and the UI (last change seen, last write, lag).
+`live_accounts`: per account, when the offer map was last complete and since when the
+offer-events journal is followed (its position is the live sensor's cursor: a tick
+evaluated again after a crash reads the same events again), the order journal's position
+(shared by the sensor and the full sync; a sale is recorded once per line item however
+often it is read), and the figures shown in `accounts list` and the UI (last change seen,
+last write, lag).
 """
 
 from __future__ import annotations
@@ -46,8 +48,7 @@ live_accounts = sa.Table(
     metadata,
     sa.Column("account", sa.String(100), primary_key=True),
     sa.Column("offers_listed_at", sa.DateTime(timezone=True), nullable=True),  # last complete listing merged
-    sa.Column("offer_events_cursor", sa.Text, nullable=True),
-    # When that position was taken: a listing is trusted only if it started after it.
+    # When the offer journal's position was taken: a listing is trusted only if it started after it.
     sa.Column("offer_events_since", sa.DateTime(timezone=True), nullable=True),
     sa.Column("order_events_cursor", sa.Text, nullable=True),
     sa.Column("last_change_seen_at", sa.DateTime(timezone=True), nullable=True),
@@ -63,7 +64,6 @@ _CHUNK = 1000  # ids per IN (...) and rows per INSERT: well under every driver's
 class LiveAccount:
     account: str
     offers_listed_at: datetime | None
-    offer_events_cursor: str | None
     offer_events_since: datetime | None
     order_events_cursor: str | None
     last_change_seen_at: datetime | None
@@ -73,11 +73,10 @@ class LiveAccount:
     @property
     def map_current(self) -> bool:
         """Whether the offer map can be kept current from the journal: a complete listing
-        merged that started after the journal position was taken (events before that
+        merged that started after the journal's position was taken (events before that
         position are not followed)."""
         return (
-            self.offer_events_cursor is not None
-            and self.offer_events_since is not None
+            self.offer_events_since is not None
             and self.offers_listed_at is not None
             and self.offers_listed_at >= self.offer_events_since
         )
@@ -143,11 +142,9 @@ class LiveOffers:
         observed_at: datetime | None = None,
         *,
         gone: Iterable[str] = (),
-        offer_events_cursor: str | None = None,
     ) -> None:
         """Offers as Allegro showed them at `observed_at` (re-read, or a write it confirmed),
-        offers Allegro no longer has (`gone`), and the journal position they bring the map
-        to: in one transaction, so the position never runs ahead of the rows."""
+        and offers Allegro no longer has (`gone`), in one transaction."""
         observed_at = observed_at or _now()
         with self.engine.begin() as conn:
             self._upsert(conn, _rows(account, offers, observed_at), keep_newer=True)
@@ -160,8 +157,6 @@ class LiveOffers:
                         live_offers.c.observed_at <= observed_at,
                     )
                 )
-            if offer_events_cursor is not None:
-                self._touch(conn, account, offer_events_cursor=offer_events_cursor)
 
     def observe_writes(self, account: str, results: pd.DataFrame, offers: pd.DataFrame) -> None:
         """The offers as Allegro holds them after the writes of `results` it confirmed
@@ -231,7 +226,6 @@ class LiveOffers:
             row["account"]: LiveAccount(
                 account=row["account"],
                 offers_listed_at=aware_utc(row["offers_listed_at"]),
-                offer_events_cursor=row["offer_events_cursor"],
                 offer_events_since=aware_utc(row["offer_events_since"]),
                 order_events_cursor=row["order_events_cursor"],
                 last_change_seen_at=aware_utc(row["last_change_seen_at"]),
@@ -241,27 +235,15 @@ class LiveOffers:
             for row in rows
         }
 
-    def set_cursors(
-        self, account: str, *, offer_events_cursor: str | None = None, order_events_cursor: str | None = None
-    ) -> None:
-        values = {
-            k: v
-            for k, v in (("offer_events_cursor", offer_events_cursor), ("order_events_cursor", order_events_cursor))
-            if v is not None
-        }
+    def set_order_events_cursor(self, account: str, cursor: str) -> None:
         with self.engine.begin() as conn:
-            self._touch(conn, account, **values)
+            self._touch(conn, account, order_events_cursor=cursor)
 
-    def start_following(self, account: str, offer_events_cursor: str, since: datetime) -> None:
-        """Follow the journal from `offer_events_cursor`, its head at `since`: the map is
+    def start_following(self, account: str, since: datetime) -> None:
+        """The offer journal is followed from its head as it was at `since`: the map is
         current again once a listing that started after `since` is merged."""
         with self.engine.begin() as conn:
-            self._touch(conn, account, offer_events_cursor=offer_events_cursor, offer_events_since=since)
-
-    def forget_offer_events_cursor(self, account: str) -> None:
-        """The journal position is lost (expired): the map must come from a full listing again."""
-        with self.engine.begin() as conn:
-            self._touch(conn, account, offer_events_cursor=None, offer_events_since=None)
+            self._touch(conn, account, offer_events_since=since)
 
     def record_change_seen(self, accounts: Iterable[str], seen_at: datetime) -> None:
         with self.engine.begin() as conn:

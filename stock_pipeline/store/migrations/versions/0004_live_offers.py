@@ -1,6 +1,6 @@
 """live_offers and live_accounts: each account's offer map kept current between full
 syncs (from the listing, the offer-events journal and confirmed writes), and per account
-the journal positions and the live sync's figures (store/live_offers.py).
+the live sync's state and figures (store/live_offers.py).
 
 Revision ID: 0004
 Revises: 0003
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: Union[str, Sequence[str], None] = "0003"
+down_revision: Union[str, Sequence[str], None] = "0002"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
@@ -33,7 +33,6 @@ def upgrade() -> None:
         "live_accounts",
         sa.Column("account", sa.String(100), primary_key=True),
         sa.Column("offers_listed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("offer_events_cursor", sa.Text, nullable=True),
         sa.Column("offer_events_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("order_events_cursor", sa.Text, nullable=True),
         sa.Column("last_change_seen_at", sa.DateTime(timezone=True), nullable=True),
