@@ -18,6 +18,8 @@ def test_asset_graph_snapshot():
         "allegro_offers": ["stock_snapshot"],  # the warehouse is read (and checked) before any Allegro call
         "stock_diff": ["allegro_offers", "stock_snapshot"],
         "stock_updates": ["allegro_offers", "stock_diff"],
+        # Written by live runs from the live offer map and the newest warehouse version (defs/live_sync.py).
+        "live_stock_updates": [],
     }
     checks = {key.name: key.asset_key.to_user_string() for key in graph.asset_check_keys}
     assert checks == {
@@ -26,7 +28,7 @@ def test_asset_graph_snapshot():
         "writes_confirmed": "stock_updates",
     }
     partitioned = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).partitions_def}
-    assert partitioned == {"allegro_offers", "stock_diff", "stock_updates"}
+    assert partitioned == {"allegro_offers", "stock_diff", "stock_updates", "live_stock_updates"}
 
 
 def test_automation_is_on_by_default():
@@ -34,7 +36,7 @@ def test_automation_is_on_by_default():
     schedule = defs.resolve_schedule_def("account_sync_schedule")
     assert schedule.cron_schedule == "*/15 * * * *"
     assert schedule.default_status == DefaultScheduleStatus.RUNNING
-    for name in ("telegram_on_run_failure", "account_partitions_sensor"):
+    for name in ("telegram_on_run_failure", "account_partitions_sensor", "live_stock_sensor"):
         assert defs.resolve_sensor_def(name).default_status == DefaultSensorStatus.RUNNING
     job = defs.resolve_job_def("account_sync")
     assert job.partitions_def.name == "accounts"
@@ -46,3 +48,12 @@ def test_dry_runs_are_a_job_that_materialises_nothing():
     assert rehearsal.partitions_def.name == "accounts"
     assert [node.name for node in rehearsal.nodes] == ["rehearse_account_sync"]
     assert defs.resolve_sensor_def("telegram_on_run_failure").description.startswith("NOT CONFIGURED")
+
+
+def test_the_live_sync_is_a_setting_away_and_its_failures_alert():
+    on = build_definitions(load_settings({"LIVE_SYNC_POLL_SECONDS": "12"}))
+    assert on.resolve_sensor_def("live_stock_sensor").minimum_interval_seconds == 12
+    monitored = on.resolve_sensor_def("telegram_on_run_failure")._monitored_jobs  # no public accessor
+    assert {job.name for job in monitored} == {"account_sync", "live_stock_sync"}
+    off = build_definitions(load_settings({"LIVE_SYNC": "off"}))
+    assert off.resolve_sensor_def("live_stock_sensor").default_status == DefaultSensorStatus.STOPPED

@@ -157,3 +157,67 @@ def test_an_offer_changed_by_another_app_is_corrected_from_the_journal(live, set
     assert [r.partition_key for r in requests] == ["shop-b"]
     assert live.run(requests[0]).success
     assert stock_of(simulator, "shop-b", "S010") == [5]
+
+
+def test_a_change_arriving_during_a_full_sync_waits_for_it_then_is_written(live, settings, simulator):
+    import threading
+    import time
+
+    simulator.listing_latency = 1.0  # the full sync is still listing when the warehouse changes
+    simulator.reset_requests()
+    full = threading.Thread(target=lambda: live.run(live_full_sync_request("shop-a")))
+    full.start()
+    deadline = time.monotonic() + 30
+    while not any(r.path == "/sale/offers" for r in simulator.requests) and time.monotonic() < deadline:
+        time.sleep(0.05)  # its warehouse read is done: it lists after it
+    write_stock(settings.stock_database_url, warehouse(S001=9))
+
+    during = live.tick()
+    full.join()
+    simulator.listing_latency = None
+
+    assert [r.partition_key for r in during] == ["shop-b"]  # shop-a has a run in flight: its change waits
+    after = live.tick()
+    assert [r.partition_key for r in after] == ["shop-a"]
+    assert live.run(after[0]).success
+    assert stock_of(simulator, "shop-a", "S001") == [9, 9] and stock_of(simulator, "shop-b", "S001") == [5]
+
+
+def live_full_sync_request(account):
+    return RunRequest(job_name="account_sync", partition_key=account)
+
+
+def test_a_full_sync_leaves_an_offer_a_live_run_wrote_after_it_started(live, settings, simulator):
+    """A CLI sync (outside the queue) whose warehouse read is older than a live run's write
+    must not write its older value over it."""
+    from datetime import datetime, timedelta, timezone
+
+    from stock_pipeline.store.schema import writes
+
+    offer = next(o for o in simulator.offers("shop-a") if o["sku"] == "S003")
+    simulator.set_offer(offer["id"], stock=8)  # as a live run wrote it, for a warehouse value this sync has not read
+    with engine_for(settings.stock_pipeline_database_url).begin() as conn:
+        conn.execute(
+            writes.insert().values(
+                run_id="a-live-run",
+                account="shop-a",
+                offer_id=offer["id"],
+                sku="S003",
+                before=5,
+                after=8,
+                action="set",
+                method="patch",
+                status="success",
+                created_at=datetime.now(timezone.utc) + timedelta(hours=1),  # after this sync starts, whenever it does
+            )
+        )
+    summary = live.run(live_full_sync_request("shop-a"))
+    assert summary.success
+    assert stock_of(simulator, "shop-a", "S003") == [8]
+    runs = live.instance.get_runs()
+    metadata = {}
+    for record in live.instance.get_records_for_run(runs[0].run_id).records:
+        event = record.event_log_entry.dagster_event
+        if event and event.event_type_value == "ASSET_MATERIALIZATION":
+            metadata.update(event.event_specific_data.materialization.metadata)
+    assert metadata["left_to_newer_live_writes"].value == 1
