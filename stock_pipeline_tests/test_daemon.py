@@ -110,6 +110,17 @@ def settled(instance) -> bool:
 def daemon_home(postgres_dagster_home, monkeypatch):
     write_instance_yaml(postgres_dagster_home, dequeue_interval_seconds=1)
     monkeypatch.setenv("ALLEGRO_SYNC_SCHEDULE", "* * * * *")
+    # The schedule's runs are counted here; the live sync (its own test below) would add
+    # a full sync per account for its offer maps and share the two cores with them.
+    monkeypatch.setenv("LIVE_SYNC", "off")
+    return postgres_dagster_home
+
+
+@pytest.fixture
+def live_daemon_home(postgres_dagster_home, monkeypatch):
+    write_instance_yaml(postgres_dagster_home)  # the repository's dagster.yaml as it is
+    monkeypatch.setenv("ALLEGRO_SYNC_SCHEDULE", "0 0 1 1 *")  # no full sync but the live sensor's own
+    monkeypatch.setenv("LIVE_SYNC", "on")
     return postgres_dagster_home
 
 
@@ -119,6 +130,15 @@ def instance(daemon_home):
 
     with DagsterInstance.get() as inst:
         yield inst
+
+
+@pytest.fixture
+def live_daemon(live_daemon_home, tmp_path):
+    process = DagsterProcess([dagster_bin("dagster-daemon"), "run", "-w", str(WORKSPACE)], tmp_path / "daemon.log")
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture
@@ -242,3 +262,50 @@ def test_daemon_schedules_each_account_senses_new_ones_and_backfills_one(setting
     )
     assert len(records) == 2
     assert records[0].end_time <= records[1].start_time, "two runs of one account overlapped"
+
+
+def test_daemon_live_sync_builds_offer_maps_then_writes_a_warehouse_change_within_seconds(
+    settings, simulator, live_daemon_home, live_daemon
+):
+    """Live sync with default settings as the daemon runs it: the live sensor's first tick
+    takes each account's journal position and asks for a full sync, which builds the offer
+    map; then a warehouse change reaches every offer of its SKU on Allegro, through one live
+    run per account, writing nothing else; and a purchase is not raised back."""
+    from dagster import DagsterInstance, RunsFilter
+
+    from stock_pipeline.store.engine import engine_for
+    from stock_pipeline.store.live_offers import LiveOffers
+
+    register_account(settings, simulator, "shop-a")
+    register_account(settings, simulator, "shop-b")
+    seed(simulator, "shop-a", [(f"L{i:02d}", 5, "ACTIVE") for i in range(30)])
+    seed(simulator, "shop-b", [(f"L{i:02d}", 5, "ACTIVE") for i in range(10)])
+    warehouse = {f"L{i:02d}": 5 for i in range(30)}
+    write_stock(settings.stock_database_url, list(warehouse.items()))
+    live = LiveOffers(engine_for(settings.stock_pipeline_database_url))
+
+    def maps_current():
+        states = live.states()
+        return all(a in states and states[a].map_current for a in ("shop-a", "shop-b"))
+
+    wait_for("the live sensor's full syncs building both offer maps", maps_current, FIRST_RUNS_BOUND, live_daemon)
+    bought = next(o for o in simulator.offers("shop-a") if o["sku"] == "L20")
+    simulator.purchase("shop-a", bought["id"], 2)  # 5 -> 3 on Allegro; the warehouse still says 5
+    simulator.reset_requests()
+    changed = time.monotonic()
+    write_stock(settings.stock_database_url, list({**warehouse, "L03": 11}.items()))
+
+    def written():
+        return sorted(o["stock"] for a in ("shop-a", "shop-b") for o in simulator.offers(a) if o["sku"] == "L03")
+
+    wait_for("L03 = 11 on both accounts", lambda: written() == [11, 11], RUN_BOUND, live_daemon)
+    delay = time.monotonic() - changed
+    time.sleep(8)  # another tick or two: the purchase's journal events are seen by now
+    patched = {r.path.rsplit("/", 1)[-1] for r in write_requests(simulator) if r.method == "PATCH"}
+    l03 = {o["id"] for a in ("shop-a", "shop-b") for o in simulator.offers(a) if o["sku"] == "L03"}
+    assert patched == l03, "a live run wrote more than the changed SKU's offers"
+    assert next(o for o in simulator.offers("shop-a") if o["id"] == bought["id"])["stock"] == 3  # the sale stands
+    with DagsterInstance.get() as instance:
+        live_runs = instance.get_run_records(RunsFilter(job_name="live_stock_sync"))
+    assert {r.dagster_run.tags["dagster/partition"] for r in live_runs} == {"shop-a", "shop-b"}
+    assert delay < RUN_BOUND
