@@ -32,6 +32,7 @@ from stock_pipeline.defs.account_steps import (
     plan_metadata,
     preview,
     read_snapshot,
+    settle_sale_holds,
     snapshot_metadata,
 )
 from stock_pipeline.defs.contract_types import (
@@ -172,6 +173,13 @@ def stock_diff(
     # offer, the diff guard and the writes, refuses it).
     with failures_as_sentences(context.partition_key):
         planned = plan_account(pipeline_db, context.partition_key, stock_snapshot, allegro_offers, allegro.batch_size)
+        settle_sale_holds(
+            pipeline_db,
+            context.partition_key,
+            context.run.run_id,
+            planned,
+            pipeline_db.writes_log(guards_overridden(context.run.tags)),
+        )
     return Output(planned.plan, metadata=plan_metadata(planned, allegro_offers))
 
 

@@ -56,7 +56,7 @@ AHEAD = "ahead"  # a revision this release does not know
 
 def current_metadata() -> sa.MetaData:
     """The schema this release's code expects (every table module imported)."""
-    from stock_pipeline.store import ended_offers, guard_state, policies, sync_status  # noqa: F401 (their tables)
+    from stock_pipeline.store import ended_offers, guard_state, policies, sale_holds, sync_status  # noqa: F401 (tables)
     from stock_pipeline.store.schema import metadata
 
     return metadata
