@@ -73,7 +73,7 @@ def test_the_stored_words_never_change():
     # Stored in the audit table and shown by `history`: the values are part of the data.
     assert [a.value for a in Action] == ["set", "end", "activate"]
     assert [m.value for m in Method] == ["patch", "quantity_command", "publication_command"]
-    assert [s.value for s in WriteStatus] == ["planned", "sent", "success", "failed", "pending", "not_sent"]
+    assert [s.value for s in WriteStatus] == ["planned", "sent", "success", "failed", "pending", "not_sent", "held"]
     assert Action.END == "end" and f"{WriteStatus.NOT_SENT}" == "not_sent" and {"pending": 1}[WriteStatus.PENDING] == 1
 
 

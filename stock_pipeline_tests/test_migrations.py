@@ -17,6 +17,7 @@ import tomllib
 from contextlib import ExitStack
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -330,6 +331,7 @@ def test_database_of_the_previous_release_is_upgraded_keeping_every_row_and_sync
     from stock_pipeline.store.ended_offers import EndedOffers
     from stock_pipeline.store.guard_state import LAST_GOOD_SNAPSHOT_SKUS, read_value
     from stock_pipeline.store.policies import PolicyStore
+    from stock_pipeline.store.sale_holds import SaleHolds
     from stock_pipeline.store.sync_status import SyncStatusStore
     from stock_pipeline.store.writes_log import WritesLog
 
@@ -412,7 +414,7 @@ def test_database_of_the_previous_release_is_upgraded_keeping_every_row_and_sync
     engine = engine_for(upgrade_url)
 
     [upgrade] = upgrades
-    assert (upgrade.stamped, upgrade.applied, upgrade.after.revision) == ("0001", ("0002",), HEAD)
+    assert (upgrade.stamped, upgrade.applied, upgrade.after.revision) == ("0001", ("0002", "0003"), HEAD)
     assert _version_rows(upgrade_url) == [HEAD]
     assert _dump(upgrade_url) == before  # every row of every table, as the previous release wrote it
     assert _differences(upgrade_url, migrate.current_metadata()) == []
@@ -431,7 +433,8 @@ def test_database_of_the_previous_release_is_upgraded_keeping_every_row_and_sync
     assert sorted(zip(history["offer_id"], history["status"], history["command_id"].fillna(""))) == sorted(
         (r["offer_id"], r["final"], r["command_id"] or "") for r in audit
     )
-    assert SyncStatusStore(engine).all() == {}  # the new table, empty until a run records one
+    assert SyncStatusStore(engine).all() == {}  # the new tables, empty until a run records one
+    assert SaleHolds(engine).active("shop-old").empty
 
     # A real sync with the tokens the previous release stored: no re-authorisation.
     write_stock(settings.stock_database_url, warehouse)
@@ -452,6 +455,59 @@ def test_database_of_the_previous_release_is_upgraded_keeping_every_row_and_sync
     assert len(WritesLog(engine).history(account="shop-old")) > len(audit)  # new audit rows beside the old
 
 
+def test_a_database_at_0002_gets_the_sale_holds_table_keeping_every_row(database_url, monkeypatch):
+    """The release before sale holds: its rows (an account, its policy, an audit row, a sync
+    status) stay as they were, and the new table works at once."""
+    from stock_pipeline.core.sale_holds import typed_holds
+    from stock_pipeline.store.sale_holds import SaleHolds
+
+    _migrate_to(database_url, "0002")
+    engine = _plain_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO accounts (name, status) VALUES ('shop', 'active')"))
+        conn.execute(
+            sa.text("INSERT INTO account_policies (account, policy, updated_at) VALUES ('shop', :p, :t)"),
+            {"p": '{"reserve_units": 1}', "t": "2026-11-01 10:00:00+00:00"},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO writes (run_id, account, offer_id, sku, before, after, action, method, status) "
+                "VALUES ('run-1', 'shop', '100', 'A', 4, 5, 'set', 'patch', 'success')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO sync_status (account, last_run_id, last_result, last_finished_at) "
+                "VALUES ('shop', 'run-1', 'success', :t)"
+            ),
+            {"t": "2026-11-01 10:00:00+00:00"},
+        )
+    engine.dispose()
+    tables = ("accounts", "account_policies", "writes", "sync_status")
+    before = _dump(database_url, tables)
+
+    upgrades = _recording_upgrades(monkeypatch)
+    upgraded = engine_for(database_url)
+
+    assert [(u.stamped, u.applied) for u in upgrades] == [(None, ("0003",))]
+    assert _dump(database_url, tables) == before
+    assert _differences(database_url, migrate.current_metadata()) == []
+    hold = pd.DataFrame(
+        {
+            "offer_id": ["100"],
+            "sku": ["A"],
+            "quantity": [1],
+            "warehouse_stock_at_sale": [5],
+            "bought_at": [pd.Timestamp("2026-11-28T11:00Z")],
+            "hold_until": [pd.Timestamp("2099-01-01T00:00Z")],
+            "order_event_id": ["e-1"],
+            "line_item_id": ["li-1"],
+        }
+    )
+    assert SaleHolds(upgraded).record("shop", typed_holds(hold)) == 1
+    assert SaleHolds(upgraded).active("shop")["line_item_id"].tolist() == ["li-1"]
+
+
 @pytest.mark.parametrize("kind", ["postgres", "sqlite"])
 def test_database_of_main_before_migrations_is_recognised_at_0002(new_database, kind):
     """Between the release and migrations, main's create_all had already made sync_status."""
@@ -463,7 +519,7 @@ def test_database_of_main_before_migrations_is_recognised_at_0002(new_database, 
         schemas()["0002"].create_all(conn)
     engine.dispose()
     result = migrate.upgrade_to_head(new_engine(url))
-    assert (result.stamped, result.applied, result.after.revision) == ("0002", (), HEAD)
+    assert (result.stamped, result.applied, result.after.revision) == ("0002", ("0003",), HEAD)
     assert _differences(url, migrate.current_metadata()) == []
 
 
@@ -496,7 +552,7 @@ def test_tables_matching_no_release_are_refused_with_the_command_that_resolves_i
     monkeypatch.setenv("STOCK_PIPELINE_DATABASE_URL", database_url)
     stamped = run_cli("db", "stamp", "0001")
     assert stamped.returncode == 0, stamped.stdout + stamped.stderr
-    assert "recorded at revision 0001" in stamped.stdout and "0002 run at the next start" in stamped.stdout
+    assert "recorded at revision 0001" in stamped.stdout and "0002, 0003 run at the next start" in stamped.stdout
     engine_for(database_url)
     assert _version_rows(database_url) == [HEAD]
 
@@ -543,7 +599,7 @@ def test_doctor_reports_the_schema_revision_and_migrates_nothing(database_url):
 def test_a_second_start_changes_nothing(database_url, monkeypatch):
     first = _recording_upgrades(monkeypatch)
     engine_for(database_url)
-    assert first[0].applied == ("0001", "0002")
+    assert first[0].applied == ("0001", "0002", "0003")
     dispose_engines()  # as a new process would
 
     statements: list[str] = []
@@ -572,7 +628,7 @@ def test_cli_db_upgrade_and_current(database_url, monkeypatch, pipeline_env):
     assert current.returncode == 0 and "none of the pipeline's tables yet" in current.stdout, current.stderr
     upgraded = run_cli("db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert f"applied 0001, 0002; now at revision {HEAD} (head)" in upgraded.stdout
+    assert f"applied 0001, 0002, 0003; now at revision {HEAD} (head)" in upgraded.stdout
     again = run_cli("db", "upgrade")
     assert again.returncode == 0 and f"at revision {HEAD} (head): nothing to do" in again.stdout
     current = run_cli("db", "current")
@@ -610,7 +666,9 @@ def test_processes_starting_together_on_a_new_database_migrate_once(database_url
 
     assert [kind for kind, _ in outcomes] == ["ok"] * count, outcomes
     applied = sorted(tuple(runs[0]) for _, runs in outcomes)
-    assert applied == [()] * (count - 1) + [("0001", "0002")], outcomes  # one migrated, the others found it done
+    assert applied == [()] * (count - 1) + [("0001", "0002", "0003")], (
+        outcomes
+    )  # one migrated, the others found it done
     assert _version_rows(database_url) == [HEAD]
     assert _differences(database_url, migrate.current_metadata()) == []
 

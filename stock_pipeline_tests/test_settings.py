@@ -16,6 +16,8 @@ def test_defaults_make_the_demo_work_with_nothing_set():
     assert s.allegro_sync_retry_delay == 30.0 and s.allegro_sync_schedule == "*/30 * * * *"
     assert s.redis_url is None and s.telegram_bot_token is None
     assert s.stock_max_plausible_stock == 1_000_000
+    assert s.stock_sale_hold_seconds == 3600  # an hour: core/sale_holds.py says why
+    assert load_settings({"STOCK_SALE_HOLD_SECONDS": "5400"}).stock_sale_hold_seconds == 5400
 
 
 @pytest.mark.parametrize(
@@ -28,6 +30,8 @@ def test_defaults_make_the_demo_work_with_nothing_set():
         ("ALLEGRO_SYNC_SCHEDULE", "every hour", "ALLEGRO_SYNC_SCHEDULE must be a cron expression"),
         ("STOCK_QUERY", "DELETE FROM products", "STOCK_QUERY must be a SELECT"),
         ("STOCK_DATABASE_URL", "not a url", "STOCK_DATABASE_URL must be an SQLAlchemy database URL"),
+        ("STOCK_SALE_HOLD_SECONDS", "30", "STOCK_SALE_HOLD_SECONDS must be between 60 and 604800, got 30"),
+        ("STOCK_SALE_HOLD_SECONDS", "1h", "STOCK_SALE_HOLD_SECONDS must be a whole number, got '1h'"),
         ("STOCK_MAX_PLAUSIBLE_STOCK", "1e6", "STOCK_MAX_PLAUSIBLE_STOCK must be a whole number, got '1e6'"),
         ("STOCK_MAX_PLAUSIBLE_STOCK", "99998", "STOCK_MAX_PLAUSIBLE_STOCK must be between 99999 and 9007199254740992"),
         (

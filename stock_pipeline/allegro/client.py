@@ -15,7 +15,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -197,6 +197,9 @@ class OrderEvent:
     occurred_at: str
     checkout_form_id: str | None
     line_items: tuple[OrderLineItem, ...]
+    # The event as Allegro sent it: core/sale_holds.py reads the sales from it, naming
+    # anything missing in Allegro's own field names.
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, event: dict) -> OrderEvent:

@@ -144,7 +144,7 @@ def cmd_accounts_remove(settings: Settings, args) -> int:
     store.require(args.name)
     if not args.yes:
         _print(
-            f"Remove account {args.name}? Its tokens, stock policy, ended-offer memory and sync status are "
+            f"Remove account {args.name}? Its tokens, stock policy, ended-offer memory, sale holds and sync status are "
             "deleted; its rows in the writes log (audit) stay. [y/N] ",
             end="",
         )

@@ -140,14 +140,21 @@ def _run_config(verbose: bool) -> dict:
     return {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
 
 
-def _notes(metadata: dict[str, dict]) -> tuple[str, ...]:
-    snapshot = metadata.get("stock_snapshot", {})
-    bad = int(snapshot.get("bad_rows", 0) or 0)
-    return (
-        (f"{bad} warehouse row(s) excluded as bad (their SKUs were left alone); see the run's stock_snapshot metadata",)
-        if bad
-        else ()
-    )
+def _notes(metadata: dict[str, dict], dry_run: bool = False) -> tuple[str, ...]:
+    notes = []
+    bad = int(metadata.get("stock_snapshot", {}).get("bad_rows", 0) or 0)
+    if bad:
+        notes.append(
+            f"{bad} warehouse row(s) excluded as bad (their SKUs were left alone); "
+            "see the run's stock_snapshot metadata"
+        )
+    held = int(metadata.get("stock_diff", {}).get("held_for_sales", 0) or 0)
+    if held:
+        notes.append(
+            f"{held} offer(s) {'would not be' if dry_run else 'not'} raised: sold on Allegro, not yet booked in the "
+            "warehouse" + ("" if dry_run else " (stock-pipeline history --status held)")
+        )
+    return tuple(notes)
 
 
 def _execute(job, account: str, instance: DagsterInstance, verbose: bool, tags: dict[str, str] | None = None):
@@ -217,6 +224,7 @@ def _rehearse_one(job, account: str, instance: DagsterInstance, verbose: bool) -
         error=error or ("; ".join(held) if held else None) or (None if result.success else "the dry run failed"),
         problem=problem,
         plan=plan,
+        notes=_notes({"stock_diff": meta}, dry_run=True),
     )
 
 

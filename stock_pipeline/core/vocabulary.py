@@ -38,6 +38,7 @@ class WriteStatus(StrEnum):
     FAILED = "failed"  # Allegro refused it
     PENDING = "pending"  # Allegro had not finished it when polling stopped; the next run asks again
     NOT_SENT = "not_sent"  # never sent (an activation whose quantity could not be set first)
+    HELD = "held"  # not sent: it would have raised the stock of an offer a buyer just bought from (core/sale_holds.py)
 
 
 class PublicationStatus(StrEnum):

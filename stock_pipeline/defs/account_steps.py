@@ -8,22 +8,24 @@ metrics, the audit) is done by the assets around these calls, never here.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 import pandas as pd
 from dagster import Failure, MetadataValue
 
 from stock_pipeline.core.contracts import OfferMap
-from stock_pipeline.core.diff import diff_offers, offers_frame
+from stock_pipeline.core.diff import diff_offers, empty_diff, offers_frame
 from stock_pipeline.core.guards import Verdict, active_offer_count
 from stock_pipeline.core.plan import minimum_calls, plan_writes
 from stock_pipeline.core.policy import StockPolicy, normalise_skus, offer_targets
+from stock_pipeline.core.sale_holds import HELD_COLUMNS, apply_holds, empty_released
 from stock_pipeline.core.snapshot import CleanSnapshot, bad_rows_preview, clean_snapshot
 from stock_pipeline.core.vocabulary import Action, Method
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase
 from stock_pipeline.defs.tags import OVERRIDE_TAG
+from stock_pipeline.engine.live_journals import follow_order_journal
 from stock_pipeline.foundation.errors import (
     AccountNeedsReauthorisationError,
     AccountPausedError,
@@ -36,7 +38,10 @@ from stock_pipeline.foundation.logs import get_logger
 from stock_pipeline.foundation.single_flight import SingleFlight
 from stock_pipeline.observability import progress
 from stock_pipeline.store.ended_offers import EndedOffers
+from stock_pipeline.store.live_offers import LiveOffers
 from stock_pipeline.store.policies import PolicyStore
+from stock_pipeline.store.sale_holds import SaleHolds
+from stock_pipeline.store.writes_log import WritesLog
 from stock_pipeline.warehouse.stock_source import StockSourceError, read_stock
 
 log = get_logger(__name__)
@@ -173,19 +178,58 @@ def offers_metadata(offer_map: OfferMap) -> dict:
     }
 
 
+HELD_PLAN_COLUMNS = PLAN_COLUMNS + ["batch"] + HELD_COLUMNS[HELD_COLUMNS.index("sales") :]
+
+
+def _no_held_writes() -> pd.DataFrame:
+    return plan_writes(empty_diff()).assign(
+        **{c: pd.Series(dtype="int64") for c in ("sales", "units_sold", "warehouse_stock_at_sale")},
+        hold_until=pd.Series(dtype="datetime64[ns, UTC]"),
+        reason=pd.Series(dtype="string"),
+    )
+
+
 @dataclass(frozen=True)
 class AccountPlan:
     plan: pd.DataFrame
     policy: StockPolicy
     minimum_api_calls: int | None  # None for a partial offer map: the yardstick needs every offer
+    # Writes kept back for sales the warehouse has not booked (core/sale_holds.py), planned as
+    # they would have been sent (HELD_PLAN_COLUMNS, `reason` saying why); not in `plan`.
+    held: pd.DataFrame = field(default_factory=_no_held_writes)
+    # Holds the rule released (expired, or the warehouse value changed): a real sync marks
+    # them released (settle_sale_holds); a dry run only shows them.
+    released: pd.DataFrame = field(default_factory=empty_released)
 
 
 def plan_account(
-    pipeline_db: PipelineDatabase, account: str, snapshot_stock: pd.DataFrame, offer_map: OfferMap, batch_size: int
+    pipeline_db: PipelineDatabase,
+    account: str,
+    snapshot_stock: pd.DataFrame,
+    offer_map: OfferMap,
+    batch_size: int,
+    *,
+    now: datetime | None = None,
 ) -> AccountPlan:
-    policy = PolicyStore(pipeline_db.engine()).get(account)
-    ended_by_us = EndedOffers(pipeline_db.engine()).ours(account)
-    return plan_account_offers(offer_map, snapshot_stock, policy, ended_by_us, batch_size)
+    """The account's plan with its active sale holds applied. Reads only: what the holds
+    rule released is released by the real sync (`settle_sale_holds`), never by a dry run."""
+    engine = pipeline_db.engine()
+    now = now or datetime.now(timezone.utc)
+    policy = PolicyStore(engine).get(account)
+    ended_by_us = EndedOffers(engine).ours(account)
+    holds = SaleHolds(engine).active(account, now)
+    planned = plan_account_offers(offer_map, snapshot_stock, policy, ended_by_us, batch_size, holds=holds, now=now)
+    if len(planned.held) or len(planned.released):
+        log.info(
+            "sale_holds",
+            account=account,
+            held_offers=int(planned.held["offer_id"].nunique()),
+            released=len(planned.released),
+            msg=f"{planned.held['offer_id'].nunique()} offer(s) of account {account} not raised: sold on Allegro, "
+            f"not yet booked in the warehouse; {len(planned.released)} sale hold(s) released "
+            "(expired, or the warehouse value changed)",
+        )
+    return planned
 
 
 def plan_account_offers(
@@ -194,17 +238,73 @@ def plan_account_offers(
     policy: StockPolicy,
     ended_by_us: frozenset[str] | set[str],
     batch_size: int,
+    *,
+    holds: pd.DataFrame | None = None,
+    now: datetime | None = None,
 ) -> AccountPlan:
     """The writes for the listed offers: works on a partial map too (an offer not listed is
-    simply not planned); the minimum number of calls is reckoned only on a complete one."""
+    simply not planned); the minimum number of calls is reckoned only on a complete one.
+    `holds` (core.sale_holds.HOLD_COLUMNS, the account's active ones) keep back the writes
+    that would raise a sold offer's stock, judged at `now`."""
     # Each offer's SKU looked up once in the snapshot's index, hashed once per snapshot: the
     # work per account follows its offers, not the million rows of the warehouse. The same
     # diff as compute_diff over apply_policy's targets (tested).
-    sku = normalise_skus(offer_map.offers["sku"], policy)
+    offers = offer_map.offers
+    sku = normalise_skus(offers["sku"], policy)
     found, target = offer_targets(snapshot_stock, policy, sku)
-    diff = diff_offers(offer_map.offers, sku, found, target, ended_by_us)
+    diff = diff_offers(offers, sku, found, target, ended_by_us)
+    extra: dict = {}
+    if holds is not None and not holds.empty:
+        # Every held offer's target now, not only those the diff plans: a hold whose offer
+        # now equals the warehouse is released too, once the warehouse value has moved on.
+        position = pd.Index(offers["offer_id"]).get_indexer(holds["offer_id"])
+        known = position >= 0
+        known[known] = found[position[known]]
+        targets = pd.Series(target[position[known]], index=pd.Index(holds["offer_id"][known], dtype="string"))
+        outcome = apply_holds(
+            diff, holds, now=now or datetime.now(timezone.utc), targets=targets[~targets.index.duplicated()]
+        )
+        diff = outcome.diff
+        reasons = outcome.held.drop(columns=["sku", "status", "before", "after", "action"])
+        extra = dict(
+            held=plan_writes(outcome.held, batch_size).merge(reasons, on="offer_id")[HELD_PLAN_COLUMNS],
+            released=outcome.released,
+        )
     minimum = minimum_calls(offer_map, diff, batch_size) if offer_map.complete else None
-    return AccountPlan(plan_writes(diff, batch_size), policy, minimum)
+    return AccountPlan(plan_writes(diff, batch_size), policy, minimum, **extra)
+
+
+def record_sales(
+    allegro: AllegroApi, pipeline_db: PipelineDatabase, account: str, snapshot_stock: pd.DataFrame, hold_seconds: int
+) -> int:
+    """The account's new purchases on Allegro (its order journal) recorded as sale holds,
+    before anything is planned from its offers' stock: a real sync's step, never a dry run's."""
+    engine = pipeline_db.engine()
+    client = allegro.client_for(account, pipeline_db)
+    try:
+        return follow_order_journal(
+            client,
+            LiveOffers(engine),
+            SaleHolds(engine),
+            account,
+            snapshot_stock,
+            PolicyStore(engine).get(account),
+            timedelta(seconds=hold_seconds),
+        )
+    finally:
+        client.close()
+
+
+def settle_sale_holds(
+    pipeline_db: PipelineDatabase, account: str, run_id: str, planned: AccountPlan, writes_log: WritesLog
+) -> None:
+    """What only a real sync does with the holds, after planning: the writes held for sales
+    go into the audit (status `held`, never sent), the holds the rule released are marked
+    released, and holds that have run out are deleted."""
+    holds = SaleHolds(pipeline_db.engine())
+    writes_log.record_held(run_id, account, planned.held)
+    holds.release(account, planned.released["line_item_id"])
+    holds.purge_expired(account=account)
 
 
 def plan_metadata(planned: AccountPlan, offer_map: OfferMap) -> dict:
@@ -225,6 +325,13 @@ def plan_metadata(planned: AccountPlan, offer_map: OfferMap) -> dict:
     if complete:
         metadata["minimum_api_calls"] = planned.minimum_api_calls
     metadata["preview"] = preview(plan[PLAN_COLUMNS])
+    held = planned.held
+    metadata["held_for_sales"] = int(held["offer_id"].nunique())
+    metadata["held_for_sales_preview"] = preview(
+        held.drop_duplicates("offer_id")[["offer_id", "sku", "before", "after", "units_sold", "hold_until"]],
+        empty="no write held for a sale",
+    )
+    metadata["sale_holds_released"] = len(planned.released)
     return metadata
 
 

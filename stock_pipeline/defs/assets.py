@@ -33,6 +33,8 @@ from stock_pipeline.defs.account_steps import (
     plan_metadata,
     preview,
     read_snapshot,
+    record_sales,
+    settle_sale_holds,
     snapshot_metadata,
 )
 from stock_pipeline.defs.contract_types import (
@@ -42,7 +44,13 @@ from stock_pipeline.defs.contract_types import (
     WriteResultsType,
     column_schema_metadata,
 )
-from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase, TelegramAlerts
+from stock_pipeline.defs.resources import (
+    AllegroApi,
+    LiveSyncConfig,
+    PipelineDatabase,
+    StockDatabase,
+    TelegramAlerts,
+)
 from stock_pipeline.defs.run_log import in_run_log
 from stock_pipeline.defs.tags import guards_overridden
 from stock_pipeline.engine.apply_writes import PollPolicy, WriteApplier
@@ -169,13 +177,23 @@ def stock_diff(
     context: AssetExecutionContext,
     allegro: AllegroApi,
     pipeline_db: PipelineDatabase,
+    live: LiveSyncConfig,
     stock_snapshot: pd.DataFrame,
     allegro_offers: OfferMap,
 ) -> Output[pd.DataFrame]:
     # The diff plans the listed offers: a partial offer map is accepted here (what needs every
     # offer, the diff guard and the writes, refuses it).
     with failures_as_sentences(context.partition_key):
+        # Sales first: a purchase the warehouse has not booked is never raised back.
+        record_sales(allegro, pipeline_db, context.partition_key, stock_snapshot, live.sale_hold_seconds)
         planned = plan_account(pipeline_db, context.partition_key, stock_snapshot, allegro_offers, allegro.batch_size)
+        settle_sale_holds(
+            pipeline_db,
+            context.partition_key,
+            context.run.run_id,
+            planned,
+            pipeline_db.writes_log(guards_overridden(context.run.tags)),
+        )
     return Output(planned.plan, metadata=plan_metadata(planned, allegro_offers))
 
 

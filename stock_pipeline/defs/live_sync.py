@@ -28,7 +28,7 @@ hand, events missed).
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 from dagster import (
@@ -62,6 +62,7 @@ from stock_pipeline.defs.account_steps import (
     plan_account,
     preview,
     read_snapshot,
+    settle_sale_holds,
 )
 from stock_pipeline.defs.assets import accounts_partitions
 from stock_pipeline.defs.automation import account_sync_job
@@ -82,6 +83,7 @@ from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.guard_state import LAST_GOOD_SNAPSHOT_SKUS, read_value
 from stock_pipeline.store.live_offers import LiveOffers
 from stock_pipeline.store.policies import PolicyStore
+from stock_pipeline.store.sale_holds import SaleHolds
 
 log = get_logger(__name__)
 
@@ -142,6 +144,13 @@ def live_stock_updates(
         # Complete for these offers: the plan covers exactly them, nothing is inferred from absence.
         offer_map = OfferMap.from_listing(account, offers, len(offers))
         planned = plan_account(pipeline_db, account, warehouse, offer_map, allegro.batch_size)
+        settle_sale_holds(
+            pipeline_db,
+            account,
+            context.run.run_id,
+            planned,
+            pipeline_db.writes_log(guards_overridden(context.run.tags)),
+        )
         plan = planned.plan
         verdict = diff_verdict(plan, store.active_count(account), guards.limits())
         if not verdict.passed and not guards_overridden(context.run.tags):
@@ -175,7 +184,7 @@ def live_stock_updates(
         "written": int(counts.get(WriteStatus.SUCCESS, 0)),
         "failed": len(failed),
         "pending": int(counts.get(WriteStatus.PENDING, 0)),
-        "held_for_sales": int(planned.held_for_sales) if hasattr(planned, "held_for_sales") else 0,
+        "held_for_sales": int(planned.held["offer_id"].nunique()),
         "api_calls": client.stats.total,
         "lag_seconds": round(lag, 3) if lag is not None else -1.0,
         "writes": preview(results[PLAN_COLUMNS + ["status"]]),
@@ -307,7 +316,15 @@ def live_tick(
                     requests.append(_full_sync(account, f"{cursor.tick}"))
                 continue
             cursor.offer_events[account] = journal.position
-            follow_order_journal(client, pipeline_db, account, state.order_events_cursor, snapshot.stock)
+            follow_order_journal(
+                client,
+                store,
+                SaleHolds(engine),
+                account,
+                snapshot.stock,
+                PolicyStore(engine).get(account),
+                timedelta(seconds=live.sale_hold_seconds),
+            )
         except AllegroSyncError as exc:  # one account's trouble (tokens, Allegro down) does not stop the others
             log.warning("live_account_skipped", account=account, error=str(exc))
             continue

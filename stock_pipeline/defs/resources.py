@@ -174,11 +174,13 @@ class GuardConfig(ConfigurableResource):
 
 
 class LiveSyncConfig(ConfigurableResource):
-    """The live sync's settings (LIVE_SYNC_*) and where its warehouse versions are kept."""
+    """The live sync's settings (LIVE_SYNC_*), where its warehouse versions are kept, and
+    how long a sale on Allegro holds its offer's stock (STOCK_SALE_HOLD_SECONDS)."""
 
     versions_dir: str
     max_offers: int
     poll_seconds: int
+    sale_hold_seconds: int
 
 
 class TelegramAlerts(ConfigurableResource):
@@ -237,6 +239,7 @@ def build_resources(settings: Settings) -> dict:
             versions_dir=str(Path(settings.frames_dir) / "live_warehouse"),
             max_offers=settings.live_sync_max_offers,
             poll_seconds=settings.live_sync_poll_seconds,
+            sale_hold_seconds=settings.stock_sale_hold_seconds,
         ),
         "telegram": TelegramAlerts(
             api_url=settings.telegram_api_url,

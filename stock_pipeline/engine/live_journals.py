@@ -17,15 +17,18 @@ again only after a full listing that started after that moment.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
 from stock_pipeline.allegro.client import AllegroClient
 from stock_pipeline.core.diff import offers_frame
+from stock_pipeline.core.policy import StockPolicy
+from stock_pipeline.core.sale_holds import BOUGHT, holds_for_sales, sales_from_order_events
 from stock_pipeline.foundation.errors import OfferEventsCursorExpiredError
 from stock_pipeline.foundation.logs import get_logger
 from stock_pipeline.store.live_offers import LiveOffers
+from stock_pipeline.store.sale_holds import SaleHolds
 
 log = get_logger(__name__)
 
@@ -101,6 +104,44 @@ def start_following_offer_journal(client: AllegroClient, live: LiveOffers, accou
     return head
 
 
-def follow_order_journal(client: AllegroClient, pipeline_db, account: str, cursor: str | None, warehouse) -> int:
-    """TEMPORARY until sale holds land: only moves the position."""
-    return 0
+def follow_order_journal(
+    client: AllegroClient,
+    live: LiveOffers,
+    holds: SaleHolds,
+    account: str,
+    snapshot_stock: pd.DataFrame,
+    policy: StockPolicy,
+    hold: timedelta,
+) -> int:
+    """The BOUGHT events after the account's stored position, each line item recorded as a
+    sale hold (once, however often it is read), then the position moved on. Returns the
+    holds recorded. With no position yet, it is taken at the journal's newest event: sales
+    from before the pipeline followed the journal are not known to it."""
+    state = live.state(account)
+    position = state.order_events_cursor if state is not None else None
+    if position is None:
+        live.set_order_events_cursor(account, client.latest_order_event_id() or "")
+        return 0
+    events: list = []
+    for _ in range(MAX_EVENT_CALLS_PER_POLL):
+        page = client.order_events(position or None, types=(BOUGHT,), limit=EVENTS_PER_CALL)
+        events += page
+        if page:
+            position = page[-1].id
+        if len(page) < EVENTS_PER_CALL:
+            break
+    if not events:
+        return 0
+    now = datetime.now(timezone.utc)
+    sales = sales_from_order_events(e.raw for e in events)
+    recorded = holds.record(account, holds_for_sales(sales, snapshot_stock, policy, hold=hold, now=now))
+    live.set_order_events_cursor(account, position)
+    if recorded:
+        log.info(
+            "sales_held",
+            account=account,
+            holds=recorded,
+            msg=f"{recorded} sale(s) on Allegro of account {account} recorded: those offers are not raised back "
+            "until the warehouse books them",
+        )
+    return recorded

@@ -94,6 +94,9 @@ class Settings:
     stock_guard_min_risky_offers: int = 10
     # A stock value above this is a broken feed (a bad row), not stock; see core/snapshot.py.
     stock_max_plausible_stock: int = 1_000_000
+    # How long a purchase on Allegro keeps a sync from raising that offer's stock back while
+    # the warehouse has not booked the order (core/sale_holds.py says why an hour).
+    stock_sale_hold_seconds: int = 3600
     # Fernet key(s) for the tokens at rest, comma-separated to rotate (stock_pipeline.foundation.tokens).
     token_encryption_key: str | None = field(default=None, repr=False)
     # The Dagster instance of the CLI and the demo (the daemon and the code server get theirs
@@ -260,6 +263,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         elif f.name == "stock_max_plausible_stock":
             # At least Allegro's own maximum; at most 2^53, where float64 still holds every whole number.
             values[f.name] = _parse_int(name, raw, 99_999, 2**53)
+        elif f.name == "stock_sale_hold_seconds":
+            # A minute at least (shorter holds nothing a sync could race); a week at most (longer
+            # keeps units off Allegro long after a delivery the warehouse value did not show).
+            values[f.name] = _parse_int(name, raw, 60, 7 * 86400)
         elif f.name == "allegro_sync_batch_size":
             values[f.name] = _parse_int(name, raw, 1, 1000)  # Allegro's command maximum
         elif f.name in ("allegro_sync_concurrency", "allegro_sync_parallel_accounts"):

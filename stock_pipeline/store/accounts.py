@@ -36,6 +36,7 @@ from stock_pipeline.foundation.logs import get_logger, remember_secrets
 from stock_pipeline.foundation.tokens import TokenCipher, TokenEncryptionError, TokenPair, is_encrypted
 from stock_pipeline.store.ended_offers import ended_offers
 from stock_pipeline.store.policies import account_policies
+from stock_pipeline.store.sale_holds import sale_holds
 from stock_pipeline.store.schema import (
     ACCOUNT_ACTIVE,
     ACCOUNT_NEEDS_REAUTH,
@@ -191,7 +192,7 @@ class AccountStore:
 
     def remove(self, name: str) -> RemovedAccount:
         """Deletes the account with its tokens and everything kept to sync it (policy,
-        offers it ended, last sync status), in one transaction. The writes log is the
+        offers it ended, holds of its sales, last sync status), in one transaction. The writes log is the
         audit trail: its rows of the account stay."""
         self.require(name)
         deleted: dict[str, int] = {}
@@ -199,6 +200,7 @@ class AccountStore:
             for table, column in (
                 (ended_offers, ended_offers.c.account),
                 (account_policies, account_policies.c.account),
+                (sale_holds, sale_holds.c.account),
                 (sync_status, sync_status.c.account),
                 (accounts, accounts.c.name),
             ):

@@ -56,7 +56,14 @@ AHEAD = "ahead"  # a revision this release does not know
 
 def current_metadata() -> sa.MetaData:
     """The schema this release's code expects (every table module imported)."""
-    from stock_pipeline.store import ended_offers, guard_state, live_offers, policies, sync_status  # noqa: F401 (their tables)
+    from stock_pipeline.store import (  # noqa: F401 (their tables)
+        ended_offers,
+        guard_state,
+        live_offers,
+        policies,
+        sale_holds,
+        sync_status,
+    )
     from stock_pipeline.store.schema import metadata
 
     return metadata

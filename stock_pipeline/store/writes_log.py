@@ -43,9 +43,20 @@ class WritesLog:
         self._guards_overridden = guards_overridden  # stamped on the writes of a run that overrode the guards
 
     def record_planned(self, run_id: str, account: str, plan: pd.DataFrame) -> None:
+        self._insert(run_id, account, plan, WriteStatus.PLANNED)
+
+    def record_held(self, run_id: str, account: str, held: pd.DataFrame) -> None:
+        """Writes kept back for a sale (core/sale_holds.py), each with the call it would
+        have been (`method`) and why in `error`: never sent, shown in the audit."""
+        self._insert(run_id, account, held, WriteStatus.HELD, reasons=held["reason"])
+
+    def _insert(
+        self, run_id: str, account: str, plan: pd.DataFrame, status: WriteStatus, reasons: pd.Series | None = None
+    ) -> None:
         if plan.empty:
             return
         now = datetime.now(timezone.utc)
+        errors = [None] * len(plan) if reasons is None else [None if pd.isna(e) else str(e)[:2000] for e in reasons]
         rows = [
             dict(
                 run_id=run_id,
@@ -56,12 +67,13 @@ class WritesLog:
                 after=int(r.after),
                 action=Action(r.action).value,
                 method=Method(r.method).value,
-                status=WriteStatus.PLANNED.value,
+                status=status.value,
+                error=error,
                 guards_overridden=self._guards_overridden,
                 created_at=now,
                 updated_at=now,
             )
-            for r in plan.itertuples(index=False)
+            for r, error in zip(plan.itertuples(index=False), errors)
         ]
         with self.engine.begin() as conn:
             conn.execute(writes.insert(), rows)
