@@ -414,7 +414,7 @@ def test_database_of_the_previous_release_is_upgraded_keeping_every_row_and_sync
     engine = engine_for(upgrade_url)
 
     [upgrade] = upgrades
-    assert (upgrade.stamped, upgrade.applied, upgrade.after.revision) == ("0001", ("0002", "0003"), HEAD)
+    assert (upgrade.stamped, upgrade.applied, upgrade.after.revision) == ("0001", ("0002", "0003", "0004"), HEAD)
     assert _version_rows(upgrade_url) == [HEAD]
     assert _dump(upgrade_url) == before  # every row of every table, as the previous release wrote it
     assert _differences(upgrade_url, migrate.current_metadata()) == []
@@ -489,7 +489,7 @@ def test_a_database_at_0002_gets_the_sale_holds_table_keeping_every_row(database
     upgrades = _recording_upgrades(monkeypatch)
     upgraded = engine_for(database_url)
 
-    assert [(u.stamped, u.applied) for u in upgrades] == [(None, ("0003",))]
+    assert [(u.stamped, u.applied) for u in upgrades] == [(None, ("0003", "0004"))]
     assert _dump(database_url, tables) == before
     assert _differences(database_url, migrate.current_metadata()) == []
     hold = pd.DataFrame(
@@ -519,7 +519,7 @@ def test_database_of_main_before_migrations_is_recognised_at_0002(new_database, 
         schemas()["0002"].create_all(conn)
     engine.dispose()
     result = migrate.upgrade_to_head(new_engine(url))
-    assert (result.stamped, result.applied, result.after.revision) == ("0002", ("0003",), HEAD)
+    assert (result.stamped, result.applied, result.after.revision) == ("0002", ("0003", "0004"), HEAD)
     assert _differences(url, migrate.current_metadata()) == []
 
 
@@ -552,7 +552,7 @@ def test_tables_matching_no_release_are_refused_with_the_command_that_resolves_i
     monkeypatch.setenv("STOCK_PIPELINE_DATABASE_URL", database_url)
     stamped = run_cli("db", "stamp", "0001")
     assert stamped.returncode == 0, stamped.stdout + stamped.stderr
-    assert "recorded at revision 0001" in stamped.stdout and "0002, 0003 run at the next start" in stamped.stdout
+    assert "recorded at revision 0001" in stamped.stdout and "0002, 0003, 0004 run at the next start" in stamped.stdout
     engine_for(database_url)
     assert _version_rows(database_url) == [HEAD]
 
@@ -599,7 +599,7 @@ def test_doctor_reports_the_schema_revision_and_migrates_nothing(database_url):
 def test_a_second_start_changes_nothing(database_url, monkeypatch):
     first = _recording_upgrades(monkeypatch)
     engine_for(database_url)
-    assert first[0].applied == ("0001", "0002", "0003")
+    assert first[0].applied == ("0001", "0002", "0003", "0004")
     dispose_engines()  # as a new process would
 
     statements: list[str] = []
@@ -628,7 +628,7 @@ def test_cli_db_upgrade_and_current(database_url, monkeypatch, pipeline_env):
     assert current.returncode == 0 and "none of the pipeline's tables yet" in current.stdout, current.stderr
     upgraded = run_cli("db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert f"applied 0001, 0002, 0003; now at revision {HEAD} (head)" in upgraded.stdout
+    assert f"applied 0001, 0002, 0003, 0004; now at revision {HEAD} (head)" in upgraded.stdout
     again = run_cli("db", "upgrade")
     assert again.returncode == 0 and f"at revision {HEAD} (head): nothing to do" in again.stdout
     current = run_cli("db", "current")
@@ -666,7 +666,7 @@ def test_processes_starting_together_on_a_new_database_migrate_once(database_url
 
     assert [kind for kind, _ in outcomes] == ["ok"] * count, outcomes
     applied = sorted(tuple(runs[0]) for _, runs in outcomes)
-    assert applied == [()] * (count - 1) + [("0001", "0002", "0003")], (
+    assert applied == [()] * (count - 1) + [("0001", "0002", "0003", "0004")], (
         outcomes
     )  # one migrated, the others found it done
     assert _version_rows(database_url) == [HEAD]

@@ -99,18 +99,21 @@ def _rows(account: str, offers: pd.DataFrame, observed_at: datetime) -> list[dic
 
 
 def confirmed_offers(results: pd.DataFrame, offers: pd.DataFrame) -> pd.DataFrame:
-    """The offers of `offers` that a confirmed write of `results` changed, as they are now."""
-    done = results[results["status"] == WriteStatus.SUCCESS]
-    frame = offers.set_index("offer_id").reindex(pd.Index(done["offer_id"].astype(str), dtype="string"))
-    frame = frame[frame["status"].notna()].reset_index()
-    after = done.set_index(done["offer_id"].astype(str))
-    frame["stock"] = after.loc[frame["offer_id"].astype(str), "after"].to_numpy(dtype="int64")
-    action = after.loc[frame["offer_id"].astype(str), "action"].to_numpy()
+    """The offers of `offers` that a confirmed write of `results` changed, as they are now.
+    An offer may have two writes (its quantity, then ACTIVATE): the last gives its stock,
+    an END or ACTIVATE its status."""
+    done = results.loc[results["status"] == WriteStatus.SUCCESS, ["offer_id", "after", "action"]]
+    done = done.assign(offer_id=done["offer_id"].astype(str))
+    known = offers.assign(offer_id=offers["offer_id"].astype(str)).drop_duplicates("offer_id").set_index("offer_id")
+    done = done[done["offer_id"].isin(known.index)]
+    stock = done.drop_duplicates("offer_id", keep="last").set_index("offer_id")["after"]
+    frame = known.loc[stock.index].reset_index()
+    frame["stock"] = stock.to_numpy(dtype="int64")
     status = frame["status"].astype(object).to_numpy()
-    status[action == Action.END] = PublicationStatus.ENDED.value
-    status[action == Action.ACTIVATE] = PublicationStatus.ACTIVE.value
+    for action, now in ((Action.END, PublicationStatus.ENDED), (Action.ACTIVATE, PublicationStatus.ACTIVE)):
+        status[frame["offer_id"].isin(done.loc[done["action"] == action, "offer_id"]).to_numpy()] = now.value
     frame["status"] = pd.array(status, dtype="string")
-    return frame[OFFER_COLUMNS]
+    return frame[OFFER_COLUMNS].astype({"offer_id": "string", "sku": "string", "stock": "int64"})
 
 
 class LiveOffers:
