@@ -221,3 +221,41 @@ def test_a_full_sync_leaves_an_offer_a_live_run_wrote_after_it_started(live, set
         if event and event.event_type_value == "ASSET_MATERIALIZATION":
             metadata.update(event.event_specific_data.materialization.metadata)
     assert metadata["left_to_newer_live_writes"].value == 1
+
+
+def test_a_purchase_is_not_raised_back_by_a_live_or_full_sync_until_the_warehouse_books_it(live, settings, simulator):
+    from stock_pipeline.store.writes_log import WritesLog
+
+    offer = next(o for o in simulator.offers("shop-a") if o["sku"] == "S005")
+    simulator.purchase("shop-a", offer["id"], 2)  # Allegro 3; the warehouse still says 5
+
+    assert [r for r in live.tick() if r.partition_key == "shop-a"] == []  # the order journal made it a hold
+    assert live.run(live_full_sync_request("shop-a")).success  # a full sync with the stale warehouse
+    assert stock_of(simulator, "shop-a", "S005") == [3]
+    held = WritesLog(engine_for(settings.stock_pipeline_database_url)).history(offer_id=offer["id"], status="held")
+    assert len(held) == 1 and "sale" in held["error"].iloc[0]
+
+    write_stock(settings.stock_database_url, warehouse(S005=3))  # the warehouse books the order
+    for request in live.tick():
+        assert live.run(request).success
+    assert stock_of(simulator, "shop-a", "S005") == [3] and stock_of(simulator, "shop-b", "S005") == [3]
+    write_stock(settings.stock_database_url, warehouse(S005=10))  # then a delivery: normal again
+    for request in live.tick():
+        assert live.run(request).success
+    assert stock_of(simulator, "shop-a", "S005") == [10] and stock_of(simulator, "shop-b", "S005") == [10]
+
+
+def test_an_offer_lowered_with_no_order_yet_is_presumed_sold_before_it_is_corrected(
+    live, settings, simulator, monkeypatch
+):
+    from stock_pipeline.defs import live_sync
+
+    offer = next(o for o in simulator.offers("shop-b") if o["sku"] == "S007")
+    simulator.set_offer(offer["id"], stock=2)  # lowered, and no order event (yet)
+    assert live.tick() == []  # its order event may still come: not raised back now
+    assert live.tick() == []
+    monkeypatch.setattr(live_sync, "PRESUMED_SALE_SECONDS", 0.0)  # the grace is over, no order came
+    requests = live.tick()
+    assert [r.partition_key for r in requests] == ["shop-b"]  # another app's change: corrected
+    assert live.run(requests[0]).success
+    assert stock_of(simulator, "shop-b", "S007") == [5]

@@ -220,6 +220,7 @@ class OrderEvent:
             event.get("occurredAt", ""),
             (order.get("checkoutForm") or {}).get("id"),
             items,
+            raw=event,
         )
 
 

@@ -276,9 +276,10 @@ def plan_account_offers(
 
 def record_sales(
     allegro: AllegroApi, pipeline_db: PipelineDatabase, account: str, snapshot_stock: pd.DataFrame, hold_seconds: int
-) -> int:
+) -> set[str]:
     """The account's new purchases on Allegro (its order journal) recorded as sale holds,
-    before anything is planned from its offers' stock: a real sync's step, never a dry run's."""
+    before anything is planned from its offers' stock: a real sync's step, never a dry run's.
+    Returns the offers sold."""
     engine = pipeline_db.engine()
     client = allegro.client_for(account, pipeline_db)
     try:

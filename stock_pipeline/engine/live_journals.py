@@ -112,16 +112,16 @@ def follow_order_journal(
     snapshot_stock: pd.DataFrame,
     policy: StockPolicy,
     hold: timedelta,
-) -> int:
+) -> set[str]:
     """The BOUGHT events after the account's stored position, each line item recorded as a
     sale hold (once, however often it is read), then the position moved on. Returns the
-    holds recorded. With no position yet, it is taken at the journal's newest event: sales
+    offers sold. With no position yet, it is taken at the journal's newest event: sales
     from before the pipeline followed the journal are not known to it."""
     state = live.state(account)
     position = state.order_events_cursor if state is not None else None
     if position is None:
         live.set_order_events_cursor(account, client.latest_order_event_id() or "")
-        return 0
+        return set()
     events: list = []
     for _ in range(MAX_EVENT_CALLS_PER_POLL):
         page = client.order_events(position or None, types=(BOUGHT,), limit=EVENTS_PER_CALL)
@@ -131,7 +131,7 @@ def follow_order_journal(
         if len(page) < EVENTS_PER_CALL:
             break
     if not events:
-        return 0
+        return set()
     now = datetime.now(timezone.utc)
     sales = sales_from_order_events(e.raw for e in events)
     recorded = holds.record(account, holds_for_sales(sales, snapshot_stock, policy, hold=hold, now=now))
@@ -144,4 +144,4 @@ def follow_order_journal(
             msg=f"{recorded} sale(s) on Allegro of account {account} recorded: those offers are not raised back "
             "until the warehouse books them",
         )
-    return recorded
+    return set(sales["offer_id"].astype(str))
