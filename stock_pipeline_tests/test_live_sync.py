@@ -103,6 +103,19 @@ def test_a_warehouse_change_is_written_by_one_live_run_per_account_touching_only
     assert len(written) == 3
     # The writes came back as journal events; re-read, they match the warehouse: no new run.
     assert live.tick() == []
+    # Visible: `accounts list` and Prometheus show the live write and its lag.
+    from stock_pipeline.cli.accounts_overview import load_overview, overview_table
+
+    rows = {r.account: r for r in load_overview(settings)}
+    assert rows["shop-a"].live_following and rows["shop-a"].last_live_write_at is not None
+    assert 0 <= rows["shop-a"].live_lag_seconds < 60
+    assert "last write" in overview_table(list(rows.values()))
+    import redis
+
+    from stock_pipeline.observability.metrics import render_prometheus
+
+    text = render_prometheus(redis.Redis.from_url(settings.redis_url))
+    assert 'allegro_sync_live_lag_seconds{account="shop-a"}' in text
 
 
 def test_the_same_tick_evaluated_twice_asks_for_the_same_runs_and_a_run_key_is_never_applied_twice(
