@@ -192,9 +192,9 @@ def test_an_asset_whose_frame_breaks_its_contract_fails_the_step_naming_the_colu
 
 
 def pages(items, total, page_size=3):
-    """What AllegroClient.iter_offer_pages yields: pages of items, each with the total."""
+    """What AllegroClient.iter_offer_frames yields: pages of offers, each with the total."""
     chunks = [items[i : i + page_size] for i in range(0, len(items), page_size)] or [[]]
-    return [(chunk, total) for chunk in chunks]
+    return [(offers_frame(chunk), total) for chunk in chunks]
 
 
 def test_a_listing_of_every_offer_is_complete():
