@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from dagster import asset, materialize
 
+from stock_pipeline.core import frame_memo
 from stock_pipeline.core.contracts import (
     Action,
     ContractError,
@@ -200,6 +201,7 @@ def pages(items, total, page_size=3):
 def test_a_listing_of_every_offer_is_complete():
     offer_map = read_offer_map("shop-a", pages(ITEMS, total=len(ITEMS)))
     assert offer_map.complete and offer_map.listed == offer_map.total_count == 7
+    assert frame_memo.is_frozen(offer_map.offers)  # the steps after share it: none can change it
     assert offer_map.describe() == "7 offers, complete"
     assert read_offer_map("shop-a", pages([], total=0)).complete
 

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from stock_pipeline.core import frame_memo
+from stock_pipeline.core.contracts import OfferFrame, check_frame, kept_contract
+from stock_pipeline.core.diff import offers_frame
 
 
 def a_frame() -> pd.DataFrame:
@@ -105,3 +107,14 @@ def test_a_frame_whose_values_could_change_in_place_is_not_shared():
     with pytest.raises(TypeError, match="cannot be made read-only"):
         frame_memo.shared_view(arrow)
     assert not frame_memo.is_frozen(arrow) and not frame_memo.is_frozen(a_frame())
+
+
+def test_a_read_only_frame_keeps_any_contract_it_passed_and_a_writable_one_only_the_snapshots(monkeypatch):
+    items = [{"id": str(i), "external": {"id": f"S{i}"}, "stock": {"available": i}} for i in range(3)]
+    writable, frozen = offers_frame(items), frame_memo.freeze(offers_frame(items))
+    for frame in (writable, frozen):
+        check_frame(OfferFrame, frame)
+    assert kept_contract(writable) is None  # may be changed in place after its check: checked again
+    assert kept_contract(frozen) == kept_contract(frame_memo.shared_view(frozen)) == OfferFrame.Config.name
+    monkeypatch.setattr(OfferFrame, "validate", lambda *a, **k: pytest.fail("checked again"))
+    assert check_frame(OfferFrame, frame_memo.shared_view(frozen)) is not None

@@ -13,7 +13,15 @@ import pandas as pd
 import pytest
 
 from stock_pipeline.core import frame_memo
-from stock_pipeline.core.contracts import OfferMap, PlanFrame, SnapshotFrame, check_frame, kept_contract
+from stock_pipeline.core.contracts import (
+    OfferFrame,
+    OfferMap,
+    PlanFrame,
+    SnapshotFrame,
+    check_frame,
+    check_offer_map,
+    kept_contract,
+)
 from stock_pipeline.core.diff import compute_diff, offers_frame
 from stock_pipeline.core.plan import plan_writes
 from stock_pipeline.defs.io_manager import (
@@ -24,6 +32,7 @@ from stock_pipeline.defs.io_manager import (
     find_value,
     hard_link_or_store,
     load_shared,
+    load_stored,
     load_value,
     prune,
     remember_stored,
@@ -227,3 +236,22 @@ def test_latest_is_the_runs_own_file_not_a_second_write(tmp_path):
     assert os.path.samefile(tmp_path / "latest.parquet", tmp_path / "runs" / "run-1.parquet")
     (tmp_path / "runs" / "run-1.parquet").unlink()  # pruned: latest stays
     assert load_value(tmp_path / "latest.parquet").total_count == 9
+
+
+def test_the_steps_after_get_the_read_only_offer_map_that_was_stored_not_a_copy(tmp_path):
+    offer_map = OfferMap.from_listing("shop-1", frame_memo.freeze(OFFERS.copy()), total_count=4)
+    check_offer_map(offer_map)  # the output check, done once: the frame cannot change after it
+    path = tmp_path / "runs" / "run-1.parquet"
+    store_value(offer_map, path)
+    remember_stored(path, offer_map)
+    loaded = load_stored(path)
+    assert isinstance(loaded, OfferMap) and loaded.complete and loaded.offers is not offer_map.offers
+    assert np.shares_memory(loaded.offers["stock"].to_numpy(), offer_map.offers["stock"].to_numpy())
+    assert kept_contract(loaded.offers) == OfferFrame.Config.name  # not checked again by each step
+    with pytest.raises(ValueError, match="read-only"):
+        loaded.offers.loc[0, "stock"] = 0
+
+    plan_path = tmp_path / "runs" / "plan.parquet"
+    store_value(PLAN, plan_path)
+    remember_stored(plan_path, PLAN)  # writable: each step reads its own copy
+    assert not np.shares_memory(load_stored(plan_path)["after"].to_numpy(), PLAN["after"].to_numpy())

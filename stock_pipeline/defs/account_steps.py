@@ -14,6 +14,7 @@ from typing import Iterable
 import pandas as pd
 from dagster import Failure, MetadataValue
 
+from stock_pipeline.core import frame_memo
 from stock_pipeline.core.contracts import ContractError, OfferMap, SnapshotFrame, check_frame
 from stock_pipeline.core.diff import diff_offers, offers_frame
 from stock_pipeline.core.guards import Verdict, active_offer_count
@@ -148,8 +149,10 @@ def read_offer_map(account: str, pages: Iterable[tuple[pd.DataFrame, int]]) -> O
     offers = pd.concat(frames[1:], ignore_index=True) if len(frames) > 1 else frames[0]
     # Pages that shifted while the listing ran (an offer created or deleted) repeat an offer.
     repeated = offers["offer_id"].duplicated(keep="last")
+    # Read-only from here on: the steps after share it (the IO manager hands them views of
+    # the value stored), and its contract is checked once, not by every step that loads it.
     offer_map = OfferMap.from_listing(
-        account, offers[~repeated].reset_index(drop=True), total, listed_twice=int(repeated.sum())
+        account, frame_memo.freeze(offers[~repeated].reset_index(drop=True)), total, listed_twice=int(repeated.sum())
     )
     if not offer_map.complete:
         twice = int(repeated.sum())

@@ -35,6 +35,10 @@ run can change what another plans from, and the work remembered of the frame (it
 contract, the combined stock) is done once. The value a run stores is that frame for the
 loads that follow, so in the CLI's runs the snapshot is read and cleaned once, stored
 once and never loaded back from disk. Content no run links to any more is pruned.
+
+Any other value stored read-only (an offer map: defs/account_steps.read_offer_map) is
+likewise handed to the steps after as views of the stored object, not read back three
+times and checked against its contract each time; other values are read from the file.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -62,7 +67,7 @@ from stock_pipeline.foundation.single_flight import SingleFlight
 
 KEEP_RUNS = 20
 CONTENT = "content"  # a shared asset partition's stored values, by digest of their content
-SHARED_VERSIONS_KEPT = 2  # stored versions of shared values a process keeps loaded
+VALUES_KEPT = 64  # read-only values a process keeps at hand for the loads of the steps after
 UNPARTITIONED = "_"
 SUFFIX = ".parquet"
 PICKLED_SUFFIX = ".pkl"  # an earlier release's values: never loaded
@@ -219,7 +224,7 @@ def hard_link_or_store(value: pd.DataFrame | OfferMap, stored: Path, path: Path)
 
 
 _loaded_lock = threading.Lock()
-_loaded: OrderedDict[tuple, pd.DataFrame] = OrderedDict()  # file identity -> read-only frame
+_loaded: OrderedDict[tuple, pd.DataFrame | OfferMap] = OrderedDict()  # file identity -> read-only value
 _loads: SingleFlight[pd.DataFrame | OfferMap] = SingleFlight()
 
 
@@ -229,43 +234,64 @@ def _identity(path: Path) -> tuple:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def _keep_loaded(identity: tuple, frame: pd.DataFrame) -> None:
+def _frame_of(value: object) -> pd.DataFrame | None:
+    frame = value.offers if isinstance(value, OfferMap) else value
+    return frame if isinstance(frame, pd.DataFrame) else None
+
+
+def _keep(identity: tuple, value: pd.DataFrame | OfferMap) -> None:
     with _loaded_lock:
-        _loaded[identity] = frame
+        _loaded[identity] = value
         _loaded.move_to_end(identity)
-        while len(_loaded) > SHARED_VERSIONS_KEPT:
+        while len(_loaded) > VALUES_KEPT:
             _loaded.popitem(last=False)
 
 
-def remember_stored(path: Path, frame: pd.DataFrame) -> None:
-    """The loads of the file at `path` that follow get views of `frame`, the value just
-    stored there, instead of reading it back; only a read-only frame is handed out so."""
-    if frame_memo.is_frozen(frame):
-        _keep_loaded(_identity(path), frame)
+def _kept(identity: tuple) -> pd.DataFrame | OfferMap | None:
+    """A view of its own of the read-only value kept for `identity`, or None."""
+    with _loaded_lock:
+        value = _loaded.get(identity)
+    if isinstance(value, OfferMap):
+        return replace(value, offers=frame_memo.shared_view(value.offers))
+    return None if value is None else frame_memo.shared_view(value)
+
+
+def remember_stored(path: Path, value: pd.DataFrame | OfferMap) -> None:
+    """The loads of the file at `path` that follow get views of `value`, the value just
+    stored there, instead of reading it back; only a read-only value is handed out so
+    (the snapshot, an offer map: core/frame_memo.freeze)."""
+    frame = _frame_of(value)
+    if frame is not None and frame_memo.is_frozen(frame):
+        _keep(_identity(path), value)
+
+
+def load_stored(path: Path) -> pd.DataFrame | OfferMap:
+    """The value stored at `path`: a view of the read-only value this process stored there
+    (remember_stored) or loaded from there, else read from the file."""
+    kept = _kept(_identity(path))
+    return kept if kept is not None else load_value(path)
 
 
 def load_shared(path: Path) -> pd.DataFrame | OfferMap:
-    """The value stored at `path`, read once per stored version in this process: each
-    caller gets a view of its own over one read-only frame (core/frame_memo.shared_view)."""
+    """The value stored at `path`, read once per stored version in this process and made
+    read-only: each caller gets a view of its own (core/frame_memo.shared_view)."""
     identity = _identity(path)
-    with _loaded_lock:
-        frame = _loaded.get(identity)
-    if frame is None:
+    kept = _kept(identity)
+    if kept is not None:
+        return kept
 
-        def read() -> pd.DataFrame | OfferMap:
-            value = load_value(path)
-            if isinstance(value, pd.DataFrame):
-                try:
-                    _keep_loaded(identity, frame_memo.freeze(value))
-                except TypeError:  # a column that cannot be made read-only: this caller's own
-                    pass
+    def read() -> pd.DataFrame | OfferMap:
+        value = load_value(path)
+        try:
+            frame_memo.freeze(_frame_of(value))
+        except TypeError:  # a column that cannot be made read-only: each caller reads its own
             return value
+        _keep(identity, value)
+        return value
 
-        value = _loads.run(identity, read)
-        if not isinstance(value, pd.DataFrame) or not frame_memo.is_frozen(value):
-            return value
-        frame = value
-    return frame_memo.shared_view(frame)
+    _loads.run(identity, read)
+    kept = _kept(identity)
+    return kept if kept is not None else load_value(path)
 
 
 class AtomicParquetIOManager(ConfigurableIOManager):
@@ -285,6 +311,7 @@ class AtomicParquetIOManager(ConfigurableIOManager):
             remember_stored(store_shared(obj, folder, path), obj)
         else:
             store_value(obj, path)
+            remember_stored(path, obj)
         if name in self.latest_readable:
             hard_link_or_store(obj, path, folder / f"latest{SUFFIX}")
         prune(folder)
@@ -296,7 +323,7 @@ class AtomicParquetIOManager(ConfigurableIOManager):
         # A re-execution reads what the run it re-executes produced.
         run_ids = [r for r in (run.run_id, run.parent_run_id, run.root_run_id) if r]
         name = context.asset_key.to_user_string()
-        load = load_shared if name in self.shared else load_value
+        load = load_shared if name in self.shared else load_stored
         found = find_value(folder, run_ids, name in self.latest_readable, context.log.warning, load)
         if found is not None:
             return found
