@@ -253,6 +253,7 @@ class PipelineWorld:
     api_url: str
     auth: object  # stock_pipeline.allegro.auth.AllegroAuth
     dagster_home: Path
+    env: dict[str, str]  # the environment `settings` were loaded from: a `stock-pipeline` process's
 
 
 def scratch_services(stack: ExitStack, postgres_url: str) -> tuple[str, str, Path]:
@@ -310,4 +311,4 @@ def pipeline_world(world: dict, fill_warehouse: Callable[[str], None], args: arg
         for account, offers in world.items():
             refresh_token, _ = sim.add_seller(account, offers)
             store.save_tokens(account, auth.refresh(refresh_token))
-        yield PipelineWorld(sim, settings, client_id, api_url, auth, home)
+        yield PipelineWorld(sim, settings, client_id, api_url, auth, home, env)

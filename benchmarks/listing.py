@@ -25,14 +25,21 @@ def access_token(sim: AllegroSimulator, refresh_token: str) -> str:
 
 
 def timed_listing(
-    sim: AllegroSimulator, token: str, concurrency: int, per_minute: int, rows: Callable[[list[dict]], int] = len
+    sim: AllegroSimulator,
+    token: str,
+    concurrency: int,
+    per_minute: int,
+    rows: Callable[[list[dict]], int] = len,
+    columns: bool = False,
 ) -> tuple[int, float, int]:
-    """Lists every offer of the token's seller with AllegroClient.iter_offer_pages, passing
-    each page to `rows`: (the offers it counted, seconds taken, calls sent)."""
+    """Lists every offer of the token's seller with AllegroClient.iter_offer_pages (or, with
+    `columns`, iter_offer_frames, as the pipeline does), passing each page to `rows`: (the
+    offers it counted, seconds taken, calls sent)."""
     limiter = LocalTokenBucket(RateSpec(per_minute, 60.0))
     client = AllegroClient(sim.api_url, FixedToken(token), limiter, concurrency=concurrency, account="bench")
     started = time.perf_counter()
-    listed = sum(rows(page) for page, _ in client.iter_offer_pages())
+    pages = client.iter_offer_frames() if columns else client.iter_offer_pages()
+    listed = sum(rows(page) for page, _ in pages)
     elapsed = time.perf_counter() - started
     client.close()
     return listed, elapsed, client.stats.total

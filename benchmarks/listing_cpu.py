@@ -5,7 +5,8 @@
 
 Prints per page: the simulator's answer (GET over loopback: building and encoding the
 page, read as bytes), the first time and again (the simulator may reuse its encodings);
-the client's decoding of those bytes; offers_frame of the decoded offers. Then the whole
+the client's decoding of those bytes; offers_frame of the decoded offers; and what the
+pipeline does instead, the bytes decoded straight into the four columns. Then the whole
 listing (AllegroClient.iter_offer_pages + offers_frame per page, as read_offer_map does)
 at each concurrency. Needs no Redis or Postgres.
 """
@@ -20,6 +21,7 @@ from listing import access_token, timed_listing  # benchmarks/listing.py, beside
 
 from stock_pipeline.allegro import http as allegro_http
 from stock_pipeline.allegro.client import LISTING_PAGE_SIZE
+from stock_pipeline.allegro.listing import offers_page
 from stock_pipeline.core.diff import offers_frame
 from stock_pipeline.simulator import AllegroSimulator
 
@@ -63,6 +65,10 @@ def main() -> None:
         for body in bodies:
             offers_frame(body["offers"])
         framed = time.perf_counter() - started
+        started = time.perf_counter()
+        for answer in answers:
+            offers_page(answer.content)
+        columns = time.perf_counter() - started
         size = sum(len(answer.content) for answer in answers) / pages / 1000
         print(f"{args.offers} offers, {pages} pages of {LISTING_PAGE_SIZE} ({size:.0f} KB each), per page:")
         for which, seconds in zip(("first", "second"), answered):
@@ -72,6 +78,10 @@ def main() -> None:
             + f"{decoded / pages * 1000:6.2f} ms"
         )
         print("  offers_frame:".ljust(52) + f"{framed / pages * 1000:6.2f} ms")
+        print(
+            "  the pipeline's: decoded into columns (listing.offers_page):".ljust(52)
+            + f"{columns / pages * 1000:6.2f} ms"
+        )
 
         for concurrency in args.concurrency:
             # A limit far above Allegro's: only the CPU is measured.
@@ -79,6 +89,11 @@ def main() -> None:
             print(
                 f"listing + offers_frame, concurrency {concurrency:>2}: {elapsed:.2f} s for {listed} offers "
                 f"({elapsed / pages * 1000:.1f} ms/page, {calls} calls)"
+            )
+            listed, elapsed, calls = timed_listing(sim, token, concurrency, 1_000_000, columns=True)
+            print(
+                f"listing into columns (the pipeline's), concurrency {concurrency:>2}: {elapsed:.2f} s for {listed} "
+                f"offers ({elapsed / pages * 1000:.1f} ms/page, {calls} calls)"
             )
 
 

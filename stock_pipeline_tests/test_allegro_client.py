@@ -8,6 +8,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pandas as pd
 import pytest
 import redis
 
@@ -233,9 +234,22 @@ def test_concurrent_listing_gets_every_offer_once_in_offset_order(make_client, s
     assert client.stats.by_route["GET /sale/offers"] == 4
 
 
+def test_the_listing_as_columns_is_the_listing_of_whole_items(make_client, simulator):
+    statuses = ("ACTIVE", "ENDED", "INACTIVE", "ACTIVATING")
+    offers = [{"sku": f" S{i} " if i % 7 else None, "stock": i % 5, "status": statuses[i % 4]} for i in range(2500)]
+    simulator.add_offers("shop-a", offers)
+    client = make_client(concurrency=4)
+    items = [(offers_frame(page), total) for page, total in client.iter_offer_pages()]
+    columns = list(client.iter_offer_frames())
+    assert [total for _, total in columns] == [total for _, total in items] == [2500] * 3
+    for (frame, _), (expected, _) in zip(columns, items):
+        pd.testing.assert_frame_equal(frame, expected)
+    assert columns[0][0]["sku"].isna().any() and columns[0][0]["sku"].iloc[1] == "S1"
+
+
 def test_offers_created_while_listing_are_listed_to_the_new_end(make_client, simulator):
     simulator.add_offers("shop-a", [{"sku": f"S{i}", "stock": 1} for i in range(2500)])
-    pages = make_client(concurrency=4).iter_offer_pages()
+    pages = make_client(concurrency=4).iter_offer_frames()
     first, total = next(pages)
     assert (len(first), total) == (1000, 2500)
     simulator.add_offers("shop-a", [{"sku": f"N{i}", "stock": 1} for i in range(600)])  # at the end of the listing
@@ -248,7 +262,7 @@ def test_offers_deleted_while_listing_leave_it_partial(make_client, simulator):
     """Deleted offers shift the later pages back: the offers that slide onto a page already
     listed are missed. The later pages' smaller totalCount must not make that look complete."""
     ids = simulator.add_offers("shop-a", [{"sku": f"S{i}", "stock": 1} for i in range(3000)])
-    pages = make_client(concurrency=4).iter_offer_pages()
+    pages = make_client(concurrency=4).iter_offer_frames()
     first, total = next(pages)
     simulator.remove_offers(ids[:10])  # already listed on the first page
 

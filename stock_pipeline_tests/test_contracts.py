@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from dagster import asset, materialize
 
+from stock_pipeline.core import frame_memo
 from stock_pipeline.core.contracts import (
     Action,
     ContractError,
@@ -192,14 +193,15 @@ def test_an_asset_whose_frame_breaks_its_contract_fails_the_step_naming_the_colu
 
 
 def pages(items, total, page_size=3):
-    """What AllegroClient.iter_offer_pages yields: pages of items, each with the total."""
+    """What AllegroClient.iter_offer_frames yields: pages of offers, each with the total."""
     chunks = [items[i : i + page_size] for i in range(0, len(items), page_size)] or [[]]
-    return [(chunk, total) for chunk in chunks]
+    return [(offers_frame(chunk), total) for chunk in chunks]
 
 
 def test_a_listing_of_every_offer_is_complete():
     offer_map = read_offer_map("shop-a", pages(ITEMS, total=len(ITEMS)))
     assert offer_map.complete and offer_map.listed == offer_map.total_count == 7
+    assert frame_memo.is_frozen(offer_map.offers)  # the steps after share it: none can change it
     assert offer_map.describe() == "7 offers, complete"
     assert read_offer_map("shop-a", pages([], total=0)).complete
 

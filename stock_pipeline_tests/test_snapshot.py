@@ -1,16 +1,25 @@
 from decimal import Decimal
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
+from stock_pipeline.core import frame_memo
+from stock_pipeline.core.contracts import OfferMap, SnapshotFrame, check_frame, kept_contract
+from stock_pipeline.core.diff import offers_frame
+from stock_pipeline.core.policy import StockPolicy, combined_stock
 from stock_pipeline.core.snapshot import (
     bad_rows_preview,
     bad_rows_records,
     bad_rows_warning,
     capped_note,
     clean_snapshot,
+    distinct_skus,
+    shared,
 )
+from stock_pipeline.defs.account_steps import plan_account_offers, read_snapshot
 from stock_pipeline.notify.telegram import bad_rows_message
 
 MAX = 1_000_000
@@ -232,3 +241,56 @@ def test_the_telegram_warning_shows_the_raw_value_escaped():
 def test_missing_columns_name_what_is_missing():
     with pytest.raises(ValueError, match="missing: stock"):
         clean(pd.DataFrame({"sku": ["A"], "qty": [1]}))
+
+
+# ---- one snapshot shared by the account runs of a process ---------------------------------
+
+
+def listing(*offers: tuple[str, str, int]) -> OfferMap:
+    items = [
+        {"id": i, "external": {"id": sku}, "stock": {"available": n}, "publication": {"status": "ACTIVE"}}
+        for i, sku, n in offers
+    ]
+    return OfferMap.from_listing("shop-a", offers_frame(items), total_count=len(items))
+
+
+def test_a_run_cannot_change_the_snapshot_another_run_plans_from():
+    read = clean(pd.DataFrame({"sku": ["A", "B", None], "stock": [5, 2, 1]}, dtype=object))
+    mine, theirs = shared(read), shared(read)
+    assert np.shares_memory(mine.stock["stock"].to_numpy(), theirs.stock["stock"].to_numpy())  # one copy
+    offers = listing(("1", "A", 1), ("2", "B", 2))
+    before = plan_account_offers(offers, theirs.stock, StockPolicy(), frozenset(), 1000).plan
+
+    with pytest.raises(ValueError, match="read-only"):
+        mine.stock.loc[mine.stock["sku"] == "B", "stock"] = 0  # would end offer 2 for every run
+    with pytest.raises(ValueError, match="read-only"):
+        mine.bad_rows.iloc[0, 0] = "A"
+    mine.stock["stock"] = 0  # a column of its own: its view only
+    mine.problems.clear()
+
+    pd.testing.assert_frame_equal(
+        plan_account_offers(offers, theirs.stock, StockPolicy(), frozenset(), 1000).plan, before
+    )
+    assert before["offer_id"].tolist() == ["1"] and theirs.stock["stock"].tolist() == [5, 2]
+    assert theirs.problems == {"SKU is empty": 1} and len(theirs.bad_rows) == 1
+
+
+def test_the_shared_snapshot_is_counted_and_combined_once_for_every_run():
+    read = clean(pd.DataFrame({"sku": ["A", "A", "B"], "stock": [5, 2, 1]}))
+    runs = [shared(read) for _ in range(3)]
+    check_frame(SnapshotFrame, runs[0].stock)  # the first run's output check
+    assert all(kept_contract(run.stock) == SnapshotFrame.Config.name for run in runs)  # not checked again
+    assert [distinct_skus(run.stock) for run in runs] == [2, 2, 2]
+    assert combined_stock(runs[1].stock, StockPolicy()) is combined_stock(runs[2].stock, StockPolicy())
+
+
+def test_the_runs_of_a_process_read_the_warehouse_into_views_of_their_own(tmp_path):
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE products (sku text, stock integer)"))
+        conn.execute(sa.text("INSERT INTO products VALUES ('A', 3), ('B', NULL)"))
+    stock_db = SimpleNamespace(url=url, query="SELECT sku, stock FROM products", max_plausible_stock=MAX)
+    first, second = read_snapshot(stock_db), read_snapshot(stock_db)
+    assert first.stock is not second.stock
+    assert all(frame_memo.is_frozen(frame) for frame in (first.stock, first.bad_rows, second.stock))
+    assert first.stock["sku"].tolist() == ["A"] and first.problems == {"stock is NULL": 1}

@@ -204,3 +204,33 @@ def test_an_empty_result_keeps_its_columns(tmp_path):
     fill(url, "products", "INTEGER", [])
     frame = read_stock(url, "SELECT sku AS SKU, stock FROM products")
     assert list(frame.columns) == ["sku", "stock"] and frame.empty
+
+
+TRICKY_TEXTS = ["plain", "", "  spaced  ", 'quote " inside', "comma, inside", "two\nlines", "back\\slash", "ząb€", None]
+
+
+@pytest.mark.parametrize("stock_type", ["integer", "bigint", "smallint"])
+def test_whole_numbers_and_text_read_by_copy_are_the_drivers_values(postgres_warehouse, stock_type):
+    """Such a result is read with COPY into Arrow (no row objects): every value must be the
+    one the driver's cursor gives, odd texts, NULLs and the extremes of the type included."""
+    extremes = {"smallint": (-32768, 32767), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
+    table = f"copied_{stock_type}"
+    engine = sa.create_engine(postgres_warehouse)
+    query = f'SELECT sku, stock FROM "{table}" ORDER BY stock NULLS FIRST'
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE TABLE "{table}" (sku text, stock {stock_type})'))
+        rows = [{"sku": t, "stock": i} for i, t in enumerate(TRICKY_TEXTS)]
+        rows += [{"sku": "LOW", "stock": extremes[stock_type][0]}, {"sku": "HIGH", "stock": extremes[stock_type][1]}]
+        conn.execute(sa.text(f'INSERT INTO "{table}" VALUES (:sku, :stock)'), rows)
+        driver = [tuple(row) for row in conn.execute(sa.text(query))]
+
+    read = read_stock(postgres_warehouse, query + ";")
+    assert read["stock"].dtype == "int64"  # no NULL: the cleaning's fast path, as from the cursor
+    assert list(zip(read["sku"], read["stock"])) == driver and read["sku"].tolist().count(None) == 1
+
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO \"{table}\" VALUES ('NULL', NULL)"))
+        driver = [tuple(row) for row in conn.execute(sa.text(query))]
+    engine.dispose()
+    read = read_stock(postgres_warehouse, query)
+    assert list(zip(read["sku"], read["stock"])) == driver and read["stock"].iloc[0] is None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import httpx
+import pandas as pd
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from stock_pipeline.allegro.http import (
@@ -29,6 +30,7 @@ from stock_pipeline.allegro.http import (
     json_body,
     retry_after_seconds,
 )
+from stock_pipeline.allegro.listing import offers_page
 from stock_pipeline.core.snapshot import MAX_QUANTITY
 from stock_pipeline.foundation.errors import (
     AllegroApiError,
@@ -413,12 +415,28 @@ class AllegroClient:
         so a listing that shrank under it cannot pass for complete; a total that grew is
         listed on to its end.
         """
-        first = self.list_offers_page(0)
-        offers = first.get("offers") or []
-        total = int(first.get("totalCount", 0))
-        self._log_listing_page(0, offers, total)
+        return self._listing(self._offers_of_page)
+
+    def iter_offer_frames(self) -> Iterator[tuple[pd.DataFrame, int]]:
+        """The listing of iter_offer_pages, each page as the offer map's columns, decoded
+        by the worker that fetched it (allegro/listing.py): of a page's ~450 KB only the
+        four fields the pipeline reads become objects, and a page waiting to be read holds
+        those columns rather than a dict for every field of 1 000 offers."""
+        return self._listing(self._offers_frame_of_page)
+
+    def _offers_of_page(self, offset: int) -> tuple[list[dict], int]:
+        page = self.list_offers_page(offset)
+        return page.get("offers") or [], int(page.get("totalCount", 0))
+
+    def _offers_frame_of_page(self, offset: int) -> tuple[pd.DataFrame, int]:
+        params = {"limit": LISTING_PAGE_SIZE, "offset": offset}
+        return offers_page(self.request("GET", "/sale/offers", route="GET /sale/offers", params=params).content)
+
+    def _listing(self, read_page: Callable[[int], tuple[Any, int]]) -> Iterator[tuple[Any, int]]:
+        offers, total = read_page(0)
+        self._log_listing_page(0, len(offers), total)
         yield offers, total
-        if not offers:
+        if len(offers) == 0:
             return
         # Submitted ahead of the page being yielded, so no worker idles behind a slow page.
         look_ahead = 2 * self.concurrency
@@ -429,17 +447,16 @@ class AllegroClient:
         try:
             while True:
                 while not ended and len(pending) < look_ahead and next_offset < total:
-                    pending.append((next_offset, self._submit(pool, self.list_offers_page, next_offset)))
+                    pending.append((next_offset, self._submit(pool, read_page, next_offset)))
                     next_offset += LISTING_PAGE_SIZE
                 if not pending:
                     return
                 offset, future = pending.popleft()
-                page = future.result()
-                offers = page.get("offers") or []
-                total = max(total, int(page.get("totalCount", 0)))
-                self._log_listing_page(offset, offers, total)
+                offers, page_total = future.result()
+                total = max(total, page_total)
+                self._log_listing_page(offset, len(offers), total)
                 yield offers, total
-                ended = ended or not offers  # past the end: the listing shrank, ask for nothing further
+                ended = ended or len(offers) == 0  # past the end: the listing shrank, ask for nothing further
         finally:
             # A failed page or a caller that stopped reading: the queued pages are not sent.
             pool.shutdown(wait=True, cancel_futures=True)
@@ -450,16 +467,16 @@ class AllegroClient:
         bound log fields are ContextVars, which a pool's threads would not see otherwise."""
         return pool.submit(contextvars.copy_context().run, fn, *args)
 
-    def _log_listing_page(self, offset: int, offers: list[dict], total: int) -> None:
+    def _log_listing_page(self, offset: int, count: int, total: int) -> None:
         pages = max(1, -(-total // LISTING_PAGE_SIZE))
         log.info(
             "listing_page",
             account=self._account,
             offset=offset,
-            count=len(offers),
+            count=count,
             total=total,
             msg=f"listing page {offset // LISTING_PAGE_SIZE + 1}/{pages} "
-            + (f"(offers {offset}–{offset + len(offers) - 1} of {total})" if offers else f"(empty, {total} offers)"),
+            + (f"(offers {offset}–{offset + count - 1} of {total})" if count else f"(empty, {total} offers)"),
         )
 
     def offers_by_id(self, offer_ids: Iterable[str]) -> list[dict]:

@@ -154,8 +154,10 @@ def check_frame(model: type[pa.DataFrameModel], frame: object) -> pd.DataFrame:
     except SchemaError as exc:  # not collected by lazy validation: one problem, in pandera's words
         raise ContractError(name, [str(exc)], pd.DataFrame()) from None
     else:
-        if name in CHECKED_ONCE:
-            for kept in (frame, checked):
+        # A frame whose values cannot change (read-only, shared between steps) keeps any
+        # contract it passed for as long as its columns are the ones checked.
+        for kept in (frame, checked):
+            if name in CHECKED_ONCE or frame_memo.is_frozen(kept):
                 frame_memo.remember(kept, _CONTRACT, name)
         return checked
     raise ContractError(name, describe_failures(cases, name), cases)
@@ -171,7 +173,8 @@ _CONTRACT = "contract kept"
 
 
 def kept_contract(frame: pd.DataFrame) -> str | None:
-    """The contract this very frame passed (one of CHECKED_ONCE), if it is unchanged since."""
+    """The contract this very frame passed (one of CHECKED_ONCE, or any for a read-only
+    frame: core/frame_memo.freeze), if it is unchanged since."""
     return frame_memo.recall(frame, _CONTRACT)  # type: ignore[return-value]
 
 

@@ -24,14 +24,14 @@ def offers_frame(offers: list[dict]) -> pd.DataFrame:
     columns = {
         "offer_id": pd.array([str(o["id"]) for o in offers], dtype="string"),
         # Trimmed once here, not in every diff: sellers' "sygnatura" often carries stray spaces.
-        "sku": pd.array([_trimmed(e.get("id")) if e else None for e in externals], dtype="string"),
+        "sku": pd.array([trimmed_sku(e.get("id")) if e else None for e in externals], dtype="string"),
         "stock": np.array([int(s.get("available") or 0) if s else 0 for s in stocks], dtype="int64"),
         "status": pd.array([(p.get("status") if p else None) or unknown for p in publications], dtype="string"),
     }
     return pd.DataFrame(columns, columns=OFFER_COLUMNS)
 
 
-def _trimmed(sku: str | None) -> str | None:
+def trimmed_sku(sku: str | None) -> str | None:
     return sku.strip() or None if isinstance(sku, str) else None
 
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import numbers
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 import numpy as np
 import pandas as pd
+
+from stock_pipeline.core import frame_memo
 
 MAX_QUANTITY = 99_999  # Allegro's maximum stock of an offer
 # Every whole number up to 2^53 is exact in a float64, so a float column can be
@@ -96,6 +98,27 @@ def clean_snapshot(raw: pd.DataFrame, *, max_plausible: int) -> CleanSnapshot:
         capped_rows=int((clean["stock"] > MAX_QUANTITY).sum()),
         problems=counts,
     )
+
+
+def shared(snapshot: CleanSnapshot) -> CleanSnapshot:
+    """The snapshot for one more reader: its frames are views of the same read-only arrays
+    (core/frame_memo.shared_view), so the account runs of one process hold one copy of a
+    million rows between them, and none can change what another plans from: writing a
+    value raises, a column added or replaced changes that reader's view only. Frames whose
+    arrays cannot be made read-only are copied instead."""
+    try:
+        stock, bad_rows = frame_memo.shared_view(snapshot.stock), frame_memo.shared_view(snapshot.bad_rows)
+    except TypeError:
+        stock, bad_rows = snapshot.stock.copy(), snapshot.bad_rows.copy()
+    return replace(snapshot, stock=stock, bad_rows=bad_rows, problems=dict(snapshot.problems))
+
+
+def distinct_skus(stock: pd.DataFrame) -> int:
+    """How many distinct SKUs the snapshot holds; counted once per shared (read-only) frame,
+    however many runs and checks ask."""
+    if not frame_memo.is_frozen(stock):
+        return int(stock["sku"].nunique())
+    return frame_memo.remembered(stock, "distinct skus", lambda: int(stock["sku"].nunique()))
 
 
 def classify_stock(stock: pd.Series, max_plausible: int) -> Classified:

@@ -8,20 +8,21 @@ metrics, the audit) is done by the assets around these calls, never here.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 import pandas as pd
 from dagster import Failure, MetadataValue
 
-from stock_pipeline.core.contracts import OfferMap
+from stock_pipeline.core import frame_memo
+from stock_pipeline.core.contracts import ContractError, OfferMap, SnapshotFrame, check_frame
 from stock_pipeline.core.diff import diff_offers, empty_diff, offers_frame
 from stock_pipeline.core.guards import Verdict, active_offer_count
 from stock_pipeline.core.plan import minimum_calls, plan_writes
 from stock_pipeline.core.policy import StockPolicy, normalise_skus, offer_targets
 from stock_pipeline.core.sale_holds import HELD_COLUMNS, apply_holds, empty_released
-from stock_pipeline.core.snapshot import CleanSnapshot, bad_rows_preview, clean_snapshot
+from stock_pipeline.core.snapshot import CleanSnapshot, bad_rows_preview, clean_snapshot, distinct_skus, shared
 from stock_pipeline.core.vocabulary import Action, Method
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, StockDatabase
 from stock_pipeline.defs.tags import OVERRIDE_TAG
@@ -81,29 +82,38 @@ def failures_as_sentences(account: str | None = None):
 
 
 # Account runs of one CLI sync run side by side in one process, and every one reads the same
-# STOCK_QUERY: reading and cleaning 100 000 rows takes ~0.4 s of the GIL each time. A run that
+# STOCK_QUERY: reading and cleaning a million rows takes ~3 s of the GIL each time. A run that
 # would start that read while another run of this process is at it waits and shares it.
 _snapshot_reads: SingleFlight[CleanSnapshot] = SingleFlight()
 
 
 def read_snapshot(stock_db: StockDatabase) -> CleanSnapshot:
     key = (stock_db.url, stock_db.query, stock_db.max_plausible_stock)
-    snapshot = _snapshot_reads.run(key, lambda: _read_snapshot(stock_db))
-    # Each run gets frames of its own (a copy costs milliseconds): no run can change what another plans from.
-    return replace(snapshot, stock=snapshot.stock.copy(), bad_rows=snapshot.bad_rows.copy())
+    # One copy of the rows for every run that shared the read: each gets views of the same
+    # read-only frames (core/snapshot.shared), so no run can change what another plans from,
+    # and the work done once per frame (its contract, the combined stock) is done once.
+    return shared(_snapshot_reads.run(key, lambda: _read_snapshot(stock_db)))
 
 
 def _read_snapshot(stock_db: StockDatabase) -> CleanSnapshot:
     try:
-        return clean_snapshot(read_stock(stock_db.url, stock_db.query), max_plausible=stock_db.max_plausible_stock)
+        snapshot = clean_snapshot(read_stock(stock_db.url, stock_db.query), max_plausible=stock_db.max_plausible_stock)
     except ValueError as exc:  # the query's columns are wrong: a configuration problem
         raise StockSourceError(f"STOCK_QUERY: {exc}") from None
+    # Checked here, once for every run sharing the read, rather than by each run's output
+    # check at the same moment (they find it remembered); a breach is left to that check,
+    # which fails the step with the contract's sentence.
+    try:
+        check_frame(SnapshotFrame, snapshot.stock)
+    except ContractError:
+        pass
+    return snapshot
 
 
 def snapshot_metadata(snapshot: CleanSnapshot) -> dict:
     return {
         "rows_read": snapshot.rows_read,
-        "skus": int(snapshot.stock["sku"].nunique()),
+        "skus": distinct_skus(snapshot.stock),
         "bad_rows": len(snapshot.bad_rows),
         "bad_row_problems": MetadataValue.json(snapshot.problems),
         "bad_rows_preview": MetadataValue.md(bad_rows_preview(snapshot, PREVIEW_ROWS)),
@@ -126,30 +136,36 @@ def list_offers(
     client = allegro.client_for(account, pipeline_db, record_metrics=record_metrics)
     started = datetime.now(timezone.utc)  # the map is as of the listing's start (store/live_offers.py)
     try:
-        offer_map = read_offer_map(account, client.iter_offer_pages(), listed_at=started)
+        offer_map = read_offer_map(account, client.iter_offer_frames(), listed_at=started)
     finally:
         client.close()
     return Listing(offer_map, client.stats.total)
 
 
 def read_offer_map(
-    account: str, pages: Iterable[tuple[list[dict], int]], listed_at: datetime | None = None
+    account: str, pages: Iterable[tuple[pd.DataFrame, int]], listed_at: datetime | None = None
 ) -> OfferMap:
-    """The offer map from the listing's pages (items, Allegro's totalCount). Complete only
-    when the listing returned every offer Allegro counts, each once; otherwise partial,
-    and said so: the diff still plans the listed offers, what needs every offer refuses."""
-    # Each page becomes its four columns as it comes: 100 000 offers' JSON dicts are not kept.
+    """The offer map from the listing's pages (each page's offers as the offer map's
+    columns, Allegro's totalCount). Complete only when the listing returned every offer
+    Allegro counts, each once; otherwise partial, and said so: the diff still plans the
+    listed offers, what needs every offer refuses."""
     frames: list[pd.DataFrame] = [offers_frame([])]
     listed = total = 0
     for page, total in pages:
-        frames.append(offers_frame(page))
+        frames.append(page)
         listed += len(page)
         progress.report(account, "listing", listed, max(total, listed))
     offers = pd.concat(frames[1:], ignore_index=True) if len(frames) > 1 else frames[0]
     # Pages that shifted while the listing ran (an offer created or deleted) repeat an offer.
     repeated = offers["offer_id"].duplicated(keep="last")
+    # Read-only from here on: the steps after share it (the IO manager hands them views of
+    # the value stored), and its contract is checked once, not by every step that loads it.
     offer_map = OfferMap.from_listing(
-        account, offers[~repeated].reset_index(drop=True), total, listed_twice=int(repeated.sum()), listed_at=listed_at
+        account,
+        frame_memo.freeze(offers[~repeated].reset_index(drop=True)),
+        total,
+        listed_twice=int(repeated.sum()),
+        listed_at=listed_at,
     )
     if not offer_map.complete:
         twice = int(repeated.sum())

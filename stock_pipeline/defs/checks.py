@@ -16,6 +16,7 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeve
 
 from stock_pipeline.core.contracts import OfferMap
 from stock_pipeline.core.guards import Verdict, active_offer_count, diff_verdict, snapshot_verdict
+from stock_pipeline.core.snapshot import distinct_skus
 from stock_pipeline.defs.account_steps import failures_as_sentences, held_failure
 from stock_pipeline.defs.assets import accounts_partitions, stock_diff, stock_snapshot
 from stock_pipeline.defs.contract_types import OfferMapType
@@ -57,7 +58,7 @@ def snapshot_guard(
     pipeline_db: PipelineDatabase,
 ):
     engine = pipeline_db.engine()
-    skus = int(stock_snapshot["sku"].nunique())
+    skus = distinct_skus(stock_snapshot)
     verdict = snapshot_verdict(skus, read_value(engine, LAST_GOOD_SNAPSHOT_SKUS), guards.limits())
     if verdict.passed or guards_overridden(context.run.tags):
         write_value(engine, LAST_GOOD_SNAPSHOT_SKUS, skus)  # a deliberate override sets the new baseline
