@@ -15,7 +15,6 @@ from stock_pipeline.defs.automation import (
     build_failure_sensor,
     build_schedule,
 )
-from stock_pipeline.defs.checks import diff_guard, snapshot_guard
 from stock_pipeline.defs.io_manager import AtomicParquetIOManager
 from stock_pipeline.defs.live_sync import build_live_sensor, live_stock_updates, live_sync_job
 from stock_pipeline.defs.rehearsal import REHEARSAL_IO_MANAGER, account_rehearsal
@@ -30,7 +29,6 @@ def build_definitions(settings: Settings) -> Definitions:
     redact_settings(settings)
     return Definitions(
         assets=[stock_snapshot, allegro_offers, stock_diff, stock_updates, live_stock_updates],
-        asset_checks=[snapshot_guard, diff_guard],
         jobs=[account_sync_job, account_rehearsal, live_sync_job],
         schedules=[build_schedule(settings.allegro_sync_schedule)],
         sensors=[

@@ -5,8 +5,10 @@ every account's figures and offers come out right, in the order the accounts wer
 from __future__ import annotations
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from stock_pipeline.cli import sync_runner
+from stock_pipeline.cli.sync_runner import sync_accounts
 from stock_pipeline.defs.tags import ACCOUNT_TAG
 from stock_pipeline_tests.helpers import assert_every_offer_right, register_account, run_cli, seed, write_stock
 
@@ -62,3 +64,37 @@ def test_a_sync_of_three_accounts_runs_them_at_once_with_the_right_figures(setti
 
 def _pids(instance: DagsterInstance, run_id: str) -> set[int]:
     return {e.dagster_event.pid for e in instance.all_logs(run_id) if e.dagster_event and e.dagster_event.pid}
+
+
+def test_with_one_planning_place_the_accounts_plan_one_after_another_and_all_sync(settings, simulator, monkeypatch):
+    """The CLI's pacer (defs/run_pacing.py): every run reads the warehouse at once, then an
+    account lists its offers only once the account before it has started its writes."""
+    monkeypatch.setattr(sync_runner, "PLANNING_PLACES", 1)
+    warehouse = {f"S{i:03d}": 2 + i % 5 for i in range(300)}  # every offer restocked (no guard holds it)
+    write_stock(settings.stock_database_url, list(warehouse.items()))
+    for account in ACCOUNTS:
+        register_account(settings, simulator, account)
+        seed(simulator, account, [(f"S{i:03d}", 1, "ACTIVE") for i in range(300)])
+    before = {o["id"]: o for account in ACCOUNTS for o in simulator.offers(account)}
+    simulator.reset_requests()
+
+    summaries = sync_accounts(settings, list(ACCOUNTS))
+
+    assert [(s.account, s.result, s.written) for s in summaries] == [(a, "success", 300) for a in ACCOUNTS]
+    for account in ACCOUNTS:
+        assert_every_offer_right(simulator, account, warehouse, before)
+    calls = [r for r in simulator.requests if r.path.startswith("/sale/")]
+    listed = {a: min(r.started_at for r in calls if r.login == a and r.path == "/sale/offers") for a in ACCOUNTS}
+    instance = DagsterInstance.from_config(settings.dagster_home)
+    writes_started = {s.account: _step_start(instance, s.run_id, "stock_updates") for s in summaries}
+    order = sorted(ACCOUNTS, key=listed.get)
+    for earlier, later in zip(order, order[1:]):
+        assert writes_started[earlier] < listed[later], (earlier, later)
+    # Every run was under way before the first of them listed: they read the warehouse together.
+    records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
+    assert max(r.start_time for r in records) < min(listed.values())
+
+
+def _step_start(instance: DagsterInstance, run_id: str, step: str) -> float:
+    [record] = [r for r in instance.all_logs(run_id, of_type=DagsterEventType.STEP_START) if r.step_key == step]
+    return record.timestamp

@@ -1,6 +1,11 @@
 """The four assets. Each calls the shared steps (defs/account_steps.py, which call
 core/ and the adapters); nothing here decides stock rules. What only a real sync does
-lives here: the bad-rows alert, metrics, the per-account lock and the writes."""
+lives here: the bad-rows alert, metrics, the per-account lock and the writes. The guards
+(defs/checks.py) run inside the steps of the assets they guard, as their blocking checks.
+
+The run's outcome is recorded by hooks on the assets (defs/run_outcome.py): the failure
+hook on every step (the first failed one ends the run), the success hook on the last one
+only, since a hook on a step adds events to every run whether or not it has work to do."""
 
 import hashlib
 import time
@@ -23,6 +28,7 @@ from dagster import (
 from stock_pipeline.core.contracts import OfferFrame, OfferMap, PlanFrame, SnapshotFrame, WriteResultFrame
 from stock_pipeline.core.snapshot import CleanSnapshot, bad_rows_records, bad_rows_warning, capped_note
 from stock_pipeline.core.vocabulary import PublicationStatus, WriteStatus
+from stock_pipeline.defs import run_pacing
 from stock_pipeline.defs.account_steps import (
     PLAN_COLUMNS,
     PROBLEM_WRITES,
@@ -37,6 +43,14 @@ from stock_pipeline.defs.account_steps import (
     settle_sale_holds,
     snapshot_metadata,
 )
+from stock_pipeline.defs.checks import (
+    DIFF_GUARD,
+    DIFF_GUARD_DESCRIPTION,
+    SNAPSHOT_GUARD,
+    SNAPSHOT_GUARD_DESCRIPTION,
+    diff_guard,
+    snapshot_guard,
+)
 from stock_pipeline.defs.contract_types import (
     OfferMapType,
     PlanType,
@@ -46,12 +60,14 @@ from stock_pipeline.defs.contract_types import (
 )
 from stock_pipeline.defs.resources import (
     AllegroApi,
+    GuardConfig,
     LiveSyncConfig,
     PipelineDatabase,
     StockDatabase,
     TelegramAlerts,
 )
 from stock_pipeline.defs.run_log import in_run_log
+from stock_pipeline.defs.run_outcome import record_failure, record_success
 from stock_pipeline.defs.tags import guards_overridden
 from stock_pipeline.engine.apply_writes import PollPolicy, WriteApplier
 from stock_pipeline.foundation.logs import get_logger
@@ -104,14 +120,22 @@ def _alert_new_bad_rows(
     io_manager_key="frames_io_manager",
     dagster_type=SnapshotType,
     metadata=column_schema_metadata(SnapshotFrame),
+    check_specs=[
+        AssetCheckSpec(SNAPSHOT_GUARD, asset="stock_snapshot", blocking=True, description=SNAPSHOT_GUARD_DESCRIPTION)
+    ],
+    hooks={record_failure},
     description="Stock rows from the seller's warehouse database (STOCK_QUERY), cleaned: SKUs trimmed, bad rows "
     "(empty SKU; stock NULL, negative, not a whole number, or above STOCK_MAX_PLAUSIBLE_STOCK) excluded, "
     "counted and named; rows of one SKU are combined later by each account's policy.",
 )
 @in_run_log
 def stock_snapshot(
-    context: AssetExecutionContext, stock_db: StockDatabase, pipeline_db: PipelineDatabase, telegram: TelegramAlerts
-) -> Output[pd.DataFrame]:
+    context: AssetExecutionContext,
+    stock_db: StockDatabase,
+    pipeline_db: PipelineDatabase,
+    telegram: TelegramAlerts,
+    guards: GuardConfig,
+):
     started = time.monotonic()
     with failures_as_sentences():
         snapshot = read_snapshot(stock_db)
@@ -120,10 +144,9 @@ def stock_snapshot(
     if snapshot.capped_rows:
         context.log.info(capped_note(snapshot))
     _alert_new_bad_rows(context, snapshot, pipeline_db, telegram)
-    return Output(
-        snapshot.stock,
-        metadata={**snapshot_metadata(snapshot), "duration_seconds": round(time.monotonic() - started, 3)},
-    )
+    metadata = snapshot_metadata(snapshot)
+    yield Output(snapshot.stock, metadata={**metadata, "duration_seconds": round(time.monotonic() - started, 3)})
+    yield from snapshot_guard(context, metadata["skus"], guards, pipeline_db)
 
 
 # deps on the snapshot: the warehouse is read (and its guard passed) before any Allegro call is spent.
@@ -135,6 +158,7 @@ def stock_snapshot(
     deps=[stock_snapshot],
     dagster_type=OfferMapType,
     metadata=column_schema_metadata(OfferFrame),
+    hooks={record_failure},
     description="Every offer of the account from GET /sale/offers (1000 per page): offer id, external.id (SKU), "
     "stock.available, publication.status; and whether the listing was complete (as many offers as "
     "Allegro's totalCount). Kept per account for later runs.",
@@ -144,6 +168,7 @@ def allegro_offers(
     context: AssetExecutionContext, allegro: AllegroApi, pipeline_db: PipelineDatabase
 ) -> Output[OfferMap]:
     account = context.partition_key
+    run_pacing.before_listing()  # a CLI sync of many accounts lets a few plan at once
     started = time.monotonic()
     with failures_as_sentences(account):
         listing = list_offers(allegro, pipeline_db, account)
@@ -169,6 +194,16 @@ def allegro_offers(
     ins={"stock_snapshot": AssetIn(dagster_type=SnapshotType), "allegro_offers": AssetIn(dagster_type=OfferMapType)},
     dagster_type=PlanType,
     metadata=column_schema_metadata(PlanFrame),
+    check_specs=[
+        AssetCheckSpec(
+            DIFF_GUARD,
+            asset="stock_diff",
+            blocking=True,
+            partitions_def=accounts_partitions,
+            description=DIFF_GUARD_DESCRIPTION,
+        )
+    ],
+    hooks={record_failure},
     description="Offers whose stock differs from the warehouse under the account's stock policy, with the planned "
     "write for each (PATCH, quantity command, END or ACTIVATE command, grouped by target value).",
 )
@@ -178,11 +213,12 @@ def stock_diff(
     allegro: AllegroApi,
     pipeline_db: PipelineDatabase,
     live: LiveSyncConfig,
+    guards: GuardConfig,
     stock_snapshot: pd.DataFrame,
     allegro_offers: OfferMap,
-) -> Output[pd.DataFrame]:
+):
     # The diff plans the listed offers: a partial offer map is accepted here (what needs every
-    # offer, the diff guard and the writes, refuses it).
+    # offer, the diff guard and the writes, refuses it). A held plan is stored all the same.
     with failures_as_sentences(context.partition_key):
         # Sales first: a purchase the warehouse has not booked is never raised back.
         record_sales(allegro, pipeline_db, context.partition_key, stock_snapshot, live.sale_hold_seconds)
@@ -194,7 +230,8 @@ def stock_diff(
             planned,
             pipeline_db.writes_log(guards_overridden(context.run.tags)),
         )
-    return Output(planned.plan, metadata=plan_metadata(planned, allegro_offers))
+    yield Output(planned.plan, metadata=plan_metadata(planned, allegro_offers))
+    yield from diff_guard(context, planned.plan, allegro_offers, guards)
 
 
 def _forget_offers_ended_no_more(ended: EndedOffers, account: str, offer_map: OfferMap) -> None:
@@ -238,6 +275,7 @@ def _without_newer_live_writes(
             description="Every write of the run was confirmed by Allegro (none failed, none left pending).",
         )
     ],
+    hooks={record_success, record_failure},
     description="The writes sent to Allegro and what each did (success / failed / pending). Materialised with "
     "its figures even when some writes failed; the run then fails, so the failure sensor alerts.",
 )
@@ -250,6 +288,7 @@ def stock_updates(
     allegro_offers: OfferMap,
 ):
     account = context.partition_key
+    run_pacing.writes_starting()
     started = time.monotonic()
     with failures_as_sentences(account):
         client = allegro.client_for(account, pipeline_db)

@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from stock_pipeline.core.vocabulary import WriteStatus
 from stock_pipeline.defs.assets import accounts_partitions
 from stock_pipeline.defs.resources import AllegroApi, PipelineDatabase, TelegramAlerts
-from stock_pipeline.defs.run_outcome import record_failure, record_success, step_failures
+from stock_pipeline.defs.run_outcome import ACCOUNT_SYNC_JOB, step_failures
 from stock_pipeline.defs.tags import ACCOUNT_TAG
 from stock_pipeline.foundation.errors import AllegroSyncError
 from stock_pipeline.foundation.logs import get_logger
@@ -46,12 +46,12 @@ log = get_logger(__name__)
 # In-process: one process per run shares the limiter and HTTP connections, and a
 # run's steps are sequential anyway (each needs the one before).
 account_sync_job = define_asset_job(
-    "account_sync",
+    ACCOUNT_SYNC_JOB,
     selection=AssetSelection.assets("stock_snapshot", "allegro_offers", "stock_diff", "stock_updates"),
     executor_def=in_process_executor,
     # The run's outcome (metrics, the account's sync status) is recorded by the run itself,
-    # once, whether the CLI, the schedule, the UI or a backfill started it.
-    hooks={record_success, record_failure},
+    # once, whether the CLI, the schedule, the UI or a backfill started it: by the hooks the
+    # assets carry (defs/assets.py), so no step without work for them pays for them.
     description="Sync one account: read the warehouse, list the account's offers, diff, write the differences.",
 )
 

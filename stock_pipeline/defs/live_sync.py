@@ -53,6 +53,7 @@ from dagster import (
 from stock_pipeline.core.contracts import OfferMap, WriteResultFrame
 from stock_pipeline.core.guards import diff_verdict, snapshot_verdict
 from stock_pipeline.core.policy import normalise_skus
+from stock_pipeline.core.snapshot import distinct_skus
 from stock_pipeline.core.vocabulary import Action, WriteStatus
 from stock_pipeline.core.warehouse_changes import warehouse_changes
 from stock_pipeline.defs.account_steps import (
@@ -340,7 +341,7 @@ def live_tick(
     cursor.tick += 1
     engine = pipeline_db.engine()
     snapshot = read_snapshot(stock_db)
-    skus = int(snapshot.stock["sku"].nunique())
+    skus = distinct_skus(snapshot.stock)
     verdict = snapshot_verdict(skus, read_value(engine, LAST_GOOD_SNAPSHOT_SKUS), guards.limits())
     if not verdict.passed:  # the full sync's guard holds and alerts; the live side waits for a good feed
         return SkipReason(f"the warehouse snapshot is held by the snapshot guard: {verdict.description}")

@@ -26,6 +26,9 @@ from stock_pipeline.store.writes_log import WritesLog
 log = get_logger(__name__)
 
 LAST_STEP = "stock_updates"
+# The job whose runs are syncs. The hooks sit on the assets (defs/assets.py), so they also
+# fire in other jobs that materialise them (the UI's ad-hoc asset runs): only a sync counts.
+ACCOUNT_SYNC_JOB = "account_sync"
 
 
 @dataclass
@@ -113,11 +116,13 @@ def read_run_outcome(
     writes_log: Callable[[], WritesLog],
     *,
     success: bool | None = None,
+    metadata: dict[str, dict] | None = None,
 ) -> RunOutcome:
+    """`metadata`: the run's step_metadata when the caller has read it already."""
     run = instance.get_run_by_id(run_id)
     if success is None:
         success = bool(run and run.is_success)
-    meta = step_metadata(instance, run_id)
+    meta = step_metadata(instance, run_id) if metadata is None else metadata
     offers, diff, updates = meta.get("allegro_offers", {}), meta.get("stock_diff", {}), meta.get(LAST_STEP, {})
     failures = step_failures(instance, run_id)
     error, problem = failures[0] if failures else (None, None)
@@ -151,6 +156,8 @@ def _int_or_none(value) -> int | None:
 
 
 def _record(context: HookContext, success: bool, error: str | None = None, problem: str | None = None) -> None:
+    if context.job_name != ACCOUNT_SYNC_JOB:
+        return
     run = context.instance.get_run_by_id(context.run_id)
     account = run.tags.get("dagster/partition") if run else None
     if not account:
