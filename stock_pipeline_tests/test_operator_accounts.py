@@ -250,15 +250,25 @@ def test_accounts_list_shows_last_success_result_offers_pending_and_freshness(se
     assert table.returncode == 0, table.stderr
     lines = {line.split()[0]: line for line in table.stdout.splitlines()[2:]}
     header = table.stdout.splitlines()[0]
-    for column in ("account", "status", "last successful sync", "last result", "offers", "pending writes", "freshness"):
+    for column in (
+        "account",
+        "status",
+        "last successful sync",
+        "last result",
+        "offers",
+        "pending writes",
+        "freshness",
+        "last change seen",
+        "live sync",
+    ):
         assert column in header
     assert lines["shop-a"].split()[1] == "active"
     assert "10 min ago" in lines["shop-a"] and "success" in lines["shop-a"]
-    assert lines["shop-a"].split()[-3:] == ["120", "2", "ok"]
+    assert lines["shop-a"].split()[-5:] == ["120", "2", "ok", "-", "off"]  # the live sync never ran here
     assert "3 h ago" in lines["shop-b"] and "failed: AccountNeedsReauthorisationError: account" in lines["shop-b"]
-    assert "second line" not in table.stdout and lines["shop-b"].split()[-3:] == ["40", "0", "STALE"]
+    assert "second line" not in table.stdout and lines["shop-b"].split()[-5:-2] == ["40", "0", "STALE"]
     assert lines["shop-c"].split()[1] == "paused" and "never" in lines["shop-c"]
-    assert lines["shop-c"].split()[-3:] == ["-", "0", "STALE"]
+    assert lines["shop-c"].split()[-5:-2] == ["-", "0", "STALE"]
 
     listed = run_cli("accounts", "list", "--format", "json")
     assert listed.returncode == 0, listed.stderr
