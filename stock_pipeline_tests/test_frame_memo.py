@@ -5,8 +5,11 @@ worked out once for the frame serves every unchanged view."""
 from __future__ import annotations
 
 import gc
+import threading
+import time
 import warnings
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -118,3 +121,22 @@ def test_a_read_only_frame_keeps_any_contract_it_passed_and_a_writable_one_only_
     assert kept_contract(frozen) == kept_contract(frame_memo.shared_view(frozen)) == OfferFrame.Config.name
     monkeypatch.setattr(OfferFrame, "validate", lambda *a, **k: pytest.fail("checked again"))
     assert check_frame(OfferFrame, frame_memo.shared_view(frozen)) is not None
+
+
+def test_runs_asking_at_once_wait_for_one_computation():
+    frame = a_frame()
+    views = [frame_memo.shared_view(frame) for _ in range(4)]
+    started, computed = threading.Event(), []
+
+    def slow() -> int:
+        computed.append(1)
+        started.set()
+        time.sleep(0.2)  # the others ask while this one computes
+        return 42
+
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(frame_memo.remembered, views[0], "slow", slow)
+        started.wait(5)
+        others = [pool.submit(frame_memo.remembered, view, "slow", slow) for view in views[1:]]
+        assert [f.result() for f in (first, *others)] == [42] * 4
+    assert computed == [1]
