@@ -34,6 +34,7 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -59,6 +60,19 @@ def dagster_home(stack: ExitStack, dagster_db: str) -> tuple[Path, dict]:
     logs.mkdir()
     url = sa.engine.make_url(dagster_db).set(drivername="postgresql").render_as_string(hide_password=False)
     return home, {"DAGSTER_HOME": str(home), "DAGSTER_POSTGRES_URL": url, "DAGSTER_COMPUTE_LOGS_DIR": str(logs)}
+
+
+def stop_daemon(daemon: subprocess.Popen) -> None:
+    """The daemon and everything it started (the code server, run workers): its process group."""
+    try:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(daemon.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def fill_warehouse(url: str, stock: dict[str, int]) -> None:
@@ -158,8 +172,9 @@ def main() -> int:
             env={**os.environ, **env},
             stdout=log_path.open("w"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its code server and run workers go with it (stop_daemon)
         )
-        stack.callback(lambda: (daemon.terminate(), daemon.wait(60)))
+        stack.callback(stop_daemon, daemon)
         started = time.monotonic()
         while not maps_current(pipeline_db, accounts):
             if daemon.poll() is not None or time.monotonic() - started > 600:

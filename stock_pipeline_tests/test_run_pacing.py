@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from stock_pipeline.cli.sync_runner import planning_places
 from stock_pipeline.defs import run_pacing
 from stock_pipeline.defs.run_pacing import Pacer
 
@@ -62,3 +63,8 @@ def test_runs_without_a_ticket_are_not_paced():
     run_pacing.writes_starting()
     with pytest.raises(ValueError, match="at least one place"):
         Pacer(0)
+
+
+def test_a_sync_plans_in_waves_of_at_least_four_accounts():
+    # Four accounts' PATCHes spend the client_id's budget; a smaller last wave would write alone.
+    assert [planning_places(n) for n in (1, 3, 4, 7, 8, 9, 10, 12, 13, 20)] == [1, 3, 4, 7, 4, 5, 5, 4, 5, 4]

@@ -69,7 +69,7 @@ def _pids(instance: DagsterInstance, run_id: str) -> set[int]:
 def test_with_one_planning_place_the_accounts_plan_one_after_another_and_all_sync(settings, simulator, monkeypatch):
     """The CLI's pacer (defs/run_pacing.py): every run reads the warehouse at once, then an
     account lists its offers only once the account before it has started its writes."""
-    monkeypatch.setattr(sync_runner, "PLANNING_PLACES", 1)
+    monkeypatch.setattr(sync_runner, "planning_places", lambda accounts: 1)
     warehouse = {f"S{i:03d}": 2 + i % 5 for i in range(300)}  # every offer restocked (no guard holds it)
     write_stock(settings.stock_database_url, list(warehouse.items()))
     for account in ACCOUNTS:

@@ -9,10 +9,10 @@ the one shared rate limiter. Each thread starts with a fresh context, so the run
 bridge (a ContextVar) of one run never sees another's lines. Summaries come back in the
 order the accounts were given, whatever order the runs end in.
 
-Every run reads the warehouse at the same moment (they share the read), then only
-PLANNING_PLACES of them at a time list their offers and plan; each hands its place on as
-its writes start (defs/run_pacing.py). Runs that all planned at once would share the GIL
-evenly and all reach their writes together, late, with the rate budget idle until then.
+Every run reads the warehouse at the same moment (they share the read), then only a few
+of them at a time (planning_places) list their offers and plan; each hands its place on
+as its writes start (defs/run_pacing.py). Runs that all planned at once would share the
+GIL evenly and all reach their writes together, late, with the rate budget idle till then.
 
 A run's own work (Dagster's steps and event-log writes, Parquet, the diff) holds the GIL,
 so threads alone use one core. ALLEGRO_SYNC_PROCESSES > 1 (0: one per core) spreads the
@@ -94,10 +94,19 @@ class _HideMissingInstanceConfig(logging.Filter):
         return "No dagster instance configuration file" not in record.getMessage()
 
 
-# Runs of one sync that list and plan at once (defs/run_pacing.py). One account's PATCHes
-# are paced at its own ~42/s (2 500/min), so it takes four accounts writing to spend the
-# client_id's 150 calls/s: four plan together, and each hands its place on as it writes.
-PLANNING_PLACES = 4
+# One account's PATCHes are paced at its own ~42/s (2 500/min): it takes four accounts
+# writing at once to spend the client_id's 150 calls/s.
+ACCOUNTS_TO_SPEND_THE_BUDGET = 4
+
+
+def planning_places(accounts: int) -> int:
+    """Runs of a sync of `accounts` that list and plan at once (defs/run_pacing.py). The runs
+    that plan together reach their writes together, so they come in waves: as few as can
+    each have ACCOUNTS_TO_SPEND_THE_BUDGET accounts or more (10 accounts: two of 5, not 4,
+    4 and 2, whose last two would write alone at half the budget)."""
+    waves = max(1, accounts // ACCOUNTS_TO_SPEND_THE_BUDGET)
+    return -(-accounts // waves)
+
 
 # The CLI's and the demo's own instance: SQLite inside DAGSTER_HOME, runs started in-process.
 EMBEDDED_INSTANCE_CONFIG = Path(__file__).with_name("dagster_embedded.yaml")
@@ -271,7 +280,7 @@ def sync_accounts(
     def writes_log() -> WritesLog:  # opened only to read the outcome: a run may fail for want of this very database
         return WritesLog(engine_for(settings.stock_pipeline_database_url))
 
-    pacer = Pacer(PLANNING_PLACES)
+    pacer = Pacer(planning_places(len(accounts)))
     return _each_account(
         settings,
         instance,
