@@ -271,6 +271,25 @@ def scratch_services(stack: ExitStack, postgres_url: str) -> tuple[str, str, Pat
     return pipeline_db, stock_db, home
 
 
+def pipeline_env(
+    allegro: tuple[str, str, str], stock_db: str, pipeline_db: str, args: argparse.Namespace, extra: dict
+) -> dict[str, str]:
+    """The pipeline's environment against a benchmark's world: the simulator's (API URL, auth
+    URL, client_id), the scratch databases, Redis, `extra`, then args.setting's overrides."""
+    api_url, auth_url, client_id = allegro
+    return {
+        "ALLEGRO_API_URL": api_url,
+        "ALLEGRO_AUTH_URL": auth_url,
+        "ALLEGRO_CLIENT_ID": client_id,
+        "ALLEGRO_CLIENT_SECRET": CLIENT_SECRET,
+        "STOCK_DATABASE_URL": stock_db,
+        "STOCK_PIPELINE_DATABASE_URL": pipeline_db,
+        "REDIS_URL": args.redis_url,
+        "TOKEN_ENCRYPTION_KEY": "YmVuY2htYXJrLW9ubHkta2V5LW5vdC1hLXNlY3JldDA=",
+        **extra,
+    } | dict(setting.split("=", 1) for setting in args.setting)
+
+
 @contextmanager
 def pipeline_world(world: dict, fill_warehouse: Callable[[str], None], args: argparse.Namespace):
     """The simulator holding the world's sellers and offers; scratch databases for the
@@ -294,17 +313,7 @@ def pipeline_world(world: dict, fill_warehouse: Callable[[str], None], args: arg
         from stock_pipeline.store.engine import engine_for
 
         configure_logging(json=False, terminal_level=40)  # errors only: the figures are the output
-        env = {
-            "ALLEGRO_API_URL": api_url,
-            "ALLEGRO_AUTH_URL": auth_url,
-            "ALLEGRO_CLIENT_ID": client_id,
-            "ALLEGRO_CLIENT_SECRET": CLIENT_SECRET,
-            "STOCK_DATABASE_URL": stock_db,
-            "STOCK_PIPELINE_DATABASE_URL": pipeline_db,
-            "REDIS_URL": args.redis_url,
-            "DAGSTER_HOME": str(home),
-            "TOKEN_ENCRYPTION_KEY": "YmVuY2htYXJrLW9ubHkta2V5LW5vdC1hLXNlY3JldDA=",
-        } | dict(setting.split("=", 1) for setting in args.setting)
+        env = pipeline_env((api_url, auth_url, client_id), stock_db, pipeline_db, args, {"DAGSTER_HOME": str(home)})
         settings = load_settings(env)
         store = AccountStore(engine_for(settings.stock_pipeline_database_url), settings.token_cipher())
         auth = AllegroAuth(auth_url, client_id, CLIENT_SECRET)

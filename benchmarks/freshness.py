@@ -46,7 +46,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import sqlalchemy as sa
-from bench_world import CLIENT_SECRET, scratch_database, simulator_process
+from bench_world import CLIENT_SECRET, pipeline_env, scratch_database, simulator_process
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 2026
@@ -134,18 +134,8 @@ def main() -> int:
         stock_db = stack.enter_context(scratch_database(args.postgres_url, "stock"))
         fill_warehouse(stock_db, warehouse)
         home, instance_env = dagster_home(stack, dagster_db)
-        env = {
-            "ALLEGRO_API_URL": api_url,
-            "ALLEGRO_AUTH_URL": auth_url,
-            "ALLEGRO_CLIENT_ID": client_id,
-            "ALLEGRO_CLIENT_SECRET": CLIENT_SECRET,
-            "STOCK_DATABASE_URL": stock_db,
-            "STOCK_PIPELINE_DATABASE_URL": pipeline_db,
-            "REDIS_URL": args.redis_url,
-            "TOKEN_ENCRYPTION_KEY": "YmVuY2htYXJrLW9ubHkta2V5LW5vdC1hLXNlY3JldDA=",
-            "STOCK_PIPELINE_STORAGE_DIR": str(home / "frames"),
-            **instance_env,
-        } | dict(setting.split("=", 1) for setting in args.setting)
+        extra = {"STOCK_PIPELINE_STORAGE_DIR": str(home / "frames"), **instance_env}
+        env = pipeline_env((api_url, auth_url, client_id), stock_db, pipeline_db, args, extra)
 
         from stock_pipeline.allegro.auth import AllegroAuth
         from stock_pipeline.foundation.logs import configure_logging

@@ -132,22 +132,22 @@ def instance(daemon_home):
         yield inst
 
 
-@pytest.fixture
-def live_daemon(live_daemon_home, tmp_path):
+def running_daemon(tmp_path):
     process = DagsterProcess([dagster_bin("dagster-daemon"), "run", "-w", str(WORKSPACE)], tmp_path / "daemon.log")
     try:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def live_daemon(live_daemon_home, tmp_path):
+    yield from running_daemon(tmp_path)
 
 
 @pytest.fixture
 def daemon(daemon_home, tmp_path):
-    process = DagsterProcess([dagster_bin("dagster-daemon"), "run", "-w", str(WORKSPACE)], tmp_path / "daemon.log")
-    try:
-        yield process
-    finally:
-        process.stop()
+    yield from running_daemon(tmp_path)
 
 
 def offer_state(simulator, *accounts: str) -> dict:

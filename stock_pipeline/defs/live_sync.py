@@ -397,16 +397,12 @@ def _tick_account(
         if position.offer_events is None or state is None or state.offer_events_since is None:
             # Not followed yet (or the cursor was reset): from the journal's head, and a full
             # sync whose listing, started after it, makes the map current.
-            position.offer_events = start_following_offer_journal(client, store, account)
-            position.pending, position.seen_at = [], None
-            return [_full_sync(account, f"{tick.number}")] if idle else []
+            return _restart_from_journal_head(client, store, account, position, tick, idle)
         if not state.map_current:  # its full sync is still to come (or failed): asked again once idle
             return [_full_sync(account, f"{tick.number}")] if idle else []
         journal = follow_offer_journal(client, store, account, position.offer_events)
         if journal.position_lost:
-            position.offer_events = start_following_offer_journal(client, store, account)
-            position.pending, position.seen_at = [], None
-            return [_full_sync(account, f"{tick.number}")] if idle else []
+            return _restart_from_journal_head(client, store, account, position, tick, idle)
         position.offer_events = journal.position
         policy = PolicyStore(engine).get(account)
         sold = follow_order_journal(
@@ -429,6 +425,16 @@ def _tick_account(
     journal = replace(journal, fell=tuple(offer for offer in journal.fell if offer not in sold))
     request = _live_run(account, position, tick, journal, policy, pipeline_db, allegro, live)
     return [request] if request is not None else []
+
+
+def _restart_from_journal_head(
+    client, store: LiveOffers, account: str, position: AccountPosition, tick: Tick, idle: bool
+) -> list[RunRequest]:
+    """Follow the offer journal from its head, forget what was pending (the full sync covers
+    it) and ask for the full sync whose listing makes the map current again."""
+    position.offer_events = start_following_offer_journal(client, store, account)
+    position.pending, position.seen_at = [], None
+    return [_full_sync(account, f"{tick.number}")] if idle else []
 
 
 def _live_run(

@@ -168,17 +168,20 @@ class LiveOffers:
 
     @staticmethod
     def _upsert(conn: Connection, rows: list[dict], *, keep_newer: bool) -> None:
-        insert = _insert(conn)
-        for start in range(0, len(rows), _CHUNK):
-            statement = insert(live_offers).values(rows[start : start + _CHUNK])
-            excluded = statement.excluded
-            conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[live_offers.c.account, live_offers.c.offer_id],
-                    set_={c: excluded[c] for c in ("sku", "stock", "status", "observed_at")},
-                    where=(live_offers.c.observed_at <= excluded.observed_at) if keep_newer else None,
-                )
-            )
+        if not rows:
+            return
+        statement = _insert(conn)(live_offers)
+        excluded = statement.excluded
+        # One statement compiled once, its rows sent in batches by the driver (executemany):
+        # a 10 000-offer listing is merged in a fraction of the time of literal VALUES chunks.
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[live_offers.c.account, live_offers.c.offer_id],
+                set_={c: excluded[c] for c in ("sku", "stock", "status", "observed_at")},
+                where=(live_offers.c.observed_at <= excluded.observed_at) if keep_newer else None,
+            ),
+            rows,
+        )
 
     def offers(
         self,
