@@ -264,6 +264,27 @@ def test_daemon_schedules_each_account_senses_new_ones_and_backfills_one(setting
     assert records[0].end_time <= records[1].start_time, "two runs of one account overlapped"
 
 
+def two_live_accounts(settings, simulator, offers_a: int, offers_b: int) -> tuple[dict, Callable[[], bool]]:
+    """shop-a and shop-b with L00… at 5 on Allegro and in the warehouse; returns the
+    warehouse and a check that both accounts' offer maps are current."""
+    from stock_pipeline.store.engine import engine_for
+    from stock_pipeline.store.live_offers import LiveOffers
+
+    register_account(settings, simulator, "shop-a")
+    register_account(settings, simulator, "shop-b")
+    seed(simulator, "shop-a", [(f"L{i:02d}", 5, "ACTIVE") for i in range(offers_a)])
+    seed(simulator, "shop-b", [(f"L{i:02d}", 5, "ACTIVE") for i in range(offers_b)])
+    warehouse = {f"L{i:02d}": 5 for i in range(max(offers_a, offers_b))}
+    write_stock(settings.stock_database_url, list(warehouse.items()))
+    live = LiveOffers(engine_for(settings.stock_pipeline_database_url))
+
+    def maps_current() -> bool:
+        states = live.states()
+        return all(a in states and states[a].map_current for a in ("shop-a", "shop-b"))
+
+    return warehouse, maps_current
+
+
 def test_daemon_live_sync_builds_offer_maps_then_writes_a_warehouse_change_within_seconds(
     settings, simulator, live_daemon_home, live_daemon
 ):
@@ -273,20 +294,7 @@ def test_daemon_live_sync_builds_offer_maps_then_writes_a_warehouse_change_withi
     run per account, writing nothing else; and a purchase is not raised back."""
     from dagster import DagsterInstance, RunsFilter
 
-    from stock_pipeline.store.engine import engine_for
-    from stock_pipeline.store.live_offers import LiveOffers
-
-    register_account(settings, simulator, "shop-a")
-    register_account(settings, simulator, "shop-b")
-    seed(simulator, "shop-a", [(f"L{i:02d}", 5, "ACTIVE") for i in range(30)])
-    seed(simulator, "shop-b", [(f"L{i:02d}", 5, "ACTIVE") for i in range(10)])
-    warehouse = {f"L{i:02d}": 5 for i in range(30)}
-    write_stock(settings.stock_database_url, list(warehouse.items()))
-    live = LiveOffers(engine_for(settings.stock_pipeline_database_url))
-
-    def maps_current():
-        states = live.states()
-        return all(a in states and states[a].map_current for a in ("shop-a", "shop-b"))
+    warehouse, maps_current = two_live_accounts(settings, simulator, 30, 10)
 
     wait_for("the live sensor's full syncs building both offer maps", maps_current, FIRST_RUNS_BOUND, live_daemon)
     bought = next(o for o in simulator.offers("shop-a") if o["sku"] == "L20")
@@ -309,3 +317,59 @@ def test_daemon_live_sync_builds_offer_maps_then_writes_a_warehouse_change_withi
         live_runs = instance.get_run_records(RunsFilter(job_name="live_stock_sync"))
     assert {r.dagster_run.tags["dagster/partition"] for r in live_runs} == {"shop-a", "shop-b"}
     assert delay < RUN_BOUND
+
+
+def test_daemon_restart_keeps_the_live_cursor_no_change_lost_none_applied_twice(
+    settings, simulator, live_daemon_home, tmp_path
+):
+    """The daemon stops (a deploy, a crash between runs) and starts again: the live sensor
+    resumes from its stored cursor. A change written before the stop is not written again;
+    changes committed while it was down are written after the start; the offer maps are
+    not rebuilt (no new full sync)."""
+    from dagster import DagsterInstance, RunsFilter
+
+    warehouse, maps_current = two_live_accounts(settings, simulator, 20, 20)
+
+    def on_allegro(sku: str) -> list[int]:
+        return sorted(o["stock"] for a in ("shop-a", "shop-b") for o in simulator.offers(a) if o["sku"] == sku)
+
+    first = DagsterProcess([dagster_bin("dagster-daemon"), "run", "-w", str(WORKSPACE)], tmp_path / "daemon-1.log")
+    try:
+        wait_for("both offer maps built", maps_current, FIRST_RUNS_BOUND, first)
+        simulator.reset_requests()
+        warehouse["L03"] = 11
+        write_stock(settings.stock_database_url, list(warehouse.items()))
+        wait_for("L03 = 11 before the restart", lambda: on_allegro("L03") == [11, 11], RUN_BOUND, first)
+        with DagsterInstance.get() as instance:
+            wait_for("no run in flight", lambda: settled(instance), RUN_BOUND, first)
+    finally:
+        first.stop()
+
+    # While the daemon is down the warehouse goes on changing.
+    warehouse["L04"] = 12
+    warehouse["L05"] = 13
+    write_stock(settings.stock_database_url, list(warehouse.items()))
+
+    second = DagsterProcess([dagster_bin("dagster-daemon"), "run", "-w", str(WORKSPACE)], tmp_path / "daemon-2.log")
+    try:
+        wait_for(
+            "the changes made while the daemon was down",
+            lambda: on_allegro("L04") == [12, 12] and on_allegro("L05") == [13, 13],
+            RUN_BOUND + SENSOR_BOUND,
+            second,
+        )
+        time.sleep(8)  # a few more ticks: anything written twice would be by now
+        with DagsterInstance.get() as instance:
+            full_syncs = instance.get_run_records(RunsFilter(job_name="account_sync"))
+    finally:
+        second.stop()
+
+    patches = [r.path.rsplit("/", 1)[-1] for r in write_requests(simulator) if r.method == "PATCH"]
+    offers_of = {
+        sku: {o["id"] for a in ("shop-a", "shop-b") for o in simulator.offers(a) if o["sku"] == sku}
+        for sku in ("L03", "L04", "L05")
+    }
+    assert sorted(patches) == sorted(offers_of["L03"] | offers_of["L04"] | offers_of["L05"]), (
+        "each changed offer written exactly once, nothing else written"
+    )
+    assert len(full_syncs) == 2, "the restart rebuilt the offer maps"

@@ -160,3 +160,27 @@ def test_unusable_settings_exit_2_naming_the_variable(healthy, monkeypatch):
     monkeypatch.setenv("ALLEGRO_SYNC_BATCH_SIZE", "5000")
     result = run_cli("doctor")
     assert result.returncode == 2 and "ALLEGRO_SYNC_BATCH_SIZE" in result.stderr
+
+
+def test_the_changes_query_is_checked_when_set(healthy, monkeypatch):
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(healthy.stock_database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE products ADD COLUMN changed_at TEXT"))
+        conn.execute(sa.text("UPDATE products SET changed_at = '2026-11-28 10:00:00'"))
+    engine.dispose()
+    assert "warehouse changes" not in run_cli("doctor").stdout  # not set: not checked
+
+    monkeypatch.setenv("STOCK_CHANGES_QUERY", "SELECT sku, stock, changed_at FROM products WHERE changed_at > :since")
+    good = run_cli("doctor")
+    assert good.returncode == 0, good.stdout
+    line = check_line(good.stdout, "warehouse changes")
+    assert line.startswith("ok") and "newest change 2026-11-28 10:00:00; 2 rows" in line
+
+    monkeypatch.setenv(
+        "STOCK_CHANGES_QUERY", "SELECT sku, stock, 5 AS changed_at FROM products WHERE :since IS NOT NULL"
+    )
+    wrong = run_cli("doctor")
+    line = check_line(wrong.stdout, "warehouse changes")
+    assert wrong.returncode == 1 and line.startswith("FAIL") and "changed_at must be a timestamp; got int" in line

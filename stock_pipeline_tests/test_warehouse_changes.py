@@ -133,3 +133,27 @@ def test_bad_snapshots_are_refused_with_what_is_wrong():
     for before, after in ((with_gap, with_gap), (snapshot(("A", 1)), with_gap)):
         with pytest.raises(ValueError, match="a snapshot has an empty SKU"):
             warehouse_changes(before, after)
+
+
+def test_changed_rows_replace_every_row_of_their_skus_and_keep_the_others_in_place():
+    from stock_pipeline.core.warehouse_changes import overlay_changed_rows
+
+    before = snapshot(("A", 1), ("B", 2), ("B", 3), ("C", 4), ("D", 5))
+    # B now has one row, C's rows all turned bad (named by the query, no clean row), E is
+    # new, D was read again unchanged.
+    rows = snapshot(("B", 7), ("D", 5), ("E", 1))
+    overlay = overlay_changed_rows(before, pd.Index(["B", "C", "D", "E"], dtype="string"), rows)
+    after = overlay.snapshot
+    assert list(after.itertuples(index=False, name=None)) == [("A", 1), ("B", 7), ("D", 5), ("E", 1)]
+    assert list(after.columns) == ["sku", "stock"]
+    assert list(overlay.changes["sku"]) == ["B", "C", "E"] == sorted(warehouse_changes(before, after)["sku"])
+    # The distinct SKU count follows without counting the whole snapshot again: 4 - 3 + 3.
+    assert before["sku"].nunique() - overlay.skus_left + overlay.skus_came == after["sku"].nunique()
+
+
+def test_rows_read_again_unchanged_leave_the_snapshot_as_it_was():
+    from stock_pipeline.core.warehouse_changes import overlay_changed_rows
+
+    before = snapshot(("A", 1), ("B", 2), ("B", 3))
+    overlay = overlay_changed_rows(before, pd.Index(["B"], dtype="string"), snapshot(("B", 3), ("B", 2)))
+    assert overlay.changes.empty and overlay.snapshot is before

@@ -192,6 +192,29 @@ def check_warehouse(url: str, query: str, max_plausible: int) -> Check:
     return Check("warehouse", OK, found + ", no bad rows")
 
 
+def check_warehouse_changes(url: str, query: str) -> Check:
+    """STOCK_CHANGES_QUERY, when set: it runs, returns sku, stock and changed_at, and its
+    changed_at is a timestamp the live sync can resume from."""
+    from stock_pipeline.core.changes_position import ChangesPositionError, advanced, since_of
+    from stock_pipeline.foundation.errors import AllegroSyncError
+    from stock_pipeline.warehouse.stock_source import CHANGED_AT, newest_change, read_stock_changes
+
+    fix = "STOCK_CHANGES_QUERY must return sku, stock, changed_at (a timestamp) of the rows changed after :since"
+    try:
+        position = advanced(None, [newest_change(url, query, since_of(None))])
+        if position is None:
+            return Check("warehouse changes", WARN, "STOCK_CHANGES_QUERY returned no row", fix)
+        rows = read_stock_changes(url, query, position.since())
+        advanced(position, rows[CHANGED_AT])
+    except (AllegroSyncError, ChangesPositionError) as exc:
+        return Check("warehouse changes", FAIL, str(exc), fix)
+    return Check(
+        "warehouse changes",
+        OK,
+        f"newest change {position.newest}; {len(rows)} rows changed in the look-back window before it",
+    )
+
+
 def check_redis(url: str | None) -> Check:
     import redis
 
@@ -407,6 +430,10 @@ def run_checks(settings: Settings, *, send_test: bool = False) -> Iterator[Check
         settings.stock_query,
         settings.stock_max_plausible_stock,
     )
+    if settings.stock_changes_query:
+        yield _guarded(
+            "warehouse changes", check_warehouse_changes, settings.stock_database_url, settings.stock_changes_query
+        )
     yield _guarded("redis", check_redis, settings.redis_url)
     yield _guarded("allegro credentials", check_allegro_client, settings)
     if tables is None and database.level == FAIL:

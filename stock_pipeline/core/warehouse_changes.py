@@ -28,6 +28,8 @@ row moved is then hashed (1 M rows: ~0.1 s in the same order, ~0.5 s shifted by 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -134,6 +136,32 @@ def rows_of(snapshot: pd.DataFrame, skus: pd.Series | pd.Index | list) -> pd.Dat
     return snapshot[keep].reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class Overlay:
+    """A snapshot with a changes query's rows laid over it (`overlay_changed_rows`)."""
+
+    snapshot: pd.DataFrame  # the snapshot once the changed SKUs hold their new rows
+    changes: pd.DataFrame  # warehouse_changes between the two, over the changed SKUs only
+    skus_left: int  # distinct SKUs that left: the snapshot's count is the old one - skus_left + skus_came
+    skus_came: int
+
+
+def overlay_changed_rows(snapshot: pd.DataFrame, skus: pd.Index, rows: pd.DataFrame) -> Overlay:
+    """`snapshot` with every row of `skus` (the SKUs a changes query returned, trimmed as
+    the cleaning trims them) replaced by `rows` (their cleaned rows now; a SKU whose rows
+    all turned bad has none, exactly as a full read would exclude it), and what changed.
+    Only the touched SKUs' rows are compared, so a tick costs what changed, not the
+    warehouse's size. The untouched rows keep their order, so the next full comparison
+    still finds most rows in place."""
+    touched = snapshot["sku"].isin(skus).to_numpy(dtype=bool)
+    old_rows = snapshot[touched]
+    changes = warehouse_changes(old_rows.reset_index(drop=True), rows)
+    if not len(changes):
+        return Overlay(snapshot, changes, 0, 0)
+    after = pd.concat([snapshot[~touched], rows[list(snapshot.columns)]], ignore_index=True)
+    return Overlay(after, changes, int(old_rows["sku"].nunique()), int(rows["sku"].nunique()))
+
+
 def _columns(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
     missing = {"sku", "stock"} - set(frame.columns)
     if missing:
@@ -154,4 +182,13 @@ def _empty() -> pd.DataFrame:
     )
 
 
-__all__ = ["ADDED", "CHANGED", "CHANGE_COLUMNS", "REMOVED", "rows_of", "warehouse_changes"]
+__all__ = [
+    "ADDED",
+    "CHANGED",
+    "CHANGE_COLUMNS",
+    "REMOVED",
+    "Overlay",
+    "overlay_changed_rows",
+    "rows_of",
+    "warehouse_changes",
+]

@@ -1,8 +1,9 @@
 """Live sync: a warehouse change reaches Allegro within seconds, between the full syncs.
 
 `live_stock_sensor` (on by default, every LIVE_SYNC_POLL_SECONDS) does, each tick:
-1. reads the warehouse (STOCK_QUERY), checks it with the snapshot guard's rule (a broken
-   feed launches nothing) and compares it with the version its cursor names
+1. reads the warehouse (STOCK_QUERY whole, or only the changed rows with STOCK_CHANGES_QUERY:
+   defs/live_warehouse.py), checks it with the snapshot guard's rule (a broken feed
+   launches nothing) and compares it with the version its cursor names
    (core/warehouse_changes.py, vectorised): the SKUs whose rows changed;
 2. per active account whose offer map is current (store/live_offers.py): follows the
    offer-events journal (the offers it names are re-read, engine/live_journals.py) and the
@@ -51,11 +52,9 @@ from dagster import (
 )
 
 from stock_pipeline.core.contracts import OfferMap, WriteResultFrame
-from stock_pipeline.core.guards import diff_verdict, snapshot_verdict
+from stock_pipeline.core.guards import diff_verdict
 from stock_pipeline.core.policy import normalise_skus
-from stock_pipeline.core.snapshot import distinct_skus
 from stock_pipeline.core.vocabulary import Action, WriteStatus
-from stock_pipeline.core.warehouse_changes import warehouse_changes
 from stock_pipeline.defs.account_steps import (
     PLAN_COLUMNS,
     PROBLEM_WRITES,
@@ -70,6 +69,7 @@ from stock_pipeline.defs.assets import accounts_partitions
 from stock_pipeline.defs.automation import account_sync_job
 from stock_pipeline.defs.contract_types import WriteResultsType, column_schema_metadata
 from stock_pipeline.defs.live_snapshots import WarehouseVersions
+from stock_pipeline.defs.live_warehouse import WarehousePosition, read_warehouse
 from stock_pipeline.defs.resources import AllegroApi, GuardConfig, LiveSyncConfig, PipelineDatabase, StockDatabase
 from stock_pipeline.defs.tags import ACCOUNT_TAG, LIVE_TAG, guards_overridden
 from stock_pipeline.engine.apply_writes import PollPolicy, WriteApplier
@@ -82,7 +82,6 @@ from stock_pipeline.foundation.errors import AllegroSyncError
 from stock_pipeline.foundation.logs import get_logger
 from stock_pipeline.store.account_lock import account_write_lock
 from stock_pipeline.store.ended_offers import EndedOffers
-from stock_pipeline.store.guard_state import LAST_GOOD_SNAPSHOT_SKUS, read_value
 from stock_pipeline.store.live_offers import LiveAccount, LiveOffers
 from stock_pipeline.store.policies import PolicyStore
 from stock_pipeline.store.sale_holds import SaleHolds
@@ -230,7 +229,10 @@ class LiveCursor:
       `seen_at` when their change was first seen (the lag counts from then);
     - `fell`: per account, offers Allegro lowered without a write of ours, and when:
       presumed sales whose order event may not be in the order journal yet;
-    - `tick`: counts the ticks, so that a run key is never the same for two ticks.
+    - `tick`: counts the ticks, so that a run key is never the same for two ticks;
+    - `changes_since`, `full_read_at`, `warehouse_skus`: with STOCK_CHANGES_QUERY, where its
+      reads resume, when STOCK_QUERY was last read whole, and the version's distinct SKUs
+      (defs/live_warehouse.py).
     """
 
     warehouse: str | None = None
@@ -239,6 +241,9 @@ class LiveCursor:
     seen_at: dict[str, str] = field(default_factory=dict)
     fell: dict[str, dict[str, str]] = field(default_factory=dict)
     tick: int = 0
+    changes_since: dict | None = None
+    full_read_at: str | None = None
+    warehouse_skus: int | None = None
 
     @classmethod
     def parse(cls, raw: str | None) -> "LiveCursor":
@@ -340,22 +345,23 @@ def live_tick(
     cursor = LiveCursor.parse(context.cursor)
     cursor.tick += 1
     engine = pipeline_db.engine()
-    snapshot = read_snapshot(stock_db)
-    skus = distinct_skus(snapshot.stock)
-    verdict = snapshot_verdict(skus, read_value(engine, LAST_GOOD_SNAPSHOT_SKUS), guards.limits())
-    if not verdict.passed:  # the full sync's guard holds and alerts; the live side waits for a good feed
-        return SkipReason(f"the warehouse snapshot is held by the snapshot guard: {verdict.description}")
-    versions = WarehouseVersions(live.versions_dir)
-    previous = versions.load(cursor.warehouse)
     now = datetime.now(timezone.utc)
-    if previous is None:
-        changed = pd.Index([], dtype="string")
-        cursor.warehouse = versions.save(snapshot.stock)  # the baseline: what is there now, the full sync covers
-    else:
-        changed = pd.Index(warehouse_changes(previous, snapshot.stock)["sku"], dtype="string")
-        if len(changed):
-            cursor.warehouse = versions.save(snapshot.stock)
-    tick = Tick(cursor.tick, now, snapshot.stock, cursor.warehouse, changed, runs_in_flight(context))
+    warehouse = read_warehouse(
+        stock_db,
+        live,
+        guards,
+        engine,
+        WarehousePosition(cursor.warehouse, cursor.changes_since, cursor.full_read_at, cursor.warehouse_skus),
+        now,
+    )
+    if warehouse.held:
+        return SkipReason(f"the warehouse snapshot is held by the snapshot guard: {warehouse.held}")
+    cursor.warehouse = warehouse.position.version
+    cursor.changes_since = warehouse.position.changes_since
+    cursor.full_read_at = warehouse.position.full_read_at
+    cursor.warehouse_skus = warehouse.position.skus
+    changed = warehouse.changed
+    tick = Tick(cursor.tick, now, warehouse.stock, cursor.warehouse, changed, runs_in_flight(context))
     states = LiveOffers(engine).states()
     positions = {account: _position(cursor, account) for account in accounts}
     # Each account's journals are a few calls answered in 0.1-0.5 s: read side by side.

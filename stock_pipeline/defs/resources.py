@@ -72,11 +72,12 @@ class PipelineDatabase(ConfigurableResource):
 
 
 class StockDatabase(ConfigurableResource):
-    """The seller's warehouse (`STOCK_DATABASE_URL`, `STOCK_QUERY`) and the largest stock
-    value believed (`STOCK_MAX_PLAUSIBLE_STOCK`)."""
+    """The seller's warehouse (`STOCK_DATABASE_URL`, `STOCK_QUERY`, `STOCK_CHANGES_QUERY`)
+    and the largest stock value believed (`STOCK_MAX_PLAUSIBLE_STOCK`)."""
 
     query: str
     max_plausible_stock: int
+    changes_query: Optional[str] = None  # STOCK_CHANGES_QUERY: the live sync's reads of changed rows
     settings: ResourceDependency[Settings]
 
     @property
@@ -181,6 +182,7 @@ class LiveSyncConfig(ConfigurableResource):
     max_offers: int
     poll_seconds: int
     sale_hold_seconds: int
+    full_read_seconds: int = 300  # with STOCK_CHANGES_QUERY, how often STOCK_QUERY is still read whole
 
 
 class TelegramAlerts(ConfigurableResource):
@@ -210,7 +212,10 @@ def build_resources(settings: Settings) -> dict:
     return {
         "pipeline_db": PipelineDatabase(settings=settings),
         "stock_db": StockDatabase(
-            query=settings.stock_query, max_plausible_stock=settings.stock_max_plausible_stock, settings=settings
+            query=settings.stock_query,
+            max_plausible_stock=settings.stock_max_plausible_stock,
+            changes_query=settings.stock_changes_query,
+            settings=settings,
         ),
         "allegro": AllegroApi(
             api_url=settings.allegro_api_url,
@@ -240,6 +245,7 @@ def build_resources(settings: Settings) -> dict:
             max_offers=settings.live_sync_max_offers,
             poll_seconds=settings.live_sync_poll_seconds,
             sale_hold_seconds=settings.stock_sale_hold_seconds,
+            full_read_seconds=settings.live_sync_full_read_seconds,
         ),
         "telegram": TelegramAlerts(
             api_url=settings.telegram_api_url,

@@ -15,6 +15,7 @@ problem (never the value itself for secrets).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
@@ -55,6 +56,9 @@ class Settings:
     allegro_client_secret: str = field(default="demo-secret", repr=False)
     stock_database_url: str = DEFAULT_STOCK_DB
     stock_query: str = "SELECT sku, stock FROM products"
+    # Optional, for the live sync: the rows of the SKUs changed since :since, with the time
+    # of each change (sku, stock, changed_at); each poll then reads only those (README, "Live sync").
+    stock_changes_query: str | None = None
     stock_pipeline_database_url: str = DEFAULT_PIPELINE_DB
     redis_url: str | None = None
     telegram_api_url: str = "https://api.telegram.org"
@@ -89,6 +93,9 @@ class Settings:
     live_sync_poll_seconds: int = 5
     # A change touching more offers of an account than this is left to a full sync of it.
     live_sync_max_offers: int = 5000
+    # With STOCK_CHANGES_QUERY, the whole STOCK_QUERY is still read this often: a deleted row
+    # is in no changes query's answer.
+    live_sync_full_read_seconds: int = 300
     stock_guard_max_snapshot_shrink: float = 0.3
     stock_guard_max_risky_share: float = 0.3
     stock_guard_min_risky_offers: int = 10
@@ -287,6 +294,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[f.name] = _parse_int(name, raw, 1, 3600)
         elif f.name == "live_sync_max_offers":
             values[f.name] = _parse_int(name, raw, 1, 1_000_000)
+        elif f.name == "live_sync_full_read_seconds":
+            values[f.name] = _parse_int(name, raw, 10, 86_400)
         elif f.name == "token_encryption_key":
             parse_token_keys(raw)  # a bad key stops the start, not the first refresh
             values[f.name] = raw
@@ -297,6 +306,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         elif f.name == "stock_query":
             if not raw.lower().startswith(("select", "with")):
                 raise SettingsError(f"{name} must be a SELECT query returning columns sku and stock, got {raw[:80]!r}")
+            values[f.name] = raw
+        elif f.name == "stock_changes_query":
+            if not raw.lower().startswith(("select", "with")) or not re.search(r"(?<![:\w]):since\b", raw):
+                raise SettingsError(
+                    f"{name} must be a SELECT query using :since and returning columns sku, stock and "
+                    f"changed_at, got {raw[:80]!r}"
+                )
             values[f.name] = raw
         else:
             values[f.name] = raw

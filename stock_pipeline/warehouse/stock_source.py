@@ -1,4 +1,5 @@
-"""Reads the seller's warehouse stock (`STOCK_DATABASE_URL`, `STOCK_QUERY`)."""
+"""Reads the seller's warehouse stock (`STOCK_DATABASE_URL`, `STOCK_QUERY`) and, for the
+live sync, the rows changed since a moment (`STOCK_CHANGES_QUERY`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ class StockSourceError(AllegroSyncError):
     """The warehouse database or the stock query cannot be used."""
 
 
-def read_stock(database_url: str, query: str) -> pd.DataFrame:
+def read_stock(
+    database_url: str, query: str, params: dict | None = None, *, setting: str = "STOCK_QUERY"
+) -> pd.DataFrame:
     """Raw rows (`sku`, `stock`) with the values the database driver returned; cleaning
     happens in core.snapshot.
 
@@ -36,22 +39,53 @@ def read_stock(database_url: str, query: str) -> pd.DataFrame:
         # Connected: whatever fails now is the query's (SQLite reports a missing table as
         # an OperationalError, which is not a connection problem).
         with conn:
-            copied = _copied_columns(conn, query) if engine.dialect.name == "postgresql" else None
+            # COPY takes no parameters; a parameterised query returns few rows anyway.
+            copied = _copied_columns(conn, query) if engine.dialect.name == "postgresql" and not params else None
             try:
                 if copied is None:
-                    result = conn.execute(sa.text(query))
+                    result = conn.execute(sa.text(query), params or {})
                     columns = [str(c).lower() for c in result.keys()]
                     values = _column_values(result, len(columns))
                 else:
                     columns, values = copied
             except sa.exc.SQLAlchemyError as exc:
-                raise StockSourceError(f"STOCK_QUERY failed: {_first_line(exc)}") from None
+                raise StockSourceError(f"{setting} failed: {_first_line(exc)}") from None
     finally:
         engine.dispose()
     return pd.DataFrame(
         {i: _exact_column(column) for i, column in enumerate(values)},
         index=pd.RangeIndex(len(values[0]) if values else 0),
     ).set_axis(columns, axis=1)
+
+
+CHANGED_AT = "changed_at"
+
+
+def read_stock_changes(database_url: str, query: str, since) -> pd.DataFrame:
+    """The rows `STOCK_CHANGES_QUERY` returns for `:since`: `sku, stock, changed_at`, raw
+    as read_stock gives them. The query must return every row of each SKU it names (a SKU's
+    rows replace all its rows the live sync holds)."""
+    rows = read_stock(database_url, query, {"since": since}, setting="STOCK_CHANGES_QUERY")
+    missing = {"sku", "stock", CHANGED_AT} - set(rows.columns)
+    if missing:
+        raise StockSourceError(
+            f"STOCK_CHANGES_QUERY must return columns sku, stock and {CHANGED_AT}; missing: "
+            f"{', '.join(sorted(missing))} (got: {', '.join(map(str, rows.columns))})"
+        )
+    return rows
+
+
+def newest_change(database_url: str, query: str, since):
+    """The newest `changed_at` STOCK_CHANGES_QUERY returns for `:since`, read by the database
+    (one row back, however many changed): where the live sync's changes reads start."""
+    statement = query.strip().rstrip(";")
+    rows = read_stock(
+        database_url,
+        f"SELECT max({CHANGED_AT}) AS newest FROM ({statement}) AS changes",
+        {"since": since},
+        setting="STOCK_CHANGES_QUERY",
+    )
+    return rows["newest"].iloc[0] if len(rows) else None
 
 
 FETCH_ROWS = 100_000  # rows per fetch: a million rows never sit as row objects at once
