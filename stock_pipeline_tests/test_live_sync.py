@@ -112,6 +112,32 @@ def test_a_delta_that_would_end_most_offers_is_held_by_the_diff_guard_against_th
     assert not result.success
     assert "diff_guard held the writes" in str(result.all_events)
     assert all(o["status"] == "ACTIVE" for o in simulator.offers("shop-a"))
+    # A hold waits for the operator: the next tick does not try the same writes again.
+    assert [r.partition_key for r in live.tick()] == []
+
+
+def test_a_live_run_that_failed_on_allegro_is_retried_once_by_the_next_tick(live, settings, simulator):
+    write_stock(settings.stock_database_url, warehouse(S005=8))
+    requests = [r for r in live.tick() if r.partition_key == "shop-b"]
+    # Allegro answers 500 to every PATCH, beyond the client's own retries.
+    simulator.set_faults(rate=1.0, kinds=("500",), seed=1, paths=("/sale/product-offers",))
+    assert not live.run(requests[0]).success
+    assert stock_of(simulator, "shop-b", "S005") == [5]
+
+    retry = [r for r in live.tick() if r.partition_key == "shop-b"]
+    assert len(retry) == 1 and retry[0].tags["stock_pipeline/live"] == "retry"
+    assert (
+        retry[0].run_config["ops"]["live_stock_updates"]["config"]["offer_ids"]
+        == (requests[0].run_config["ops"]["live_stock_updates"]["config"]["offer_ids"])
+    )
+    assert not live.run(retry[0]).success  # still down: the retry fails too...
+    assert [r for r in live.tick() if r.partition_key == "shop-b"] == []  # ...and is not retried again
+
+    simulator.clear_faults()
+    write_stock(settings.stock_database_url, warehouse(S005=8, S006=2))  # the next change carries on
+    again = [r for r in live.tick() if r.partition_key == "shop-b"]
+    assert live.run(again[0]).success
+    assert stock_of(simulator, "shop-b", "S006") == [2]
 
 
 def test_an_offer_changed_by_another_app_is_corrected_from_the_journal(live, settings, simulator):

@@ -57,6 +57,9 @@ from stock_pipeline.core.policy import normalise_skus
 from stock_pipeline.core.vocabulary import Action, WriteStatus
 from stock_pipeline.defs.account_steps import (
     PLAN_COLUMNS,
+    PROBLEM_ACCOUNT,
+    PROBLEM_CONFIGURATION,
+    PROBLEM_HELD,
     PROBLEM_WRITES,
     failures_as_sentences,
     held_failure,
@@ -71,6 +74,7 @@ from stock_pipeline.defs.contract_types import WriteResultsType, column_schema_m
 from stock_pipeline.defs.live_snapshots import WarehouseVersions
 from stock_pipeline.defs.live_warehouse import WarehousePosition, read_warehouse
 from stock_pipeline.defs.resources import AllegroApi, GuardConfig, LiveSyncConfig, PipelineDatabase, StockDatabase
+from stock_pipeline.defs.run_outcome import step_failures
 from stock_pipeline.defs.tags import ACCOUNT_TAG, LIVE_TAG, guards_overridden
 from stock_pipeline.engine.apply_writes import PollPolicy, WriteApplier
 from stock_pipeline.engine.live_journals import (
@@ -97,6 +101,12 @@ LOCK_WAIT_SECONDS = 120.0
 # For this long no live run raises it back; by then the order journal has made it a sale
 # hold (core/sale_holds.py), or it was another application's change and is corrected.
 PRESUMED_SALE_SECONDS = 120.0
+LIVE_CHANGES, LIVE_RETRY = "changes", "retry"  # LIVE_TAG of a live run: its offers' first run, or a retry
+# Problems a retry cannot cure: a guard's hold, the configuration, the account's tokens.
+NOT_RETRIED = {PROBLEM_HELD, PROBLEM_CONFIGURATION, PROBLEM_ACCOUNT}
+FAILURE_MARGIN = timedelta(seconds=30)
+# A live run writes at most LIVE_SYNC_MAX_OFFERS offers after waiting up to LOCK_WAIT_SECONDS.
+LIVE_RUN_MAX_SECONDS = 900
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -232,7 +242,9 @@ class LiveCursor:
     - `tick`: counts the ticks, so that a run key is never the same for two ticks;
     - `changes_since`, `full_read_at`, `warehouse_skus`: with STOCK_CHANGES_QUERY, where its
       reads resume, when STOCK_QUERY was last read whole, and the version's distinct SKUs
-      (defs/live_warehouse.py).
+      (defs/live_warehouse.py);
+    - `failures_seen_at`, `retried_runs`: up to when failed live runs were looked for, and
+      those whose offers were handed to a new run (`failed_live_offers`).
     """
 
     warehouse: str | None = None
@@ -244,6 +256,8 @@ class LiveCursor:
     changes_since: dict | None = None
     full_read_at: str | None = None
     warehouse_skus: int | None = None
+    failures_seen_at: str | None = None
+    retried_runs: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, raw: str | None) -> "LiveCursor":
@@ -331,6 +345,7 @@ class Tick:
     version: str | None
     changed: pd.Index
     in_flight: InFlight
+    retry: dict[str, frozenset[str]] = field(default_factory=dict)  # per account: offers of failed live runs
 
 
 def live_tick(
@@ -361,7 +376,8 @@ def live_tick(
     cursor.full_read_at = warehouse.position.full_read_at
     cursor.warehouse_skus = warehouse.position.skus
     changed = warehouse.changed
-    tick = Tick(cursor.tick, now, warehouse.stock, cursor.warehouse, changed, runs_in_flight(context))
+    retry = failed_live_offers(context, cursor, now)
+    tick = Tick(cursor.tick, now, warehouse.stock, cursor.warehouse, changed, runs_in_flight(context), retry)
     states = LiveOffers(engine).states()
     positions = {account: _position(cursor, account) for account in accounts}
     # Each account's journals are a few calls answered in 0.1-0.5 s: read side by side.
@@ -455,7 +471,8 @@ def _live_run(
 ) -> RunRequest | None:
     """The live run `account` needs now, if any; offers that must wait stay in `position`."""
     store = LiveOffers(pipeline_db.engine())
-    candidates = set(position.pending) | set(journal.reread["offer_id"].astype(str))
+    retried = tick.retry.get(account, frozenset())
+    candidates = set(position.pending) | set(journal.reread["offer_id"].astype(str)) | retried
     if len(tick.changed):
         touched = store.offers(
             account, skus=normalise_skus(pd.Series(tick.changed), policy), fold_case=policy.case_insensitive_skus
@@ -503,8 +520,52 @@ def _live_run(
                 }
             }
         },
-        tags={ACCOUNT_TAG: account, LIVE_TAG: "changes"},
+        tags={
+            ACCOUNT_TAG: account,
+            LIVE_TAG: LIVE_RETRY if retried & set(ids) else LIVE_CHANGES,
+            # Its process dying would leave it STARTED for ever: the daemon's run monitoring
+            # (docker/dagster.yaml) ends it after this long, and the next tick retries it.
+            "dagster/max_runtime": str(LIVE_RUN_MAX_SECONDS),
+        },
     )
+
+
+def failed_live_offers(context: SensorEvaluationContext, cursor: LiveCursor, now: datetime) -> dict[str, frozenset]:
+    """Per account, the offers of live runs that failed or were canceled since the last
+    tick, to be planned again: a run that failed on Allegro (5xx after its retries, writes
+    that failed) or whose process died (the daemon's run monitoring ends it) would otherwise
+    leave its changes to the next full sync. Once only: a run that was itself a retry is not
+    retried (an Allegro outage would launch a failing run, and an alert, every tick), nor is
+    a run that failed for a reason a retry cannot cure (a guard's hold, a configuration or
+    account problem: they alert and wait for the operator). Looked for from a little before
+    the last tick, as a run's end time comes from another process's clock; the run ids
+    already retried within that margin are in the cursor."""
+    since = cursor.failures_seen_at
+    cursor.failures_seen_at = now.isoformat()
+    if since is None:
+        return {}
+    runs = context.instance.get_runs(
+        filters=RunsFilter(
+            job_name=LIVE_JOB,
+            statuses=[DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED],
+            tags={LIVE_TAG: LIVE_CHANGES},
+            updated_after=datetime.fromisoformat(since) - FAILURE_MARGIN,
+        )
+    )
+    offers: dict[str, set[str]] = {}
+    retried = []
+    for run in runs:
+        retried.append(run.run_id)
+        if run.run_id in cursor.retried_runs:
+            continue
+        if {problem for _, problem in step_failures(context.instance, run.run_id)} & NOT_RETRIED:
+            continue
+        account = run.tags.get("dagster/partition")
+        config = (run.run_config or {}).get("ops", {}).get("live_stock_updates", {}).get("config", {})
+        if account:
+            offers.setdefault(account, set()).update(map(str, config.get("offer_ids", [])))
+    cursor.retried_runs = retried
+    return {account: frozenset(ids) for account, ids in offers.items()}
 
 
 def build_live_sensor(enabled: bool, poll_seconds: int):
