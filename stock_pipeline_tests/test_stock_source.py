@@ -209,12 +209,15 @@ def test_an_empty_result_keeps_its_columns(tmp_path):
 TRICKY_TEXTS = ["plain", "", "  spaced  ", 'quote " inside', "comma, inside", "two\nlines", "back\\slash", "ząb€", None]
 
 
+@pytest.mark.parametrize("driver", ["postgresql+psycopg", "postgresql+psycopg2"])
 @pytest.mark.parametrize("stock_type", ["integer", "bigint", "smallint"])
-def test_whole_numbers_and_text_read_by_copy_are_the_drivers_values(postgres_warehouse, stock_type):
+def test_whole_numbers_and_text_read_by_copy_are_the_drivers_values(postgres_warehouse, stock_type, driver):
     """Such a result is read with COPY into Arrow (no row objects): every value must be the
-    one the driver's cursor gives, odd texts, NULLs and the extremes of the type included."""
+    one the driver's cursor gives, odd texts, NULLs and the extremes of the type included,
+    whichever driver the warehouse URL names."""
+    postgres_warehouse = sa.engine.make_url(postgres_warehouse).set(drivername=driver).render_as_string(False)
     extremes = {"smallint": (-32768, 32767), "integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
-    table = f"copied_{stock_type}"
+    table = f"copied_{stock_type}_{driver.rsplit('+', 1)[1]}"
     engine = sa.create_engine(postgres_warehouse)
     query = f'SELECT sku, stock FROM "{table}" ORDER BY stock NULLS FIRST'
     with engine.begin() as conn:

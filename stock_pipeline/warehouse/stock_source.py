@@ -3,6 +3,8 @@ live sync, the rows changed since a moment (`STOCK_CHANGES_QUERY`)."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -123,10 +125,7 @@ def _copied_columns(conn: sa.Connection, query: str) -> tuple[list[str], list[np
             described = [(str(c.name).lower(), c.type_code) for c in cursor.description or ()]
             if not described or any(type_code not in _COPIED_TYPES for _, type_code in described):
                 return None
-            with cursor.copy(f"COPY ({statement}) TO STDOUT (FORMAT csv)") as copy:
-                data = bytearray()
-                while chunk := copy.read():
-                    data += chunk
+            data = _copy_out(conn, cursor, f"COPY ({statement}) TO STDOUT (FORMAT csv)")
         names = [name for name, _ in described]
         if not data:
             return names, [np.empty(0, dtype=object) for _ in names]
@@ -145,6 +144,41 @@ def _copied_columns(conn: sa.Connection, query: str) -> tuple[list[str], list[np
     except Exception:  # any refusal (a statement COPY cannot wrap, an encoding): read through the cursor
         return None
     return names, [_driver_values(column) for column in table.columns]
+
+
+def _copy_out(conn: sa.Connection, cursor, copy_sql: str) -> bytes:
+    """What COPY … TO STDOUT sends. The server sends a CopyData message per row, and
+    psycopg 3 hands them to Python one at a time (a million rows: 2.4-3.4 s of the GIL);
+    psycopg2's copy_expert gathers them in C (0.5-0.65 s). psycopg2 is installed with
+    dagster-postgres: a connection of its own to the same database reads the rows (the type
+    probe before needs no shared transaction: it reads no rows). psycopg 3 reads them when
+    psycopg2 cannot connect with this URL."""
+    if hasattr(cursor, "copy_expert"):  # the warehouse URL names psycopg2 itself
+        return _copy_expert(cursor, copy_sql)
+    try:
+        import psycopg2
+
+        url = conn.engine.url.set(drivername="postgresql")
+        connection = psycopg2.connect(url.render_as_string(hide_password=False))
+    except Exception:  # not installed, or a URL form libpq does not take: the driver at hand reads
+        connection = None
+    if connection is not None:
+        try:
+            with connection.cursor() as own:
+                return _copy_expert(own, copy_sql)
+        finally:
+            connection.close()
+    data = bytearray()
+    with cursor.copy(copy_sql) as copy:
+        while chunk := copy.read():
+            data += chunk
+    return bytes(data)
+
+
+def _copy_expert(cursor, copy_sql: str) -> bytes:
+    buffer = io.BytesIO()
+    cursor.copy_expert(copy_sql, buffer)
+    return buffer.getvalue()
 
 
 def _driver_values(column: pa.ChunkedArray) -> np.ndarray:
