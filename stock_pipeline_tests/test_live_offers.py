@@ -1,5 +1,5 @@
 """The live offer map: what a confirmed write leaves (pure), and the store's rule that the
-newer observation wins, on PostgreSQL (one statement of arrays) and on SQLite (the demo's
+newer observation wins, on PostgreSQL (one statement of JSON rows) and on SQLite (the demo's
 database: one row at a time), which give the same map."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_a_merge_keeps_missing_skus_odd_text_and_the_last_row_of_an_offer_given_
     listed = offers(
         ("1", None, 5, "ACTIVE"),  # an offer without a SKU
         ("2", "", 0, "ENDED"),  # an empty SKU is not a missing one
-        ("3", "tab\there, \\ back\nslash 'quote\" {brace}", 7, "INACTIVE"),
+        ("3", "żółw tab\there, \\ back\nslash 'quote\" {brace}", 7, "INACTIVE"),
         ("4", "d", 1, "ACTIVE"),
         ("4", "d", 2, "ACTIVE"),  # the pages shifted: the later row is the newer one
     )
