@@ -8,6 +8,7 @@ import redis as redis_lib
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from stock_pipeline.observability import metrics as metrics_module
 from stock_pipeline.observability.metrics import NullMetrics, SyncMetrics, build_metrics, render_prometheus, serve
 from stock_pipeline_tests.services import REDIS_URL
 
@@ -75,6 +76,7 @@ def test_histogram_buckets_are_cumulative_with_sum_and_count(redis_client, prefi
     for seconds in (0.03, 0.3, 0.5, 3.0, 30.0):
         metrics.observe_api_response("GET /sale/offers", seconds)
     metrics.observe_api_response("PUT /sale/offer-quantity-change-commands/{id}", 0.2)
+    metrics.flush()
 
     got = samples(render_prometheus(redis_client, prefix))
 
@@ -87,6 +89,30 @@ def test_histogram_buckets_are_cumulative_with_sum_and_count(redis_client, prefi
     other = ("route", "PUT /sale/offer-quantity-change-commands/{id}")
     assert got[(f"{name}_bucket", (("le", "0.1"), other))] == 0
     assert got[(f"{name}_bucket", (("le", "0.25"), other))] == 1
+
+
+def test_response_times_are_kept_in_the_process_until_the_next_record_or_a_second_later(
+    redis_client, prefix, monkeypatch
+):
+    metrics = SyncMetrics(redis_client, prefix)
+    name = "allegro_sync_api_response_time_seconds"
+    route = ("route", "PATCH /sale/product-offers/{id}")
+    for seconds in (0.12, 0.2, 0.7):
+        metrics.observe_api_response(route[1], seconds)
+    assert (f"{name}_count", (route,)) not in samples(render_prometheus(redis_client, prefix))
+
+    metrics.record_api_calls("shop-a", 3)  # a step's calls: its response times go with them
+    got = samples(render_prometheus(redis_client, prefix))
+    assert got[(f"{name}_count", (route,))] == 3
+    assert got[(f"{name}_bucket", (("le", "0.25"), route))] == 2
+    assert got[(f"{name}_bucket", (("le", "+Inf"), route))] == 3
+    assert got[(f"{name}_sum", (route,))] == pytest.approx(1.02)
+    assert got[("allegro_sync_api_calls_total", (("account", "shop-a"),))] == 3
+
+    # Once API_RESPONSES_FLUSH_SECONDS have passed since the last write, an observation writes what is kept.
+    monkeypatch.setattr(metrics_module, "API_RESPONSES_FLUSH_SECONDS", 0.0)
+    metrics.observe_api_response(route[1], 0.05)
+    assert samples(render_prometheus(redis_client, prefix))[(f"{name}_count", (route,))] == 4
 
 
 def test_text_has_help_and_type_escapes_labels_and_is_stable(redis_client, prefix):
@@ -111,7 +137,9 @@ def test_text_has_help_and_type_escapes_labels_and_is_stable(redis_client, prefi
 
 def test_http_endpoint_serves_the_same_text(redis_client, prefix):
     SyncMetrics(redis_client, prefix).record_run("shop-a", **RUN, success=True)
-    SyncMetrics(redis_client, prefix).observe_api_response("GET /sale/offers", 0.12)
+    metrics = SyncMetrics(redis_client, prefix)
+    metrics.observe_api_response("GET /sale/offers", 0.12)
+    metrics.flush()
 
     with serve(REDIS_URL, port=0, prefix=prefix) as server:
         assert server.port != 0

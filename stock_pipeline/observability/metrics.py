@@ -13,6 +13,13 @@ Layout under ``prefix`` (default ``allegro_sync_metrics``), readable in redis-cl
 Nothing expires: Prometheus expects counters to only go up, and a counter that vanished
 under a TTL would read as a reset. Every change of one call is one MULTI/EXEC, so a
 scrape never sees half a run. Exposed names carry the ``allegro_sync_`` namespace.
+
+API response times are the exception to one write per call: a full sync makes thousands
+of calls, and a MULTI/EXEC of ten commands for each cost the sync's interpreter (the
+account runs of a CLI sync share it) and Redis more than the calls' own bookkeeping. They
+are added up in the process and written together, at most every
+``API_RESPONSES_FLUSH_SECONDS``, with the next other record (a step's calls, a run's end:
+those of a run are in Redis when it ends), or on ``flush()``.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ REDIS_SOCKET_TIMEOUT_SECONDS = 0.5
 # After a failed write, skip recording for this long: with Redis unreachable every API
 # call would otherwise wait for a timeout and log the same warning again.
 PAUSE_AFTER_ERROR_SECONDS = 30.0
+API_RESPONSES_FLUSH_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,13 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+@dataclass
+class _Observed:
+    buckets: list[int]  # observations in each bucket of API_RESPONSE_BUCKETS (above the last: none)
+    count: int = 0
+    total: float = 0.0
+
+
 class SyncMetrics:
     """Records sync metrics in Redis; never raises on a Redis error (it logs a warning)."""
 
@@ -135,6 +150,11 @@ class SyncMetrics:
         self._redis = redis_client
         self._prefix = prefix
         self._paused_until = 0.0
+        # Response times not yet in Redis: per route field, the observations per bucket
+        # (not cumulative), their count and sum.
+        self._responses: dict[str, _Observed] = {}
+        self._responses_lock = threading.Lock()
+        self._responses_written_at = time.monotonic()
 
     def record_listing(self, account: str, *, offers: int, api_calls: int) -> None:
         field = _field(account)
@@ -205,30 +225,60 @@ class SyncMetrics:
 
     def observe_api_response(self, route: str, seconds: float) -> None:
         """``route`` should be a template (``GET /sale/offers/{id}``), not a raw URL:
-        each distinct value is a series kept forever."""
+        each distinct value is a series kept forever. Kept in the process until the next
+        write (see the module's note)."""
         field = _field(route)
-        series_key = f"{self._key(_API_RESPONSE)}:{field}"
+        with self._responses_lock:
+            observed = self._responses.get(field)
+            if observed is None:
+                observed = self._responses[field] = _Observed([0] * len(API_RESPONSE_BUCKETS))
+            for i, bound in enumerate(API_RESPONSE_BUCKETS):
+                if seconds <= bound:
+                    observed.buckets[i] += 1
+                    break
+            observed.count += 1
+            observed.total += seconds
+            due = time.monotonic() - self._responses_written_at >= API_RESPONSES_FLUSH_SECONDS
+        if due:
+            self._write("observe_api_response", lambda pipe: None, route=route)
 
-        def write(pipe: redis.client.Pipeline) -> None:
+    def flush(self) -> None:
+        """Writes the response times kept in the process."""
+        self._write("observe_api_response", lambda pipe: None)
+
+    def _take_responses(self) -> dict[str, _Observed]:
+        with self._responses_lock:
+            taken, self._responses = self._responses, {}
+            self._responses_written_at = time.monotonic()
+        return taken
+
+    def _write_responses(self, pipe: redis.client.Pipeline, responses: dict[str, _Observed]) -> None:
+        for field, observed in responses.items():
+            series_key = f"{self._key(_API_RESPONSE)}:{field}"
             pipe.sadd(f"{self._key(_API_RESPONSE)}:series", field)
             # Stored cumulative, as exposed: each bucket counts observations <= its bound.
-            for bound, bucket_field in zip(API_RESPONSE_BUCKETS, _BUCKET_FIELDS):
-                if seconds <= bound:
-                    pipe.hincrby(series_key, bucket_field, 1)
-            pipe.hincrby(series_key, "count", 1)
-            pipe.hincrbyfloat(series_key, "sum", seconds)
-
-        self._write("observe_api_response", write, route=route)
+            cumulative = 0
+            for bucket_field, observations in zip(_BUCKET_FIELDS, observed.buckets):
+                cumulative += observations
+                if cumulative:
+                    pipe.hincrby(series_key, bucket_field, cumulative)
+            pipe.hincrby(series_key, "count", observed.count)
+            pipe.hincrbyfloat(series_key, "sum", observed.total)
 
     def _key(self, metric: _Metric) -> str:
         return f"{self._prefix}:{metric.name}"
 
     def _write(self, what: str, write: Callable[[redis.client.Pipeline], None], **context) -> None:
+        """`write`'s commands, and the response times kept so far, in one MULTI/EXEC."""
+        responses = self._take_responses()  # while paused they are dropped, like every other record
         if time.monotonic() < self._paused_until:
             return
         try:
             with self._redis.pipeline(transaction=True) as pipe:
                 write(pipe)
+                self._write_responses(pipe, responses)
+                if not pipe.command_stack:
+                    return
                 pipe.execute()
         except redis.RedisError as exc:
             self._paused_until = time.monotonic() + PAUSE_AFTER_ERROR_SECONDS
