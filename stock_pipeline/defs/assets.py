@@ -28,7 +28,7 @@ from dagster import (
 from stock_pipeline.core.contracts import OfferFrame, OfferMap, PlanFrame, SnapshotFrame, WriteResultFrame
 from stock_pipeline.core.snapshot import CleanSnapshot, bad_rows_records, bad_rows_warning, capped_note
 from stock_pipeline.core.vocabulary import PublicationStatus, WriteStatus
-from stock_pipeline.defs import run_pacing
+from stock_pipeline.defs import map_merges, run_pacing
 from stock_pipeline.defs.account_steps import (
     PLAN_COLUMNS,
     PROBLEM_WRITES,
@@ -174,7 +174,12 @@ def allegro_offers(
         listing = list_offers(allegro, pipeline_db, account)
     offer_map = listing.offer_map
     if offer_map.complete:  # the live sync's map starts from every complete listing
-        LiveOffers(pipeline_db.engine()).merge_listing(account, offer_map.offers, offer_map.listed_at)
+        store = LiveOffers(pipeline_db.engine())
+        map_merges.start(
+            context.run.run_id,
+            account,
+            lambda: store.merge_listing(account, offer_map.offers, offer_map.listed_at),
+        )
     allegro.metrics().record_listing(account, offers=offer_map.listed, api_calls=listing.api_calls)
     return Output(
         offer_map,
@@ -310,6 +315,8 @@ def stock_updates(
             plan, newer = _without_newer_live_writes(context, pipeline_db, account, stock_diff)
             results = applier.apply(plan)
         LiveOffers(pipeline_db.engine()).observe_writes(account, results, allegro_offers.offers)
+        with failures_as_sentences(account):
+            map_merges.finish(context.run.run_id)
     finally:
         client.close()
         allegro.metrics().record_api_calls(account, client.stats.total)
