@@ -110,6 +110,8 @@ def planning_places(accounts: int) -> int:
 
 # The CLI's and the demo's own instance: SQLite inside DAGSTER_HOME, runs started in-process.
 EMBEDDED_INSTANCE_CONFIG = Path(__file__).with_name("dagster_embedded.yaml")
+# Connections each Dagster storage keeps beyond its first while runs write side by side.
+PARALLEL_CONNECTIONS = 16
 
 
 def ensure_dagster_home(settings: Settings) -> str:
@@ -268,7 +270,9 @@ def sync_accounts(
         return _sync_in_processes(settings, accounts, processes, dry_run, override_guards, verbose)
     defs = defs or build_definitions(settings)
     parallel = settings.allegro_sync_parallel_accounts > 1 and len(accounts) > 1
-    instance = instance or (_instance_for_parallel_runs(home) if parallel else DagsterInstance.from_config(home))
+    if instance is None:
+        instance = _instance_for_parallel_runs(home) if parallel else DagsterInstance.from_config(home)
+        _pool_connections(instance)
     _add_partitions(instance, accounts)
     if dry_run:
         rehearsal = defs.resolve_job_def(account_rehearsal.name).with_logger_defs({"console": terminal_console_logger})
@@ -380,6 +384,16 @@ def _instance_for_parallel_runs(home: str) -> DagsterInstance:
     if not instance.get_python_log_dagster_handler_config():
         instance.get_yaml_python_handlers = lambda: []  # this object only
     return instance
+
+
+def _pool_connections(instance: DagsterInstance) -> None:
+    """Dagster's PostgreSQL storages open a new connection for every statement (NullPool,
+    so that an idle process holds none): each run's ~80 event records cost ~80 connections,
+    each a backend PostgreSQL forks, on the cores the sync runs on. A CLI sync is a short
+    process writing events from several runs at once, so it keeps its connections, as the
+    webserver does (`optimize_for_webserver`: a pooled engine; no statement timeout). A
+    no-op for the embedded SQLite instance."""
+    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=PARALLEL_CONNECTIONS)
 
 
 def _parallel_runs_allowed(instance: DagsterInstance) -> bool:
