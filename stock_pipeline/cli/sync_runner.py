@@ -52,6 +52,7 @@ from stock_pipeline.definitions import build_definitions
 from stock_pipeline.defs.account_steps import PROBLEM_CONFIGURATION
 from stock_pipeline.defs.assets import accounts_partitions
 from stock_pipeline.defs.automation import account_sync_job
+from stock_pipeline.defs.instance_connections import keep_connections
 from stock_pipeline.defs.rehearsal import account_rehearsal, rehearse_account_sync
 from stock_pipeline.defs.run_log import FORWARDED
 from stock_pipeline.defs.run_outcome import read_run_outcome, step_failures, step_metadata
@@ -110,8 +111,6 @@ def planning_places(accounts: int) -> int:
 
 # The CLI's and the demo's own instance: SQLite inside DAGSTER_HOME, runs started in-process.
 EMBEDDED_INSTANCE_CONFIG = Path(__file__).with_name("dagster_embedded.yaml")
-# Connections each Dagster storage keeps beyond its first while runs write side by side.
-PARALLEL_CONNECTIONS = 16
 
 
 def ensure_dagster_home(settings: Settings) -> str:
@@ -272,7 +271,7 @@ def sync_accounts(
     parallel = settings.allegro_sync_parallel_accounts > 1 and len(accounts) > 1
     if instance is None:
         instance = _instance_for_parallel_runs(home) if parallel else DagsterInstance.from_config(home)
-        _pool_connections(instance)
+        keep_connections(instance)
     _add_partitions(instance, accounts)
     if dry_run:
         rehearsal = defs.resolve_job_def(account_rehearsal.name).with_logger_defs({"console": terminal_console_logger})
@@ -384,16 +383,6 @@ def _instance_for_parallel_runs(home: str) -> DagsterInstance:
     if not instance.get_python_log_dagster_handler_config():
         instance.get_yaml_python_handlers = lambda: []  # this object only
     return instance
-
-
-def _pool_connections(instance: DagsterInstance) -> None:
-    """Dagster's PostgreSQL storages open a new connection for every statement (NullPool,
-    so that an idle process holds none): each run's ~80 event records cost ~80 connections,
-    each a backend PostgreSQL forks, on the cores the sync runs on. A CLI sync is a short
-    process writing events from several runs at once, so it keeps its connections, as the
-    webserver does (`optimize_for_webserver`: a pooled engine; no statement timeout). A
-    no-op for the embedded SQLite instance."""
-    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=PARALLEL_CONNECTIONS)
 
 
 def _parallel_runs_allowed(instance: DagsterInstance) -> bool:

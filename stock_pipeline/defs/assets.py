@@ -58,6 +58,7 @@ from stock_pipeline.defs.contract_types import (
     WriteResultsType,
     column_schema_metadata,
 )
+from stock_pipeline.defs.instance_connections import keep_connections
 from stock_pipeline.defs.resources import (
     AllegroApi,
     GuardConfig,
@@ -136,6 +137,7 @@ def stock_snapshot(
     telegram: TelegramAlerts,
     guards: GuardConfig,
 ):
+    keep_connections(context.instance)  # a run's first step: the run's remaining event records reuse them
     started = time.monotonic()
     with failures_as_sentences():
         snapshot = read_snapshot(stock_db)

@@ -71,6 +71,7 @@ from stock_pipeline.defs.account_steps import (
 from stock_pipeline.defs.assets import accounts_partitions
 from stock_pipeline.defs.automation import account_sync_job
 from stock_pipeline.defs.contract_types import WriteResultsType, column_schema_metadata
+from stock_pipeline.defs.instance_connections import keep_connections
 from stock_pipeline.defs.live_snapshots import WarehouseVersions
 from stock_pipeline.defs.live_warehouse import WarehousePosition, read_warehouse
 from stock_pipeline.defs.resources import AllegroApi, GuardConfig, LiveSyncConfig, PipelineDatabase, StockDatabase
@@ -144,6 +145,7 @@ def live_stock_updates(
     guards: GuardConfig,
     live: LiveSyncConfig,
 ) -> Output[pd.DataFrame]:
+    keep_connections(context.instance)  # the run's own process: its remaining event records reuse them
     account = context.partition_key
     engine = pipeline_db.engine()
     store = LiveOffers(engine)
