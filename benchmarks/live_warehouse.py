@@ -52,30 +52,34 @@ def fill(url: str, rows: int) -> None:
     engine.dispose()
 
 
-def change(url: str, changed: int, round_: int) -> None:
+def change(url: str, rows: int, changed: int, round_: int) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(
             sa.text(
                 "UPDATE products SET stock = stock + 1, changed_at = now() "
-                "WHERE sku IN (SELECT 'SKU-' || (i * 997 + :round) FROM generate_series(1, :changed) AS i)"
+                "WHERE sku IN (SELECT 'SKU-' || ((i * 997 + :round) % :rows + 1) "
+                "FROM generate_series(1, :changed) AS i)"
             ),
-            {"changed": changed, "round": round_},
+            {"changed": changed, "round": round_, "rows": rows},
         )
     engine.dispose()
 
 
-def ticks(settings, stock_url: str, changed: int, repeat: int, label: str) -> list[float]:
+def ticks(settings, stock_url: str, rows: int, changed: int, repeat: int, label: str) -> list[float]:
     resources = build_resources(settings)
     engine = engine_for(settings.stock_pipeline_database_url)
-    position = WarehousePosition(None)
-    tick = read_warehouse(
-        resources["stock_db"], resources["live"], resources["guards"], engine, position, datetime.now(timezone.utc)
+    tick = read_warehouse(  # the baseline version
+        resources["stock_db"],
+        resources["live"],
+        resources["guards"],
+        engine,
+        WarehousePosition(None),
+        datetime.now(timezone.utc),
     )
-    position = tick.position  # the baseline
     times = []
     for round_ in range(repeat):
-        change(stock_url, changed, round_ + (1000 if label == "changes" else 0))
+        change(stock_url, rows, changed, round_ + (1000 if label == "changes" else 0))
         started = time.perf_counter()
         tick = read_warehouse(
             resources["stock_db"],
@@ -119,7 +123,7 @@ def main() -> None:
 
                 profiler = cProfile.Profile()
                 profiler.enable()
-            times = ticks(load_settings(base | extra), stock_url, args.changed, args.repeat, label)
+            times = ticks(load_settings(base | extra), stock_url, args.rows, args.changed, args.repeat, label)
             if args.profile and label == "changes":
                 profiler.disable()
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)

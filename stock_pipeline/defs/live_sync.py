@@ -268,6 +268,13 @@ class LiveCursor:
     def dump(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
+    def warehouse_position(self) -> WarehousePosition:
+        return WarehousePosition(self.warehouse, self.changes_since, self.full_read_at, self.warehouse_skus)
+
+    def move_warehouse_to(self, position: WarehousePosition) -> None:
+        self.warehouse, self.changes_since = position.version, position.changes_since
+        self.full_read_at, self.warehouse_skus = position.full_read_at, position.skus
+
 
 @dataclass
 class AccountPosition:
@@ -363,20 +370,10 @@ def live_tick(
     cursor.tick += 1
     engine = pipeline_db.engine()
     now = datetime.now(timezone.utc)
-    warehouse = read_warehouse(
-        stock_db,
-        live,
-        guards,
-        engine,
-        WarehousePosition(cursor.warehouse, cursor.changes_since, cursor.full_read_at, cursor.warehouse_skus),
-        now,
-    )
+    warehouse = read_warehouse(stock_db, live, guards, engine, cursor.warehouse_position(), now)
     if warehouse.held:
         return SkipReason(f"the warehouse snapshot is held by the snapshot guard: {warehouse.held}")
-    cursor.warehouse = warehouse.position.version
-    cursor.changes_since = warehouse.position.changes_since
-    cursor.full_read_at = warehouse.position.full_read_at
-    cursor.warehouse_skus = warehouse.position.skus
+    cursor.move_warehouse_to(warehouse.position)
     changed = warehouse.changed
     retry = failed_live_offers(context, cursor, now)
     tick = Tick(cursor.tick, now, warehouse.stock, cursor.warehouse, changed, runs_in_flight(context), retry)
