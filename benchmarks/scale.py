@@ -48,12 +48,12 @@ import sqlalchemy as sa
 from bench_world import (
     add_sync_arguments,
     build_world,
-    least_calls,
     offers_wrong,
     patches_needed,
     pipeline_world,
     print_sync_figures,
     scratch_database,
+    sync_floor,
 )
 
 from stock_pipeline.core import frame_memo
@@ -396,7 +396,7 @@ def print_step_figures(home: Path, cli: CliRun) -> list[str]:
 def end_to_end(args: argparse.Namespace) -> bool:
     started = time.perf_counter()
     world, warehouse = build_world(args.accounts, args.offers, args.changed, args.to_zero)
-    least, patches = least_calls(world, warehouse), patches_needed(world, warehouse)
+    floor, patches = sync_floor(world, warehouse), patches_needed(world, warehouse)
     padding = max(0, args.rows - len(warehouse))
     accounts = list(world)
     print(
@@ -428,7 +428,7 @@ def end_to_end(args: argparse.Namespace) -> bool:
             'pipeline and loading its settings, before it says "syncing"; the sync proper below)'
         )
         ok = print_sync_figures(
-            cli.sync_wall, least, patches, calls, wrong, wall_target=TARGET_WALL_OVER_FLOOR, calls_target=1.2
+            cli.sync_wall, floor, calls, wrong, wall_target=TARGET_WALL_OVER_FLOOR, calls_target=1.2
         )
         print(
             f"  CPU of the CLI process {cli.cpu:8.1f} s  (user + system; the simulator's process "

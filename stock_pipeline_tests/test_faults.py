@@ -124,11 +124,13 @@ def test_pipeline_database_unavailable_fails_cleanly(settings, simulator, monkey
 
 
 def test_killed_mid_writes_leaves_no_phantom_success_and_next_run_converges(settings, simulator, monkeypatch):
-    # Distinct values make every write a PATCH; a low per-user PATCH budget makes them slow.
+    # Distinct values make every write a PATCH; a low per-user PATCH budget makes them slow,
+    # and a client_id rate as low keeps them PATCHes (commands would be no faster: routes by time).
     warehouse = seed_account(settings, simulator, "shop-a", offers=60, distinct_values=True)
     write_stock(settings.stock_database_url, warehouse)
     before = {o["id"]: o for o in simulator.offers("shop-a")}
     monkeypatch.setenv("ALLEGRO_SYNC_USER_PATCHES_PER_MINUTE", "300")
+    monkeypatch.setenv("ALLEGRO_SYNC_RATE_LIMIT", "300")
     process = subprocess.Popen(
         [sys.executable, "-m", "stock_pipeline.cli", "sync"],
         env=os.environ.copy(),
@@ -149,6 +151,7 @@ def test_killed_mid_writes_leaves_no_phantom_success_and_next_run_converges(sett
     no_phantom_success(settings, simulator, "shop-a", dict(warehouse))
 
     monkeypatch.setenv("ALLEGRO_SYNC_USER_PATCHES_PER_MINUTE", "2500")
+    monkeypatch.setenv("ALLEGRO_SYNC_RATE_LIMIT", "9000")
     assert run_cli("sync").returncode == 0
     assert_every_offer_right(simulator, "shop-a", dict(warehouse), before)
 
@@ -171,7 +174,10 @@ def test_two_forced_runs_at_once_are_harmless(settings, simulator, monkeypatch, 
     warehouse = seed_account(settings, simulator, "shop-a", offers=60, distinct_values=True)
     write_stock(settings.stock_database_url, warehouse)
     before = {o["id"]: o for o in simulator.offers("shop-a")}
-    monkeypatch.setenv("ALLEGRO_SYNC_USER_PATCHES_PER_MINUTE", "300")  # 40 PATCHes take ~8 s
+    # 60 PATCHes take ~12 s; with the client_id's rate as low, commands would be no faster,
+    # so the plan keeps them (core/plan.py, routes by time) and the first run writes for long.
+    monkeypatch.setenv("ALLEGRO_SYNC_USER_PATCHES_PER_MINUTE", "300")
+    monkeypatch.setenv("ALLEGRO_SYNC_RATE_LIMIT", "300")
 
     def start():
         return subprocess.Popen(

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from stock_pipeline.core.plan import minimum_calls, plan_writes
+from stock_pipeline.core.plan import WriteRates, minimum_calls, plan_seconds, plan_writes
 
 
 def diff(rows):
@@ -75,3 +75,71 @@ def test_reactivation_sets_quantity_first_then_one_activate_command():
     assert set(activate["method"]) == {"publication_command"} and activate["batch"].nunique() == 1
     assert not set(activate["batch"]) & set(sets.loc[sets["batch"] >= 0, "batch"])
     assert minimum_calls(3, d) == 1 + 2 + 2  # listing, the quantity command of value 6, the activation
+
+
+# ---- routes by time: the per-user PATCH budget against the account's share of the client_id ----
+
+ALONE = WriteRates(calls=150.0, patches=2500 / 60, command_offers=150.0)  # one account, the whole client_id
+ONE_OF_TEN = WriteRates(calls=15.0, patches=2500 / 60, command_offers=150.0)
+
+
+def distinct_values(n, start=0):
+    """n offers, each to a value of its own (as after a delivery): one PATCH each by calls."""
+    return [(str(start + i), f"S{start + i}", "ACTIVE", 1, 10 + start + i, "set") for i in range(n)]
+
+
+def cost(plan):
+    patches = int((plan["method"] == "patch").sum())
+    return patches, plan.loc[plan["batch"] >= 0, "batch"].nunique(), int((plan["batch"] >= 0).sum())
+
+
+def test_by_time_an_account_alone_moves_patches_to_commands_while_the_patch_budget_binds():
+    d = diff(distinct_values(3000))
+    by_calls = plan_writes(d)
+    by_time = plan_writes(d, rates=ALONE)
+    assert cost(by_calls) == (3000, 0, 0)
+    patches, commands, _ = cost(by_time)
+    # 3 000 PATCHes alone take 72 s on the PATCH budget; with x of them as one-offer commands
+    # the plan takes max((3000 + x) / 150, (3000 - x) / 41.7): shortest near x = 1 696.
+    assert 1600 < commands < 1800 and patches == 3000 - commands
+    assert plan_seconds(by_time, ALONE) < 0.5 * plan_seconds(by_calls, ALONE)
+    assert plan_seconds(by_time, ALONE) == pytest.approx((3000 + commands) / 150, rel=0.01)
+    assert by_time.groupby("batch").size().drop(-1, errors="ignore").eq(1).all()  # one value per command
+    assert sorted(by_time["offer_id"]) == sorted(d["offer_id"])
+
+
+def test_by_time_accounts_sharing_the_client_id_keep_the_fewest_calls():
+    # One of ten accounts: its 400 calls take 27 s at its share, its PATCHes 9.6 s on their
+    # budget. Calls bind, so a move would only lengthen the plan.
+    d = diff(distinct_values(400) + rows(5, 3, start=10_000))
+    assert cost(plan_writes(d, rates=ONE_OF_TEN)) == cost(plan_writes(d))
+
+
+def test_by_time_ties_move_before_single_offers_and_cost_no_call():
+    pairs = [(str(i), f"S{i}", "ACTIVE", 1, 10 + i // 2, "set") for i in range(2000)]  # 1 000 values, 2 offers each
+    singles = distinct_values(200, start=10_000)
+    plan = plan_writes(diff(pairs + singles), rates=ALONE)
+    moved = plan.loc[plan["batch"] >= 0, "offer_id"].astype(int)
+    # 2 200 PATCHes take 53 s on their budget, 2 200 calls 15 s: moving pairs costs no call,
+    # and once ~1 600 offers have moved the calls bind, so no single ever needs to.
+    assert 1500 < len(moved) and set(moved) <= set(range(2000))
+    assert cost(plan)[0] + 2 * cost(plan)[1] == 2200  # the same calls as by calls alone
+
+
+def test_by_time_with_no_patch_to_move_is_the_plan_by_calls():
+    d = diff(rows(2500, 3) + rows(3, 0, start=9000))
+    pd.testing.assert_frame_equal(plan_writes(d, rates=ALONE), plan_writes(d))
+
+
+def test_write_rates_must_be_positive():
+    with pytest.raises(ValueError, match="positive"):
+        WriteRates(calls=0, patches=1, command_offers=1)
+
+
+def test_by_time_a_handful_of_patches_never_waits_on_a_command():
+    # 60 PATCHes: 25 go at once, the rest within a second on the PATCH budget; any command
+    # takes at least its 1 s before the first poll, so nothing moves.
+    rates = WriteRates(calls=150.0, patches=2500 / 60, command_offers=150.0, patch_burst=25, command_wait=1.0)
+    d = diff(distinct_values(60))
+    assert cost(plan_writes(d, rates=rates)) == (60, 0, 0)
+    assert cost(plan_writes(diff(distinct_values(1000)), rates=rates))[1] > 300

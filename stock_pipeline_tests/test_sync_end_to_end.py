@@ -118,3 +118,32 @@ def test_unknown_account_is_a_clear_usage_error(settings, simulator, two_account
     result = run_cli("sync", "--account", "nope")
     assert result.returncode == 2
     assert "unknown account(s): nope" in result.stderr
+
+
+def test_an_account_alone_trades_calls_for_time_when_its_patch_budget_binds(settings, simulator, monkeypatch):
+    """300 offers, each to a value of its own: by calls, 300 PATCHes. At a PATCH budget of
+    120/min those would take 2.5 min while the client_id's 9 000/min sat idle, so the plan
+    sends most of them as one-offer quantity commands (2 calls each, ~4 s in all)."""
+    monkeypatch.setenv("ALLEGRO_SYNC_USER_PATCHES_PER_MINUTE", "120")
+    register_account(settings, simulator, "shop-a")
+    seed(simulator, "shop-a", [(f"V{i:03d}", 1, "ACTIVE") for i in range(300)])
+    warehouse = {f"V{i:03d}": 10 + i for i in range(300)}
+    write_stock(settings.stock_database_url, list(warehouse.items()))
+    before = {o["id"]: o for o in simulator.offers("shop-a")}
+
+    rehearsal = run_cli("sync", "--dry-run", "--account", "shop-a")
+    assert rehearsal.returncode == 0, rehearsal.stderr
+    assert write_requests(simulator) == []
+    simulator.reset_requests()
+    result = run_cli("sync", "--account", "shop-a")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_every_offer_right(simulator, "shop-a", warehouse, before)
+    writes = write_requests(simulator)
+    commands = [r for r in writes if "quantity-change-commands" in r.path]
+    patches = [r for r in writes if r.method == "PATCH"]
+    assert len(commands) > 250 and len(patches) < 50, (len(commands), len(patches))
+    assert all(len(r.body["offerCriteria"][0]["offers"]) == 1 for r in commands)  # one value per command
+    # The rehearsal showed the routes the sync then took.
+    assert f"{len(commands)} quantity command(s) (set)" in rehearsal.stdout, rehearsal.stdout
+    assert f"{len(patches)} PATCH call(s)" in rehearsal.stdout

@@ -13,13 +13,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 import pandas as pd
-from dagster import Failure, MetadataValue
+from dagster import DagsterInstance, DagsterRunStatus, Failure, MetadataValue, RunsFilter
 
 from stock_pipeline.core import frame_memo
 from stock_pipeline.core.contracts import ContractError, OfferMap, SnapshotFrame, check_frame
 from stock_pipeline.core.diff import diff_offers, empty_diff, offers_frame
 from stock_pipeline.core.guards import Verdict, active_offer_count
-from stock_pipeline.core.plan import minimum_calls, plan_writes
+from stock_pipeline.core.plan import WriteRates, minimum_calls, plan_seconds, plan_writes
 from stock_pipeline.core.policy import StockPolicy, normalise_skus, offer_targets
 from stock_pipeline.core.sale_holds import HELD_COLUMNS, apply_holds, empty_released
 from stock_pipeline.core.snapshot import CleanSnapshot, bad_rows_preview, clean_snapshot, distinct_skus, shared
@@ -38,6 +38,7 @@ from stock_pipeline.foundation.errors import (
 from stock_pipeline.foundation.logs import get_logger
 from stock_pipeline.foundation.single_flight import SingleFlight
 from stock_pipeline.observability import progress
+from stock_pipeline.rate_limit import RateSpec
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.live_offers import LiveOffers
 from stock_pipeline.store.policies import PolicyStore
@@ -216,6 +217,31 @@ class AccountPlan:
     # Holds the rule released (expired, or the warehouse value changed): a real sync marks
     # them released (settle_sale_holds); a dry run only shows them.
     released: pd.DataFrame = field(default_factory=empty_released)
+    rates: WriteRates | None = None  # what the routes were chosen by (core/plan.py), None: by calls
+
+
+def write_rates(allegro: AllegroApi, instance: DagsterInstance) -> WriteRates:
+    """The rates an account's writes are planned at (core/plan.py, routes by time): the
+    client_id's rate shared evenly by the accounts with a run under way now (at least this
+    one), and the account's own per-user budgets. A full sync of many accounts thus plans
+    by calls, which bind; an account written alone may trade calls for time."""
+    under_way = instance.get_run_records(
+        RunsFilter(statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]), limit=1000
+    )
+    accounts = {r.dagster_run.tags.get("dagster/partition") for r in under_way} - {None}
+    # The rates the limiters let through (a little under each limit: rate_limit/gcra.py).
+    client, patches, offer_changes = (
+        RateSpec(allegro.rate_limit_per_minute, 60.0),
+        RateSpec(allegro.user_patches_per_minute, 60.0),
+        RateSpec(allegro.user_offer_changes_per_minute, 60.0),
+    )
+    return WriteRates(
+        calls=1 / client.emission_interval / max(1, len(accounts)),
+        patches=1 / patches.emission_interval,
+        command_offers=1 / offer_changes.emission_interval,
+        patch_burst=patches.burst_size,
+        command_wait=allegro.poll_first_after,
+    )
 
 
 def plan_account(
@@ -225,6 +251,7 @@ def plan_account(
     offer_map: OfferMap,
     batch_size: int,
     *,
+    rates: WriteRates | None = None,
     now: datetime | None = None,
 ) -> AccountPlan:
     """The account's plan with its active sale holds applied. Reads only: what the holds
@@ -234,7 +261,9 @@ def plan_account(
     policy = PolicyStore(engine).get(account)
     ended_by_us = EndedOffers(engine).ours(account)
     holds = SaleHolds(engine).active(account, now)
-    planned = plan_account_offers(offer_map, snapshot_stock, policy, ended_by_us, batch_size, holds=holds, now=now)
+    planned = plan_account_offers(
+        offer_map, snapshot_stock, policy, ended_by_us, batch_size, holds=holds, now=now, rates=rates
+    )
     if len(planned.held) or len(planned.released):
         log.info(
             "sale_holds",
@@ -257,11 +286,12 @@ def plan_account_offers(
     *,
     holds: pd.DataFrame | None = None,
     now: datetime | None = None,
+    rates: WriteRates | None = None,
 ) -> AccountPlan:
     """The writes for the listed offers: works on a partial map too (an offer not listed is
     simply not planned); the minimum number of calls is reckoned only on a complete one.
     `holds` (core.sale_holds.HOLD_COLUMNS, the account's active ones) keep back the writes
-    that would raise a sold offer's stock, judged at `now`."""
+    that would raise a sold offer's stock, judged at `now`. Routes by time at `rates`."""
     # Each offer's SKU looked up once in the snapshot's index, hashed once per snapshot: the
     # work per account follows its offers, not the million rows of the warehouse. The same
     # diff as compute_diff over apply_policy's targets (tested).
@@ -287,7 +317,7 @@ def plan_account_offers(
             released=outcome.released,
         )
     minimum = minimum_calls(offer_map, diff, batch_size) if offer_map.complete else None
-    return AccountPlan(plan_writes(diff, batch_size), policy, minimum, **extra)
+    return AccountPlan(plan_writes(diff, batch_size, rates), policy, minimum, rates=rates, **extra)
 
 
 def record_sales(
@@ -341,6 +371,10 @@ def plan_metadata(planned: AccountPlan, offer_map: OfferMap) -> dict:
     )
     if complete:
         metadata["minimum_api_calls"] = planned.minimum_api_calls
+    if planned.rates is not None:
+        # The writes' own time at the rates they were routed by: the listing's calls come first.
+        metadata["writes_estimated_seconds"] = round(plan_seconds(plan, planned.rates), 1)
+        metadata["planned_at_calls_per_second"] = round(planned.rates.calls, 1)
     metadata["preview"] = preview(plan[PLAN_COLUMNS])
     held = planned.held
     metadata["held_for_sales"] = int(held["offer_id"].nunique())

@@ -42,6 +42,7 @@ from stock_pipeline.defs.account_steps import (
     record_sales,
     settle_sale_holds,
     snapshot_metadata,
+    write_rates,
 )
 from stock_pipeline.defs.checks import (
     DIFF_GUARD,
@@ -229,7 +230,14 @@ def stock_diff(
     with failures_as_sentences(context.partition_key):
         # Sales first: a purchase the warehouse has not booked is never raised back.
         record_sales(allegro, pipeline_db, context.partition_key, stock_snapshot, live.sale_hold_seconds)
-        planned = plan_account(pipeline_db, context.partition_key, stock_snapshot, allegro_offers, allegro.batch_size)
+        planned = plan_account(
+            pipeline_db,
+            context.partition_key,
+            stock_snapshot,
+            allegro_offers,
+            allegro.batch_size,
+            rates=write_rates(allegro, context.instance),
+        )
         settle_sale_holds(
             pipeline_db,
             context.partition_key,

@@ -67,6 +67,7 @@ from stock_pipeline.defs.account_steps import (
     preview,
     read_snapshot,
     settle_sale_holds,
+    write_rates,
 )
 from stock_pipeline.defs.assets import accounts_partitions
 from stock_pipeline.defs.automation import account_sync_job
@@ -156,7 +157,8 @@ def live_stock_updates(
         offers = store.offers(account, offer_ids=config.offer_ids)
         # Complete for these offers: the plan covers exactly them, nothing is inferred from absence.
         offer_map = OfferMap.from_listing(account, offers, len(offers))
-        planned = plan_account(pipeline_db, account, warehouse, offer_map, allegro.batch_size)
+        rates = write_rates(allegro, context.instance)
+        planned = plan_account(pipeline_db, account, warehouse, offer_map, allegro.batch_size, rates=rates)
         settle_sale_holds(
             pipeline_db,
             account,

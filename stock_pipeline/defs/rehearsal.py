@@ -31,6 +31,7 @@ from stock_pipeline.defs.account_steps import (
     plan_metadata,
     read_snapshot,
     snapshot_metadata,
+    write_rates,
 )
 from stock_pipeline.defs.assets import accounts_partitions
 from stock_pipeline.defs.contract_types import RehearsalPlanType
@@ -63,7 +64,9 @@ def rehearse_account_sync(
             skus, read_value(pipeline_db.engine(), LAST_GOOD_SNAPSHOT_SKUS), guards.limits()
         )
         listing = list_offers(allegro, pipeline_db, account, record_metrics=False)
-        planned = plan_account(pipeline_db, account, snapshot.stock, listing.offer_map, allegro.batch_size)
+        # The rates a real sync would plan at now, so the rehearsal shows its routes.
+        rates = write_rates(allegro, context.instance)
+        planned = plan_account(pipeline_db, account, snapshot.stock, listing.offer_map, allegro.batch_size, rates=rates)
         # A real sync's diff guard refuses a partial listing, and so does its rehearsal.
         diff_says = diff_verdict(planned.plan, active_offer_count(listing.offer_map), guards.limits())
     held = [
