@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from stock_pipeline.allegro.auth import AllegroAuth
-from stock_pipeline.allegro.client import AllegroClient
+from stock_pipeline.allegro.client import AllegroClient, WriteBudgets
 from stock_pipeline.core.plan import PLAN_COLUMNS
 from stock_pipeline.engine.apply_writes import PollPolicy, WriteApplier
 from stock_pipeline.rate_limit import RateSpec, build_limiter
@@ -120,7 +120,9 @@ def engine_parts(settings, simulator):
     engine = engine_for(settings.stock_pipeline_database_url)
     clients = []
 
-    def build(transport: RecordingTransport, concurrency: int = 8, run_id: str | None = None) -> WriteApplier:
+    def build(
+        transport: RecordingTransport, concurrency: int = 8, run_id: str | None = None, write_budgets=None
+    ) -> WriteApplier:
         tokens = AccountStore(engine, settings.token_cipher()).tokens_for(
             ACCOUNT,
             AllegroAuth(settings.allegro_auth_url, settings.allegro_client_id, settings.allegro_client_secret),
@@ -137,6 +139,7 @@ def engine_parts(settings, simulator):
             timeout=5.0,
             account=ACCOUNT,
             http=httpx.Client(transport=transport, timeout=5.0),
+            write_budgets=write_budgets,
         )
         clients.append(client)
         return WriteApplier(
@@ -243,6 +246,38 @@ def test_activate_goes_only_after_its_quantity_was_confirmed(settings, simulator
     assert {status[(o, "activate")] for o in by_command + by_patch} == {"success"}
     assert {simulator.offer(o)["status"] for o in by_command + by_patch} == {"ACTIVE"}
     assert transport.overlaps == []
+
+
+def test_commands_and_their_polls_are_not_queued_behind_patches_waiting_on_their_budget(
+    settings, simulator, engine_parts
+):
+    """An account's PATCH budget is far below the client_id's rate: PATCHes waiting for it
+    must not hold every worker while commands could go and be polled (core/plan.py routes
+    values by command for exactly that time)."""
+    offer_ids = simulator.add_offers(ACCOUNT, [{"sku": f"s{i}", "stock": 1} for i in range(30)])
+    by_patch, by_command = offer_ids[:20], offer_ids[20:]
+    commands = [
+        dict(offer_id=o, before=1, after=100 + i, action="set", method="quantity_command", batch=i)
+        for i, o in enumerate(by_command)
+    ]
+    key = f"test:{uuid.uuid4().hex}"
+    budgets = WriteBudgets(
+        offer_changes=build_limiter(settings.redis_url, f"{key}:changes", [RateSpec(60_000, 60.0)]),
+        patches=build_limiter(settings.redis_url, f"{key}:patches", [RateSpec(240, 60.0)]),  # 4/s: 20 take ~5 s
+    )
+    transport = RecordingTransport()
+    results = engine_parts(transport, concurrency=8, write_budgets=budgets).apply(
+        plan_rows(patches(by_patch) + commands)
+    )
+
+    assert set(results["status"]) == {"success"}
+    patch_starts = [e.started for e in transport.exchanges if e.method == "PATCH"]
+    polls = [e for e in transport.exchanges if e.path.endswith("/tasks")]
+    settled = max(e.ended for e in polls)
+    # Every command was sent, polled and confirmed while PATCHes were still going out.
+    assert settled < max(patch_starts) - 1.0, (settled, max(patch_starts))
+    for offer_id, row in zip(by_command, commands):
+        assert simulator.offer(offer_id)["stock"] == row["after"]
 
 
 def test_a_run_stopped_midway_claims_no_success_allegro_did_not_report(settings, simulator, engine_parts):

@@ -1,8 +1,9 @@
 """Sends a write plan to Allegro and records what each write did.
 
-All commands of a phase are sent first and polled afterwards, so Allegro processes
-them while the rest are being sent. Phase one sets quantities and ends offers; phase
-two re-activates offers whose quantity is in place (ACTIVATE needs stock > 0). A
+A phase's commands go first, its PATCHes beside them, and each command is polled once
+it is due (Allegro processes it meanwhile), in between the sends. Phase one sets
+quantities and ends offers; phase two re-activates offers whose quantity is in place
+(ACTIVATE needs stock > 0). A
 command whose tasks are still NEW when the polling bound runs out is recorded as
 `pending`, never as success; the next run asks Allegro again.
 
@@ -202,7 +203,7 @@ class WriteApplier:
         self._flushed_at = clock()
         self._done = 0
         self._total = 0
-        self._operations_polled = 0  # polls of asynchronous PATCHes' operations, by _await
+        self._operations_polled = 0  # polls of asynchronous PATCHes' operations, in _run_phase
         self._operations_timed_out = 0
 
     # ---- the plan ----------------------------------------------------------------------
@@ -259,11 +260,82 @@ class WriteApplier:
         return out
 
     def _run_phase(self, rows: pd.DataFrame) -> None:
-        """Returns when every write of the phase has its answer, or its polling bound ran out."""
-        in_flight = self._send(rows)
+        """Returns when every write of the phase has its answer, or its polling bound ran out.
+
+        Sends and polls share the pool: a worker that comes free takes a poll that is due,
+        else the next send. PATCHes also wait on the account's PATCH budget, far below the
+        client_id's rate (core/plan.py routes some values by command for that reason), so
+        while anything else is to do they hold at most half the workers: the commands and
+        polls are not queued behind PATCHes sleeping in their budget."""
+        commands, patches = self._calls(rows)
+        marked: deque[_Call] = deque()  # PATCHes marked `sent`, not yet handed to a worker
+        summary = _PatchSummary(self._account, len(patches), self._clock)
+        operations = 0
+        self._operations_polled = self._operations_timed_out = 0
+        order = itertools.count()  # ties in time go by arrival, never by comparing flights
+        waiting: list[tuple[float, int, _InFlight]] = []
+        running: dict[Future, _Call | _InFlight] = {}
+        patch_cap = max(1, self._concurrency // 2)
+
+        def handle(item: _Call | _InFlight, future: Future) -> None:
+            nonlocal operations
+            if isinstance(item, _Call):
+                flight = self._answered(item, future, summary)
+                if flight:
+                    operations += flight.resource is None
+                    heapq.heappush(waiting, (flight.next_poll_at, next(order), flight))
+                return
+            finished = self._read_poll(item, future.result())
+            if finished or self._clock() >= item.deadline:
+                self._settle(item, timed_out=not finished)
+            else:
+                item.interval = min(self._poll.max_interval, item.interval * 2)
+                item.next_poll_at = self._clock() + item.interval
+                heapq.heappush(waiting, (item.next_poll_at, next(order), item))
+
+        def next_send() -> _Call | None:
+            patches_out = sum(1 for i in running.values() if isinstance(i, _Call) and i.resource is None)
+            others = bool(commands or waiting)
+            if (marked or patches) and (patches_out < patch_cap or not others):
+                if not marked:
+                    marked.extend(self._mark_patches_sent(patches))
+                return marked.popleft()
+            return self._mark_command_sent(commands.popleft()) if commands else None
+
+        def never_started(items: list) -> None:
+            self._back_to_planned([i for i in items if isinstance(i, _Call)] + list(marked))
+
+        with self._stopping_cleanly(running, handle, never_started):
+            while commands or patches or marked or waiting or running:
+                now = self._clock()
+                while waiting and waiting[0][0] <= now and len(running) < self._concurrency:
+                    flight = heapq.heappop(waiting)[2]
+                    self._operations_polled += flight.resource is None
+                    running[self._submit(self._ask, flight)] = flight
+                while len(running) < self._concurrency and (call := next_send()) is not None:
+                    running[self._submit(self._call, call)] = call
+                if not running:  # nothing out, nothing due yet
+                    summary.flush()
+                    self._flush()
+                    self._sleep(waiting[0][0] - now)
+                    continue
+                timeout = OUTCOME_FLUSH_SECONDS
+                if waiting and len(running) < self._concurrency:  # a free worker: wake when the next is due
+                    timeout = min(timeout, max(0.0, waiting[0][0] - now))
+                self._collect(running, handle, timeout)
+        summary.flush()
         self._flush()
-        self._await(in_flight)
-        self._flush()
+        if operations:  # PATCH operations are many: one line for all of them
+            timed_out = self._operations_timed_out
+            (log.warning if timed_out else log.info)(
+                "patch_operations_polled",
+                account=self._account,
+                operations=operations,
+                polls=self._operations_polled,
+                still_processing=timed_out,
+                msg=f"{operations - timed_out}/{operations} accepted PATCHes finished ({self._operations_polled} polls)"
+                + (f"; {timed_out} still processing when polling stopped, recorded pending" if timed_out else ""),
+            )
 
     # ---- the pool ----------------------------------------------------------------------
 
@@ -312,9 +384,8 @@ class WriteApplier:
 
     # ---- sending -----------------------------------------------------------------------
 
-    def _send(self, rows: pd.DataFrame) -> list[_InFlight]:
-        """Sends the phase's commands, then its PATCHes, `concurrency` at a time; returns
-        the commands and accepted PATCHes to poll."""
+    def _calls(self, rows: pd.DataFrame) -> tuple[deque[_Call], deque[_Call]]:
+        """The phase's commands (one per batch) and PATCHes, in the plan's order."""
         commands: deque[_Call] = deque()
         for _, batch in rows[rows["method"] != Method.PATCH].groupby("batch", sort=True):
             method = str(batch["method"].iloc[0])
@@ -331,35 +402,19 @@ class WriteApplier:
         patches = deque(
             _Call(str(r.action), [str(r.offer_id)], int(r.after)) for r in patch_rows.itertuples(index=False)
         )
-        summary = _PatchSummary(self._account, len(patch_rows), self._clock)
-        in_flight: list[_InFlight] = []
-        running: dict[Future, _Call] = {}
+        return commands, patches
 
-        def handle(call: _Call, future: Future) -> None:
-            flight = self._answered(call, future, summary)
-            if flight:
-                in_flight.append(flight)
+    def _mark_command_sent(self, call: _Call) -> _Call:
+        """The command, marked `sent` in the audit (its rows carry its id) before it goes."""
+        self._command_ids.update({(o, call.action): call.command_id for o in call.offer_ids})
+        self._log.mark(
+            self._run_id, self._account, call.action, call.offer_ids, WriteStatus.SENT, command_id=call.command_id
+        )
+        return call
 
-        with self._stopping_cleanly(running, handle, self._back_to_planned):
-            while commands or patches or running:
-                # Keep the pool busy: a chunk more as soon as no more than a pool's worth is out.
-                while (commands or patches) and len(running) <= self._concurrency:
-                    for call in self._mark_sent_next(commands, patches):
-                        running[self._submit(self._call, call)] = call
-                self._collect(running, handle, OUTCOME_FLUSH_SECONDS)
-        summary.flush()
-        return in_flight
-
-    def _mark_sent_next(self, commands: deque[_Call], patches: deque[_Call]) -> list[_Call]:
-        """The next calls to hand out, marked `sent` in the audit before any goes: one
-        command (its rows carry its id), or a chunk of up to twice the pool's PATCHes."""
-        if commands:
-            call = commands.popleft()
-            self._command_ids.update({(o, call.action): call.command_id for o in call.offer_ids})
-            self._log.mark(
-                self._run_id, self._account, call.action, call.offer_ids, WriteStatus.SENT, command_id=call.command_id
-            )
-            return [call]
+    def _mark_patches_sent(self, patches: deque[_Call]) -> list[_Call]:
+        """The next chunk of up to twice the pool's PATCHes, marked `sent` in one statement
+        before any of them goes."""
         chunk = [patches.popleft() for _ in range(min(len(patches), 2 * self._concurrency))]
         self._log.mark_sent(self._run_id, self._account, [(c.offer_ids[0], c.action) for c in chunk])
         return chunk
@@ -501,52 +556,6 @@ class WriteApplier:
 
     # ---- polling -----------------------------------------------------------------------
 
-    def _await(self, in_flight: list[_InFlight]) -> None:
-        """Polls each flight when due (backoff up to max_interval, until its deadline), up
-        to `concurrency` polls at once, the earliest due first."""
-        operations = sum(1 for f in in_flight if f.resource is None)
-        self._operations_polled = self._operations_timed_out = 0
-        order = itertools.count()  # ties in time go by arrival, never by comparing flights
-        waiting = [(f.next_poll_at, next(order), f) for f in in_flight]
-        heapq.heapify(waiting)
-        running: dict[Future, _InFlight] = {}
-
-        def handle(flight: _InFlight, future: Future) -> None:
-            finished = self._read_poll(flight, future.result())
-            if finished or self._clock() >= flight.deadline:
-                self._settle(flight, timed_out=not finished)
-            else:
-                flight.interval = min(self._poll.max_interval, flight.interval * 2)
-                flight.next_poll_at = self._clock() + flight.interval
-                heapq.heappush(waiting, (flight.next_poll_at, next(order), flight))
-
-        with self._stopping_cleanly(running, handle):
-            while waiting or running:
-                now = self._clock()
-                while waiting and waiting[0][0] <= now and len(running) < self._concurrency:
-                    flight = heapq.heappop(waiting)[2]
-                    self._operations_polled += flight.resource is None
-                    running[self._submit(self._ask, flight)] = flight
-                if not running:  # nothing out, nothing due yet
-                    self._flush()
-                    self._sleep(waiting[0][0] - now)
-                    continue
-                timeout = OUTCOME_FLUSH_SECONDS
-                if waiting and len(running) < self._concurrency:  # a free worker: wake when the next is due
-                    timeout = min(timeout, max(0.0, waiting[0][0] - now))
-                self._collect(running, handle, timeout)
-        if operations:  # PATCH operations are many: one line for all of them
-            timed_out = self._operations_timed_out
-            (log.warning if timed_out else log.info)(
-                "patch_operations_polled",
-                account=self._account,
-                operations=operations,
-                polls=self._operations_polled,
-                still_processing=timed_out,
-                msg=f"{operations - timed_out}/{operations} accepted PATCHes finished ({self._operations_polled} polls)"
-                + (f"; {timed_out} still processing when polling stopped, recorded pending" if timed_out else ""),
-            )
-
     def _ask(self, flight: _InFlight) -> Any:
         """On a worker: whether the PATCH operation finished, or the command's task reports."""
         if flight.resource is None:
@@ -591,7 +600,7 @@ class WriteApplier:
             self._results[(offer_id, flight.action)] = (status, error)
         self._record([Outcome(self._run_id, o, flight.action, s, e) for o, s, e in per_offer], settled=len(per_offer))
         if timed_out and flight.resource is None:
-            self._operations_timed_out += 1  # summed up by _await
+            self._operations_timed_out += 1  # summed up by _run_phase
         elif timed_out:
             pending = sum(1 for _, s, _ in per_offer if s == WriteStatus.PENDING)
             log.warning(
