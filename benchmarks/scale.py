@@ -58,6 +58,7 @@ from bench_world import (
 
 from stock_pipeline.core import frame_memo
 from stock_pipeline.core.contracts import OfferFrame, OfferMap, PlanFrame, SnapshotFrame, check_frame
+from stock_pipeline.core.plan import WriteRates
 from stock_pipeline.core.policy import StockPolicy
 from stock_pipeline.core.snapshot import clean_snapshot
 from stock_pipeline.defs.account_steps import plan_account_offers
@@ -171,7 +172,9 @@ def diff_and_plan(snapshot: pd.DataFrame, maps: list[OfferMap]) -> tuple[float, 
         started = time.perf_counter()
         check_frame(SnapshotFrame, snapshot)
         check_frame(OfferFrame, offer_map.offers)
-        planned = plan_account_offers(offer_map, snapshot, policy, frozenset(), 1000)
+        # Routes by time, as a run of a sync of all these accounts plans them (account_steps.write_rates).
+        rates = WriteRates(calls=147.0 / len(maps), patches=40.8, command_offers=147.0, patch_burst=25)
+        planned = plan_account_offers(offer_map, snapshot, policy, frozenset(), 1000, rates=rates)
         plan = check_frame(PlanFrame, planned.plan)
         minimum = planned.minimum_api_calls
         elapsed = time.perf_counter() - started
