@@ -6,6 +6,7 @@ from collections import Counter
 
 import pandas as pd
 import pytest
+from dagster import AssetKey, DagsterInstance
 
 from stock_pipeline.core.diff import compute_diff, offers_frame
 from stock_pipeline.core.plan import minimum_calls
@@ -147,3 +148,10 @@ def test_an_account_alone_trades_calls_for_time_when_its_patch_budget_binds(sett
     # The rehearsal showed the routes the sync then took.
     assert f"{len(commands)} quantity command(s) (set)" in rehearsal.stdout, rehearsal.stdout
     assert f"{len(patches)} PATCH call(s)" in rehearsal.stdout
+    # The plan says what it was routed by: the whole client_id's rate (the limiter's 98 % of
+    # 9 000/min), this account being the only one with a run under way.
+    event = DagsterInstance.get().get_latest_materialization_event(AssetKey("stock_diff"))
+    metadata = event.asset_materialization.metadata
+    assert metadata["planned_at_calls_per_second"].value == pytest.approx(147, abs=1)
+    assert metadata["planned_patches"].value == len(patches)
+    assert 0 < metadata["writes_estimated_seconds"].value < 10
