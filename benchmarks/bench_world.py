@@ -18,7 +18,7 @@ from typing import Callable
 import pandas as pd
 import sqlalchemy as sa
 
-from stock_pipeline.core.plan import WriteRates, minimum_calls, plan_seconds, plan_writes
+from stock_pipeline.core.plan import WriteRates, minimum_calls, plan_cost, plan_seconds, plan_writes
 from stock_pipeline.core.vocabulary import Action
 from stock_pipeline.simulator import AllegroSimulator
 
@@ -173,8 +173,7 @@ def sync_floor(world: dict, warehouse: pd.DataFrame, batch_size: int = 1000) -> 
         listing = max(1, -(-len(world[account]) // 1000))
         least += minimum_calls(len(world[account]), diff, batch_size)
         plan = plan_writes(diff.assign(status="ACTIVE"), batch_size, alone)
-        commands = plan["batch"] >= 0
-        routed += listing + int((~commands).sum()) + 2 * plan.loc[commands, "batch"].nunique()
+        routed += listing + plan_cost(plan)[0]
         slowest = max(slowest, plan_seconds(plan, alone))
     rate_seconds = least / (RATE_PER_MINUTE / 60)
     binds = slowest > rate_seconds

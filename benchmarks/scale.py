@@ -58,11 +58,12 @@ from bench_world import (
 
 from stock_pipeline.core import frame_memo
 from stock_pipeline.core.contracts import OfferFrame, OfferMap, PlanFrame, SnapshotFrame, check_frame
-from stock_pipeline.core.plan import WriteRates
 from stock_pipeline.core.policy import StockPolicy
 from stock_pipeline.core.snapshot import clean_snapshot
 from stock_pipeline.defs.account_steps import plan_account_offers
 from stock_pipeline.defs.io_manager import load_shared, load_value, store_shared, store_value
+from stock_pipeline.defs.resources import build_resources
+from stock_pipeline.foundation.settings import Settings
 from stock_pipeline.warehouse.stock_source import read_stock
 
 TARGET_SECONDS = 2.0
@@ -168,12 +169,12 @@ def diff_and_plan(snapshot: pd.DataFrame, maps: list[OfferMap]) -> tuple[float, 
     calls, and the plan's contract as it is handed over."""
     total, plans = 0.0, []
     policy = StockPolicy()
+    # Routes by time, as a run of a sync of all these accounts plans them (default settings).
+    rates = build_resources(Settings())["allegro"].write_rates(len(maps))
     for offer_map in maps:
         started = time.perf_counter()
         check_frame(SnapshotFrame, snapshot)
         check_frame(OfferFrame, offer_map.offers)
-        # Routes by time, as a run of a sync of all these accounts plans them (account_steps.write_rates).
-        rates = WriteRates(calls=147.0 / len(maps), patches=40.8, command_offers=147.0, patch_burst=25)
         planned = plan_account_offers(offer_map, snapshot, policy, frozenset(), 1000, rates=rates)
         plan = check_frame(PlanFrame, planned.plan)
         minimum = planned.minimum_api_calls

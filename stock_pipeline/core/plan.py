@@ -161,12 +161,16 @@ def _faster_by_command(
     return faster
 
 
-def plan_seconds(plan: pd.DataFrame, rates: WriteRates) -> float:
-    """The time `plan`'s writes take at `rates`: its slowest budget."""
+def plan_cost(plan: pd.DataFrame) -> tuple[int, int, int]:
+    """What `plan`'s writes spend: (calls, PATCHes, offers changed by commands)."""
     patches = int((plan["method"] == Method.PATCH).sum())
     commands = plan["batch"] >= 0
-    calls = patches + CALLS_PER_COMMAND * plan.loc[commands, "batch"].nunique()
-    return float(rates.seconds(calls, patches, int(commands.sum())))
+    return patches + CALLS_PER_COMMAND * int(plan.loc[commands, "batch"].nunique()), patches, int(commands.sum())
+
+
+def plan_seconds(plan: pd.DataFrame, rates: WriteRates) -> float:
+    """The time `plan`'s writes take at `rates`: its slowest budget."""
+    return float(rates.seconds(*plan_cost(plan)))
 
 
 def minimum_calls(offers: OfferMap | int, diff: pd.DataFrame, batch_size: int = 1000) -> int:
@@ -192,4 +196,4 @@ def minimum_calls(offers: OfferMap | int, diff: pd.DataFrame, batch_size: int = 
     )
 
 
-__all__ = ["plan_writes", "plan_seconds", "minimum_calls", "command_calls", "WriteRates", "PLAN_COLUMNS"]
+__all__ = ["plan_writes", "plan_cost", "plan_seconds", "minimum_calls", "command_calls", "WriteRates", "PLAN_COLUMNS"]

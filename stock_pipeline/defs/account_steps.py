@@ -38,7 +38,6 @@ from stock_pipeline.foundation.errors import (
 from stock_pipeline.foundation.logs import get_logger
 from stock_pipeline.foundation.single_flight import SingleFlight
 from stock_pipeline.observability import progress
-from stock_pipeline.rate_limit import RateSpec
 from stock_pipeline.store.ended_offers import EndedOffers
 from stock_pipeline.store.live_offers import LiveOffers
 from stock_pipeline.store.policies import PolicyStore
@@ -221,27 +220,13 @@ class AccountPlan:
 
 
 def write_rates(allegro: AllegroApi, instance: DagsterInstance) -> WriteRates:
-    """The rates an account's writes are planned at (core/plan.py, routes by time): the
-    client_id's rate shared evenly by the accounts with a run under way now (at least this
-    one), and the account's own per-user budgets. A full sync of many accounts thus plans
-    by calls, which bind; an account written alone may trade calls for time."""
+    """The rates an account's writes are planned at now: the client_id's rate shared by the
+    accounts with a run under way (at least this one). A full sync of many accounts thus
+    plans by calls, which bind; an account written alone may trade calls for time."""
     under_way = instance.get_run_records(
         RunsFilter(statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]), limit=1000
     )
-    accounts = {r.dagster_run.tags.get("dagster/partition") for r in under_way} - {None}
-    # The rates the limiters let through (a little under each limit: rate_limit/gcra.py).
-    client, patches, offer_changes = (
-        RateSpec(allegro.rate_limit_per_minute, 60.0),
-        RateSpec(allegro.user_patches_per_minute, 60.0),
-        RateSpec(allegro.user_offer_changes_per_minute, 60.0),
-    )
-    return WriteRates(
-        calls=1 / client.emission_interval / max(1, len(accounts)),
-        patches=1 / patches.emission_interval,
-        command_offers=1 / offer_changes.emission_interval,
-        patch_burst=patches.burst_size,
-        command_wait=allegro.poll_first_after,
-    )
+    return allegro.write_rates(len({r.dagster_run.tags.get("dagster/partition") for r in under_way} - {None}))
 
 
 def plan_account(

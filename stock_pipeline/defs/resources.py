@@ -22,6 +22,7 @@ from dagster import ConfigurableResource, ResourceDependency
 from stock_pipeline.allegro.auth import AllegroAuth
 from stock_pipeline.allegro.client import AllegroClient, WriteBudgets
 from stock_pipeline.core.guards import GuardLimits
+from stock_pipeline.core.plan import WriteRates
 from stock_pipeline.foundation.settings import Settings
 from stock_pipeline.notify.telegram import TelegramNotifier
 from stock_pipeline.observability.metrics import build_metrics
@@ -118,10 +119,33 @@ class AllegroApi(ConfigurableResource):
     def metrics(self):
         return shared_metrics(self.redis_url)
 
+    @property
+    def request_rate(self) -> RateSpec:
+        return RateSpec(self.rate_limit_per_minute, 60.0)
+
+    @property
+    def patch_rate(self) -> RateSpec:
+        return RateSpec(self.user_patches_per_minute, 60.0)
+
+    @property
+    def offer_change_rates(self) -> tuple[RateSpec, RateSpec]:
+        return RateSpec(self.user_offer_changes_per_minute, 60.0), RateSpec(self.user_offer_changes_per_hour, 3600.0)
+
     def request_limiter(self):
         """The client_id's request budget, shared by every account and process."""
-        return shared_limiter(
-            self.redis_url, f"allegro:rate:{self.client_id}", (RateSpec(self.rate_limit_per_minute, 60.0),)
+        return shared_limiter(self.redis_url, f"allegro:rate:{self.client_id}", (self.request_rate,))
+
+    def write_rates(self, accounts_sharing: int) -> WriteRates:
+        """The rates an account's writes are planned at (core/plan.py, routes by time): the
+        client_id's rate shared evenly by `accounts_sharing` accounts, and the account's own
+        budgets; each the rate its limiter lets through (a little under the limit: gcra.py)."""
+        per_minute = self.offer_change_rates[0]
+        return WriteRates(
+            calls=1 / self.request_rate.emission_interval / max(1, accounts_sharing),
+            patches=1 / self.patch_rate.emission_interval,
+            command_offers=1 / per_minute.emission_interval,
+            patch_burst=self.patch_rate.burst_size,
+            command_wait=self.poll_first_after,
         )
 
     def auth(self) -> AllegroAuth:
@@ -134,15 +158,8 @@ class AllegroApi(ConfigurableResource):
         limiter = self.request_limiter()
         user = f"allegro:rate:{self.client_id}:user:{account}"
         budgets = WriteBudgets(
-            offer_changes=shared_limiter(
-                self.redis_url,
-                f"{user}:offer-changes",
-                (
-                    RateSpec(self.user_offer_changes_per_minute, 60.0),
-                    RateSpec(self.user_offer_changes_per_hour, 3600.0),
-                ),
-            ),
-            patches=shared_limiter(self.redis_url, f"{user}:patches", (RateSpec(self.user_patches_per_minute, 60.0),)),
+            offer_changes=shared_limiter(self.redis_url, f"{user}:offer-changes", self.offer_change_rates),
+            patches=shared_limiter(self.redis_url, f"{user}:patches", (self.patch_rate,)),
         )
         return AllegroClient(
             self.api_url,
